@@ -1,0 +1,8 @@
+"""Entry point for ``python -m smallcovid``."""
+
+import sys
+
+from smallcovid.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Training-time augmentation on square tensors (flips, 90-degree turns, scale and intensity jitter).
+
+Everything draws from an explicit ``torch.Generator`` so that an epoch's
+augmentation is a pure function of (seed, fold, epoch): a resumed run sees the
+same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation strengths; ``enabled=False`` turns all of it off."""
+
+    enabled: bool = True
+    flip: bool = True
+    rot90: bool = True
+    scale: float = 0.15  # zoom factor drawn from [1 - scale, 1 + scale]
+    gain: float = 0.1  # intensity multiplied by [1 - gain, 1 + gain]
+    bias: float = 0.05  # intensity shifted by [-bias, +bias]
+    gamma: float = 0.2  # gamma drawn from [1 - gamma, 1 + gamma]
+
+
+def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def augment_batch(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    types: torch.Tensor,
+    cfg: AugmentConfig,
+    g: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augment a batch on the CPU.
+
+    Args:
+        images: (N, 1, S, S) float in [0, 1].
+        masks: (N, 1, S, S) float {0, 1}.
+        types: (N, S, S) int64 (0/1/2, or -100 where unlabeled).
+        cfg: strengths.
+        g: random generator (CPU).
+
+    Returns:
+        The augmented (images, masks, types), same shapes and dtypes.
+    """
+    if not cfg.enabled:
+        return images, masks, types
+    n = images.shape[0]
+    images, masks, types = images.clone(), masks.clone(), types.clone()
+    for i in range(n):
+        if cfg.flip and torch.rand(1, generator=g).item() < 0.5:
+            images[i], masks[i], types[i] = images[i].flip(-1), masks[i].flip(-1), types[i].flip(-1)
+        if cfg.flip and torch.rand(1, generator=g).item() < 0.5:
+            images[i], masks[i], types[i] = images[i].flip(-2), masks[i].flip(-2), types[i].flip(-2)
+        if cfg.rot90:
+            k = int(torch.randint(0, 4, (1,), generator=g).item())
+            if k:
+                images[i] = torch.rot90(images[i], k, (-2, -1))
+                masks[i] = torch.rot90(masks[i], k, (-2, -1))
+                types[i] = torch.rot90(types[i], k, (-2, -1))
+    if cfg.scale > 0:
+        zoom = _uniform(g, n, 1 - cfg.scale, 1 + cfg.scale)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = 1 / zoom
+        theta[:, 1, 1] = 1 / zoom
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        masks = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        # Types go through float for grid_sample; -100 (unlabeled) survives nearest sampling.
+        t = F.grid_sample(types[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        types = t[:, 0].round().long()
+    gain = _uniform(g, n, 1 - cfg.gain, 1 + cfg.gain).view(n, 1, 1, 1)
+    bias = _uniform(g, n, -cfg.bias, cfg.bias).view(n, 1, 1, 1)
+    gamma = _uniform(g, n, 1 - cfg.gamma, 1 + cfg.gamma).view(n, 1, 1, 1)
+    images = (images.clamp(0, 1) ** gamma * gain + bias).clamp(0, 1)
+    return images, masks, types

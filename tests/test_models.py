@@ -1,0 +1,231 @@
+"""Every registered model: shapes, gradients, over-fitting, weights round trip, registry.
+
+Parametrised over ``list_models()`` so a newly registered architecture is
+covered automatically; FAST_OVERRIDES shrinks known models so the file runs in
+well under a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from smallcovid.errors import SmallCovidError, UnknownModelError
+from smallcovid.models import (
+    build_model,
+    get_spec,
+    list_models,
+    make_config,
+    num_parameters,
+    pad_to_multiple,
+    register_model,
+)
+from smallcovid.models.checkpoint import load_weights, save_weights
+
+torch.set_num_threads(2)
+
+# Smaller configs for the slow tests only; unknown (new) models run with defaults.
+FAST_OVERRIDES: dict[str, dict] = {
+    "smallcovid-net": {"filters": 16},
+    "unet": {"decoder_channels": (64, 32, 16, 16, 8)},
+    "segnet": {"width": 0.125},
+    "mask-rcnn": {
+        "image_size": 64,
+        "fpn_channels": 64,
+        "representation_size": 128,
+        "mask_head_channels": 64,
+    },
+}
+
+MODELS = list_models()
+
+
+def fast_model(name: str):
+    torch.manual_seed(0)
+    return build_model(name, **FAST_OVERRIDES.get(name, {}))
+
+
+def blob_batch(size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two images with one bright disc lesion each: GGO in the first, consolidation in the second.
+
+    Returns images (2, 1, S, S), lesion_mask (2, 1, S, S), lesion_types (2, S, S).
+    """
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    discs = [((yy - 20) ** 2 + (xx - 24) ** 2) < 100, ((yy - 40) ** 2 + (xx - 36) ** 2) < 144]
+    mask = torch.stack(discs).unsqueeze(1).float()
+    gen = torch.Generator().manual_seed(1)
+    images = (0.2 + 0.6 * mask + 0.05 * torch.randn(mask.shape, generator=gen)).clamp(0, 1)
+    types = torch.stack([discs[0].long() * 1, discs[1].long() * 2])
+    return images, mask, types
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_predict_shapes_on_odd_sizes(name):
+    model = fast_model(name).eval()
+    images = torch.rand(2, 1, 45, 61)
+    padded, crop = pad_to_multiple(images, model.size_multiple())
+    assert all(side % model.size_multiple() == 0 for side in padded.shape[-2:])
+    try:
+        lesion_logits, type_logits = model(padded)
+    except NotImplementedError:  # instance models have no dense logits
+        pass
+    else:
+        assert lesion_logits.shape == (2, 1, *padded.shape[-2:])
+        assert type_logits.shape == (2, 3, *padded.shape[-2:])
+    pred = model.predict(padded)
+    lesion, types = pred.lesion_prob[..., crop[0], crop[1]], pred.type_prob[..., crop[0], crop[1]]
+    assert lesion.shape == (2, 1, 45, 61) and types.shape == (2, 3, 45, 61)
+    assert lesion.dtype == torch.float32 and types.dtype == torch.float32
+    assert lesion.min() >= 0 and lesion.max() <= 1
+    assert types.min() >= 0 and types.max() <= 1
+    torch.testing.assert_close(types.sum(dim=1), torch.ones(2, 45, 61))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loss_is_finite_with_finite_gradients(name):
+    model = fast_model(name).train()
+    images, mask, types = blob_batch()
+    # The second image has no lesion: models must cope with empty targets.
+    mask[1], types[1] = 0, 0
+    loss = model.loss(images, mask, types)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert model.training  # loss/predict restore the caller's mode
+    model.predict(images)
+    assert model.training
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loss_decreases_when_overfitting_two_images(name):
+    model = fast_model(name).train()
+    images, mask, types = blob_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = model.loss(images, mask, types)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) / 3 < 0.9 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_weights_round_trip(name, tmp_path):
+    model = fast_model(name).eval()
+    images = torch.rand(1, 1, 64, 64)
+    card = save_weights(model, tmp_path / f"{name}.safetensors", card={"note": "test", "threshold": 0.8})
+    assert card["architecture"] == name and card["note"] == "test"
+    assert card["params"] == num_parameters(model) and len(card["sha256"]) == 64
+    assert json.loads((tmp_path / f"{name}.json").read_text()) == card
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]  # no temp files left behind
+
+    for target in (tmp_path / f"{name}.safetensors", tmp_path / f"{name}.json", tmp_path):
+        loaded, loaded_card = load_weights(target)
+        assert not loaded.training and loaded_card == card
+    before, after = model.predict(images), loaded.predict(images)
+    assert torch.equal(before.lesion_prob, after.lesion_prob)
+    assert torch.equal(before.type_prob, after.type_prob)
+
+
+def test_load_weights_reports_bad_files(tmp_path):
+    model = fast_model("smallcovid-net")
+    path = tmp_path / "net.safetensors"
+    save_weights(model, path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SmallCovidError, match="net.safetensors.*sha256"):
+        load_weights(path)
+    with pytest.raises(SmallCovidError, match="not found"):
+        load_weights(tmp_path / "missing.safetensors")
+    (tmp_path / "net.json").write_text("{not json")
+    with pytest.raises(SmallCovidError, match="net.json"):
+        load_weights(tmp_path / "net.json")
+    with pytest.raises(SmallCovidError, match="must end in"):
+        save_weights(model, tmp_path / "net.pt")
+
+
+def test_half_precision_weights_load_into_fp32_model(tmp_path):
+    model = fast_model("smallcovid-net").eval()
+    card = save_weights(model, tmp_path / "net.safetensors", dtype=torch.float16)
+    loaded, _ = load_weights(tmp_path / "net.safetensors")
+    assert card["weights_dtype"] == "float16"
+    assert next(loaded.parameters()).dtype == torch.float32
+    images = torch.rand(1, 1, 64, 64)
+    torch.testing.assert_close(
+        loaded.predict(images).lesion_prob, model.predict(images).lesion_prob, atol=1e-2, rtol=0
+    )
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(UnknownModelError) as info:
+        build_model("no-such-model")
+    for name in MODELS:
+        assert name in str(info.value)
+
+
+def test_duplicate_registration_is_refused():
+    spec = get_spec(MODELS[0])
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(MODELS[0], spec.config_cls, "duplicate")(spec.builder)
+    assert get_spec(MODELS[0]) is spec
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_json_round_trip(name):
+    config = make_config(name, **FAST_OVERRIDES.get(name, {}))
+    restored = make_config(name, **json.loads(json.dumps(dataclasses.asdict(config))))
+    assert restored == config
+    assert build_model(name, config=dataclasses.asdict(config)).config == config
+
+
+def test_default_parameter_counts():
+    counts = {name: num_parameters(build_model(name)) for name in MODELS}
+    print("default parameter counts:", counts)
+    assert counts["smallcovid-net"] <= counts["unet"] / 20
+
+
+def test_pad_to_multiple():
+    x = torch.ones(1, 1, 45, 64)
+    padded, crop = pad_to_multiple(x, 32)
+    assert padded.shape == (1, 1, 64, 64) and padded[..., 45:, :].abs().sum() == 0
+    assert torch.equal(padded[..., crop[0], crop[1]], x)
+    same, _ = pad_to_multiple(padded, 32)
+    assert same is padded
+
+
+def test_mask_rcnn_instances_from_lesion_mask():
+    import numpy as np
+
+    from smallcovid.models.mask_rcnn import lesion_instances
+
+    mask = np.zeros((10, 12), dtype=np.uint8)
+    types = np.zeros((10, 12), dtype=np.int64)
+    mask[1:3, 1:3] = 1  # 2x2 block ...
+    mask[3, 3] = 1  # ... joined diagonally (8-connectivity): one 5-pixel GGO region
+    types[1:3, 1:3] = 1
+    mask[6:9, 6:11] = 1  # 15-pixel region, 8 px consolidation -> label 2
+    types[6:9, 6:11] = 1
+    types[6:8, 6:10] = 2
+    mask[0, 11] = 1  # single pixel, below min_pixels
+    boxes, masks, labels = lesion_instances(mask, types, min_pixels=4)
+    assert boxes.tolist() == [[1, 1, 4, 4], [6, 6, 11, 9]]
+    assert masks.shape == (2, 10, 12) and masks.dtype == np.uint8 and masks.sum() == 5 + 15
+    assert labels.tolist() == [1, 2]
+    empty = lesion_instances(np.zeros((5, 5)), np.zeros((5, 5)), min_pixels=4)
+    assert [a.shape for a in empty] == [(0, 4), (0, 5, 5), (0,)]
+
+
+def test_mask_rcnn_eval_mode_loss_leaves_batchnorm_stats_alone():
+    model = fast_model("mask-rcnn").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model.loss(*blob_batch())
+    after = model.state_dict()
+    assert not model.training
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
