@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
                    help="architecture option, e.g. filters=24 (repeatable)")
     p.add_argument("--final", action="store_true", help="also train on all data and write final/ weights + card")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)")
     p.add_argument("--job-id", type=int, help=argparse.SUPPRESS)
     p.add_argument("--jobs-db", help=argparse.SUPPRESS)
     return p
@@ -86,6 +86,12 @@ def config_from_args(args: argparse.Namespace):
     return cfg, Path(args.out) / run_id
 
 
+def _env_threads() -> int | None:
+    """OMP_NUM_THREADS when it is a plain positive number (jobs started by the app inherit it)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def _raise_cancelled(signum, frame):
     from smallcovid.training import TrainingCancelled
 
@@ -93,11 +99,16 @@ def _raise_cancelled(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    # Log lines are progress for people (stdout); stderr carries only the one-line error.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     import torch
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or _env_threads() or os.cpu_count() or 1)
     from smallcovid.console import ConsoleProgress
     from smallcovid.training import TrainingCancelled, train
 

@@ -53,7 +53,7 @@ def format_summary(summary: dict) -> str:
                  + f" | {'':>9}{t['dice']['std']:>8.3f}")
     for typ in ("ground-glass", "consolidation"):
         key = f"dice_{typ}"
-        if key in t:
+        if key in t and t[key]["mean"] is not None:
             lines.append(f"{typ} Dice (tuned): {t[key]['mean']:.3f} ± {t[key]['std']:.3f}")
     lines.append(f"recommended threshold (out-of-fold): {summary['recommended_threshold']:.2f}")
     if "final" in summary:

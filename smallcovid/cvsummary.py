@@ -120,8 +120,11 @@ def _mean_std(per_fold: list[dict], key: str) -> dict:
     rows = [_row(m[key]) for m in per_fold]
     out = {}
     for name in rows[0]:
-        vals = np.array([r.get(name, np.nan) for r in rows], dtype=float)
-        out[name] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals))}
+        vals = np.array([np.nan if r.get(name) is None else r[name] for r in rows], dtype=float)
+        if np.isnan(vals).all():
+            out[name] = {"mean": None, "std": None}
+        else:
+            out[name] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals))}
     return out
 
 

@@ -110,6 +110,12 @@ def _load_folder(root: Path, allow_symlinks: bool) -> LabeledSet:
     image_files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not image_files:
         raise SmallCovidError(f"{images_dir}: no .png, .jpg or .tif images found")
+    seen: dict[str, str] = {}
+    for img_path in image_files:
+        if img_path.stem in seen:
+            raise SmallCovidError(f"{images_dir}: {seen[img_path.stem]} and {img_path.name} share the stem "
+                                  f"{img_path.stem!r}; every slice needs its own name")
+        seen[img_path.stem] = img_path.name
     samples = []
     for img_path in image_files:
         stem = img_path.stem

@@ -76,8 +76,9 @@ def evaluate_maps(maps: Sequence[ProbMaps], samples: Sequence[Sample], threshold
         present = (c.tp + c.fn) > 0
         d = scores(c)["dice"][present]
         type_dice[TYPE_LABELS[t]] = {
-            "mean": float(d.mean()) if d.size else float("nan"),
-            "std": float(d.std()) if d.size else float("nan"),
+            # None (JSON null) when no image contains the type: strict JSON has no NaN.
+            "mean": float(d.mean()) if d.size else None,
+            "std": float(d.std()) if d.size else None,
             "pooled": float(scores(c.pooled())["dice"][0]),
             "n": int(present.sum()),
         }

@@ -143,7 +143,8 @@ def load_predictor(
     Args:
         name: registered model name; with ``weights`` it must match the card (or be None).
         weights: a ``.safetensors`` / ``.json`` file, a folder holding one pair, or a
-            training run folder (its ``final/`` model, else fold 1's best checkpoint).
+            training run folder (its ``final/`` model once the run has finished, else
+            fold 1's best checkpoint).
         device: ``auto``, ``cpu`` or ``cuda``.
 
     Raises:
@@ -181,7 +182,9 @@ def load_predictor(
 
 def _weights_in_run(p: Path) -> Path:
     if p.is_dir():
-        for candidate in (p / "final", p / "fold_1", p):
+        # final/ only once the run has finished (summary.json): an interrupted final model is half-trained.
+        finished = (p / "summary.json").is_file() or not (p / "config.json").is_file()
+        for candidate in ((p / "final",) if finished else ()) + (p / "fold_1", p):
             files = sorted(candidate.glob("*.safetensors")) if candidate.is_dir() else []
             files = [f for f in files if f.with_suffix(".json").is_file()]
             if len(files) == 1:

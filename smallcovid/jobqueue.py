@@ -39,6 +39,10 @@ class JobManager:
     def submit(self, cfg: TrainConfig, name: str | None = None) -> int:
         """Queue a job; its run folder is ``<jobs dir>/runs/job-<id>``. Returns the id."""
         label = safe_name(name or cfg.model)
+        # The worker runs from the repository folder: make data paths absolute now.
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
         runs = self.store.path.parent / "runs"
         tmp_dir = runs / f"pending-{time.time_ns()}"
         job_id = self.store.add(label, cfg, tmp_dir)

@@ -96,9 +96,14 @@ class JobStore:
     def __init__(self, db_path: str | Path | None = None) -> None:
         self.path = Path(db_path) if db_path else jobs_dir() / "jobs.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._conn() as c:
-            c.execute("PRAGMA journal_mode=WAL")
-            c.executescript(SCHEMA)
+        # Outside _conn(): the journal mode cannot change inside a transaction, and
+        # executescript() commits on its own.
+        conn = sqlite3.connect(self.path, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+        finally:
+            conn.close()
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:

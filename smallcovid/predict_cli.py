@@ -71,7 +71,20 @@ def predict_one(predictor: Predictor, scan, window, threshold: float, out: Path,
         return names
     m = predictor.predict_scan(scan, window)
     names = [f"{stem}_prob.png", f"{stem}_mask.png", f"{stem}_classes.png"]
-    io.write_png(out / names[0], np.round(m.lesion * 255).astype(np.uint8))
-    io.write_png(out / names[1], (m.mask(threshold) * 255).astype(np.uint8))
-    io.write_png(out / names[2], m.type_map(threshold))
+    arrays = [np.round(m.lesion * 255).astype(np.uint8), (m.mask(threshold) * 255).astype(np.uint8),
+              m.type_map(threshold)]
+    _write_all(out, names, arrays)
     return names
+
+
+def _write_all(out: Path, names: list[str], arrays: list[np.ndarray]) -> None:
+    """Write every output of one input or none: stage under temporary names, then rename."""
+    staged = [out / f".{n}.staged.png" for n in names]
+    try:
+        for path, arr in zip(staged, arrays):
+            io.write_png(path, arr)
+        for path, name in zip(staged, names):
+            path.replace(out / name)
+    finally:
+        for path in staged:
+            path.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ def format_table(results: dict) -> str:
         s = r.summary
         cells = [f"{s.mean[k]:.3f}±{s.std[k]:.3f}" for k in ("dice", "precision", "recall", "iou")]
         pooled = " ".join(f"{s.pooled[k]:.3f}" for k in ("dice", "precision", "recall", "iou"))
-        types = " ".join(f"{r.type_dice[t]['mean']:.3f}" if t in r.type_dice else "  -  "
+        types = " ".join(f"{r.type_dice[t]['mean']:.3f}" if r.type_dice.get(t, {}).get("mean") is not None else "  -  "
                          for t in ("ground-glass", "consolidation"))
         lines.append(f"{name:<15}{r.threshold:>5.2f}  " + "  ".join(f"{c:>13}" for c in cells) + f"  | {pooled:<25} | {types}")
     return "\n".join(lines)

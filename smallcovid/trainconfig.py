@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smallcovid.errors import SmallCovidError
-from smallcovid.models import list_models
+from smallcovid.models import list_models, make_config
 
 PROTOCOLS = ("default", "paper")
 
@@ -58,10 +58,20 @@ class TrainConfig:
             ("image_size", 32 <= self.image_size <= 1024 and self.image_size % 32 == 0,
              "a multiple of 32 between 32 and 1024"),
             ("threshold", 0 < self.threshold < 1, "between 0 and 1"),
+            ("steps_per_epoch", self.steps_per_epoch is None or self.steps_per_epoch >= 1, "at least 1"),
+            ("patience", self.patience >= 0, "0 (off) or more"),
+            ("weight_decay", self.weight_decay >= 0, "0 or more"),
         ]
         for name, ok, allowed in checks:
             if not ok:
                 raise SmallCovidError(f"{name}={getattr(self, name)!r} is invalid; it must be {allowed}")
+        # Unknown or invalid architecture options fail here, before a run folder is written.
+        try:
+            make_config(self.model, **self.model_config)
+        except SmallCovidError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise SmallCovidError(f"invalid {self.model} option(s) {self.model_config!r} ({exc})") from None
 
     @staticmethod
     def paper(**kw: Any) -> "TrainConfig":

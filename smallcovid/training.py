@@ -72,14 +72,16 @@ def train(
     kept, an unfinished fold continues after its last completed epoch.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
     if cfg_path.is_file() and json.loads(cfg_path.read_text()) != json.loads(cfg.to_json()):
         raise SmallCovidError(f"{out}: holds a run with a different configuration; choose another --out")
-    atomic_write_text(cfg_path, cfg.to_json())
+    # Data and splits are checked before the run folder is made: a refused run leaves nothing behind.
+    device = resolve_device(cfg.device)
     data = load_dataset(cfg.data)
     splits = _splits(cfg, data, out)
-    device = resolve_device(cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg_path, cfg.to_json())
+    save_splits(out / "splits.json", splits, cfg.seed)
     clock = _Clock(total_epochs=cfg.epochs * (len(splits) + int(cfg.final)))
     for k, split in enumerate(splits, start=1):
         fold_dir = out / f"fold_{k}"
@@ -106,7 +108,6 @@ def _splits(cfg: TrainConfig, data: LabeledSet, out: Path) -> list[dict[str, lis
         splits = make_splits(data.stems, cfg.folds, cfg.seed, groups)
     if len(splits) != cfg.folds:
         raise SmallCovidError(f"the splits file has {len(splits)} folds but --folds is {cfg.folds}")
-    save_splits(saved, splits, cfg.seed)
     return splits
 
 
@@ -203,11 +204,16 @@ def train_fold(
     val_t = to_tensors(val_set, cfg.image_size) if val_set is not None else None
     steps = cfg.steps_per_epoch or math.ceil(len(train_set) / cfg.batch_size)
     meta = load_state(fold_dir / "resume", model, opt) or {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": []}
+    clock.skip(meta["epoch"])  # epochs finished before an interruption
+    first = meta["epoch"] + 1
+    if cfg.patience and val_set is not None and meta["epoch"] and meta["epoch"] - meta["best_epoch"] >= cfg.patience:
+        first = cfg.epochs + 1  # this fold had stopped early: resuming must not train it further
+        clock.skip(cfg.epochs - meta["epoch"])
     aug = AugmentConfig(enabled=cfg.augment)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     weights_path = fold_dir / f"{cfg.model}.safetensors"
-    for epoch in range(meta["epoch"] + 1, cfg.epochs + 1):
+    for epoch in range(first, cfg.epochs + 1):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(hash((cfg.seed, fold, epoch)) % (2**31))
         model.train()

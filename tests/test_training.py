@@ -1,0 +1,285 @@
+"""The training engine: config validation, run folder, progress, resume, corrupt checkpoints, write failures.
+
+Every run is smallcovid-net with 8 filters and depth 2 at 32x32 on the 6-slice tiny
+folder (2 folds x 2 epochs, 2 batches per epoch): a few seconds on one busy core.
+Resumed runs are compared to an uninterrupted run with the same seed *exactly*:
+on CPU, one process and one thread, PyTorch is deterministic for these ops.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from smallcovid.errors import SmallCovidError
+from smallcovid.models.checkpoint import load_weights
+from smallcovid.trainconfig import TrainConfig
+from smallcovid.training import Progress, TrainingCancelled, train
+from tinydata import assert_close_tree, comparable_summary
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "smallcovid-net"
+
+
+# ------------------------------------------------------------------ TrainConfig
+
+@pytest.mark.parametrize("kw, match", [
+    ({"model": "resnet"}, "unknown model"),
+    ({"protocol": "fast"}, "protocol"),
+    ({"optimizer": "adam"}, "optimizer"),
+    ({"folds": 1}, "folds"),
+    ({"epochs": 0}, "epochs"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": -1e-3}, "lr"),
+    ({"image_size": 48}, "image_size"),
+    ({"image_size": 16}, "image_size"),
+    ({"image_size": 2048}, "image_size"),
+    ({"threshold": 0.0}, "threshold"),
+    ({"threshold": 1.0}, "threshold"),
+    ({"steps_per_epoch": 0}, "steps_per_epoch"),
+    ({"patience": -1}, "patience"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"model_config": {"filterz": 3}}, "filterz"),
+    ({"model_config": {"filters": 0}}, "filters"),
+])
+def test_config_validation(kw, match):
+    base = dict(model=MODEL, data="d")
+    base.update(kw)
+    with pytest.raises(SmallCovidError, match=match) as info:
+        TrainConfig(**base)
+    assert "\n" not in str(info.value)
+
+
+def test_config_json_round_trip_and_paper_protocol():
+    cfg = TrainConfig(model=MODEL, data="d", model_config={"filters": 8})
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    with pytest.raises(SmallCovidError, match="unknown training option"):
+        TrainConfig.from_dict({"model": MODEL, "data": "d", "colour": "red"})
+    p = TrainConfig.paper(model=MODEL, data="d")
+    assert (p.optimizer, p.lr, p.epochs, p.steps_per_epoch, p.threshold, p.protocol) == ("sgd", 1e-4, 20, 600, 0.8, "paper")
+
+
+# ------------------------------------------------------------------ a tiny run
+
+def test_run_folder_layout(tiny_run, tiny_cfg):
+    run, summary = tiny_run
+    cfg = tiny_cfg(final=True)
+    assert json.loads((run / "config.json").read_text()) == json.loads(cfg.to_json())
+    splits = json.loads((run / "splits.json").read_text())
+    assert splits["seed"] == cfg.seed and len(splits["folds"]) == 2
+    for k in (1, 2):
+        fold = run / f"fold_{k}"
+        model, card = load_weights(fold / f"{MODEL}.safetensors")
+        assert card["architecture"] == MODEL and card["input_size"] == 32 and card["fold"] == k
+        with open(fold / "history.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [int(r["epoch"]) for r in rows] == [1, 2]
+        assert all(r["val_dice"] != "" and float(r["train_loss"]) > 0 for r in rows)
+        m = json.loads((fold / "metrics.json").read_text())
+        assert m["fold"] == k and m["n_val"] == 3 and m["best_epoch"] in (1, 2)
+        assert set(m["at_threshold"]["mean"]) >= {"dice", "precision", "recall", "iou", "specificity"}
+    s = json.loads((run / "summary.json").read_text())
+    assert s["model"] == MODEL and s["folds"] == 2 and s["n_slices"] == 6
+    for key in ("dice", "precision", "recall", "iou"):
+        assert set(s["at_threshold"][key]) == {"mean", "std"}
+        assert 0.0 <= s["at_threshold"][key]["mean"] <= 1.0
+    assert len(s["per_fold"]) == 2 and 0 < s["recommended_threshold"] < 1
+    assert "train.py" in s["command"] and "--final" in s["command"]
+    # final model + card
+    final = run / "final" / f"{MODEL}.safetensors"
+    model, card = load_weights(final)
+    assert card["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest() == s["final"]["sha256"]
+    assert card["threshold"] == s["recommended_threshold"]
+    assert card["cv"]["at_threshold"] == s["at_threshold"] and card["cv"]["folds"] == 2
+    assert card["input_size"] == 32 and card["params"] > 0 and card["training"]["n_slices"] == 6
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_progress_events_with_eta(tiny_cfg, tmp_path):
+    events: list[Progress] = []
+    train(tiny_cfg(), tmp_path / "run", progress=events.append)
+    kinds = [e.kind for e in events]
+    assert kinds.count("epoch") == 4 and kinds.count("batch") == 8 and kinds[-1] == "done"
+    assert [e.fold for e in events if e.kind == "epoch"] == [1, 1, 2, 2]
+    first_epoch = kinds.index("epoch")
+    assert all(e.eta_s is None for e in events[:first_epoch])  # nothing timed yet
+    timed = [e for e in events[first_epoch:]]
+    assert all(e.eta_s is not None and e.eta_s >= 0 for e in timed)
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert epochs[-1].eta_s == 0.0 and epochs[0].eta_s > 0
+    assert all(e.val_dice is not None and 0 <= e.val_dice <= 1 for e in epochs)
+    assert all(b.elapsed_s <= a.elapsed_s for a, b in zip(events[1:], events))
+    batch = next(e for e in events if e.kind == "batch")
+    assert (batch.step, batch.steps, batch.epochs, batch.folds) == (1, 2, 2, 2)
+
+
+def test_same_folder_with_other_config_is_refused(tiny_cfg, copy_run):
+    with pytest.raises(SmallCovidError, match="different configuration"):
+        train(tiny_cfg(final=True, seed=99), copy_run)
+
+
+def test_finished_run_reruns_to_the_same_summary(tiny_run, tiny_cfg, copy_run):
+    summary = train(tiny_cfg(final=True), copy_run)
+    assert_close_tree(comparable_summary(summary), comparable_summary(tiny_run[1]))
+
+
+# ------------------------------------------------------------------ resume
+
+def _stop_after(n: int):
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > n
+
+    return should_stop
+
+
+# 14 batches in all: folds 1 and 2 have 2 epochs x 2 batches, the final model 2 epochs x 3.
+@pytest.mark.parametrize("batches, left", [(3, 12), (7, 8), (13, 3)],
+                         ids=["fold1-epoch2", "fold2-epoch2", "final-epoch2"])
+def test_resume_after_cancel_equals_uninterrupted(tiny_run, tiny_cfg, tmp_path, batches, left):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingCancelled):
+        train(tiny_cfg(final=True), run, should_stop=_stop_after(batches))
+    assert not (run / "summary.json").exists()
+    events = []
+    resumed = train(tiny_cfg(final=True), run, progress=events.append)
+    # exact equality: same process, one thread, CPU
+    assert_close_tree(comparable_summary(resumed), comparable_summary(tiny_run[1]))
+    assert resumed["final"]["sha256"] == tiny_run[1]["final"]["sha256"]  # bit-identical final weights
+    # the resumed run only trained what was left after the last completed epoch
+    assert sum(e.kind == "batch" for e in events) == left
+    # ... and its ETA counts the epochs done before the interruption (0 at the end, not more)
+    assert [e for e in events if e.kind == "epoch"][-1].eta_s == 0.0
+
+
+def test_corrupt_checkpoint_restarts_the_fold(tiny_run, tiny_cfg, tmp_path, caplog):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingCancelled):
+        train(tiny_cfg(final=True), run, should_stop=_stop_after(2))  # fold 1, epoch 1 done
+    state = run / "fold_1" / "resume" / "resume.safetensors"
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) // 2])  # truncated by a crash / full disk
+    events = []
+    with caplog.at_level(logging.WARNING):
+        resumed = train(tiny_cfg(final=True), run, progress=events.append)
+    assert "afresh" in caplog.text
+    assert [e.epoch for e in events if e.kind == "epoch" and e.fold == 1] == [1, 2]  # fold 1 from scratch
+    with open(run / "fold_1" / "history.csv") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
+    assert_close_tree(comparable_summary(resumed), comparable_summary(tiny_run[1]))
+
+
+def test_corrupt_resume_record_restarts_the_fold(tiny_run, tiny_cfg, tmp_path, caplog):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingCancelled):
+        train(tiny_cfg(final=True), run, should_stop=_stop_after(6))  # fold 2, epoch 1 done
+    record = run / "fold_2" / "resume" / "resume.json"
+    record.write_text(record.read_text()[:40])
+    with caplog.at_level(logging.WARNING):
+        resumed = train(tiny_cfg(final=True), run)
+    assert "unreadable checkpoint" in caplog.text
+    assert_close_tree(comparable_summary(resumed), comparable_summary(tiny_run[1]))
+
+
+def test_resume_does_not_train_an_early_stopped_fold_further(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(epochs=5, patience=1, lr=1e-6)  # nothing improves after epoch 1 -> stop at 2
+    clean = train(cfg, tmp_path / "clean")
+    rows = (tmp_path / "clean" / "fold_1" / "history.csv").read_text()
+    assert len(rows.splitlines()) - 1 < 5  # it did stop early
+
+    reached_fold2 = {"flag": False}
+
+    def progress(p):
+        reached_fold2["flag"] |= p.fold == 2
+
+    with pytest.raises(TrainingCancelled):
+        train(cfg, tmp_path / "run", progress=progress, should_stop=lambda: reached_fold2["flag"])
+    resumed = train(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "fold_1" / "history.csv").read_text() == rows
+    assert_close_tree(comparable_summary(resumed), comparable_summary(clean))
+
+
+# ------------------------------------------------------------------ write failures
+
+def _final_name_files(run: Path) -> list[Path]:
+    return [p for p in run.rglob("*") if p.is_file()]
+
+
+def _assert_no_partial_files(run: Path) -> None:
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+    for p in run.rglob("*.json"):
+        json.loads(p.read_text())  # every JSON under its final name is complete
+    for p in run.rglob(f"{MODEL}.safetensors"):
+        load_weights(p)  # every weights file loads and matches its card's sha256
+
+
+@pytest.mark.parametrize("target", ["weights", "resume-state", "replace-summary"])
+def test_disk_full_fails_cleanly_and_resumes(tiny_run, tiny_cfg, tmp_path, monkeypatch, target):
+    import smallcovid.fsutil
+    import smallcovid.models.checkpoint
+    import smallcovid.trainstate
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    real_replace = os.replace
+    if target == "weights":
+        monkeypatch.setattr(smallcovid.models.checkpoint, "save_file", disk_full)
+    elif target == "resume-state":
+        monkeypatch.setattr(smallcovid.trainstate, "save_file", disk_full)
+    else:
+        def replace(src, dst):
+            if str(dst).endswith("summary.json"):
+                disk_full()
+            real_replace(src, dst)
+        monkeypatch.setattr(smallcovid.fsutil.os, "replace", replace)
+    run = tmp_path / "run"
+    with pytest.raises(OSError) as info:
+        train(tiny_cfg(final=True), run)
+    assert info.value.errno == errno.ENOSPC
+    _assert_no_partial_files(run)
+    assert not (run / "summary.json").exists()
+    if target == "weights":
+        assert not (run / "fold_1" / f"{MODEL}.safetensors").exists()
+    if target == "resume-state":
+        assert not (run / "fold_1" / "resume" / "resume.safetensors").exists()
+    monkeypatch.undo()  # space freed: the same call finishes the run
+    resumed = train(tiny_cfg(final=True), run)
+    assert_close_tree(comparable_summary(resumed), comparable_summary(tiny_run[1]))
+    _assert_no_partial_files(run)
+
+
+def _train_main():
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_train_cli_reports_disk_full_in_one_line(tiny_data, tmp_path, monkeypatch, capsys):
+    import smallcovid.models.checkpoint
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(smallcovid.models.checkpoint, "save_file", disk_full)
+    rc = _train_main()(["--model", MODEL, "--data", str(tiny_data), "--folds", "2", "--epochs", "1",
+                        "--image-size", "32", "--model-option", "filters=8", "--model-option", "depth=2",
+                        "--out", str(tmp_path), "--run-id", "r", "--threads", "1", "--device", "cpu"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 1 and lines == ["error: training stopped: No space left on device"]
+    assert "Traceback" not in err
+    _assert_no_partial_files(tmp_path / "r")
