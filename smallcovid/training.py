@@ -242,7 +242,7 @@ def train_fold(
         row = {"epoch": epoch, "train_loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"]}
         if val_t is not None:
             row.update(validate(model, val_t, cfg.threshold, device))
-        score = row.get("val_dice", epoch)  # all-data model: keep the last epoch
+        score = row.get("val_dice_best", epoch)  # all-data model: keep the last epoch
         improved = score > meta["best"]
         if improved:
             meta["best"], meta["best_epoch"] = score, epoch
@@ -268,7 +268,8 @@ def train_fold(
 
 @torch.no_grad()
 def validate(model: SegmentationModel, val_t, threshold: float, device: torch.device) -> dict[str, float]:
-    """Validation loss (BCE + soft-Dice of the lesion probability) and mean Dice at model size."""
+    """Validation loss (BCE + soft Dice of the lesion probability), mean Dice at ``threshold`` and
+    the best mean Dice over :data:`SELECTION_THRESHOLDS`, all at the model's input size."""
     model.eval()
     images, masks, _ = val_t
     probs = torch.cat([model.predict(images[i:i + 4].to(device)).lesion_prob.float().cpu()
@@ -276,15 +277,24 @@ def validate(model: SegmentationModel, val_t, threshold: float, device: torch.de
     bce = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), masks)
     inter = (probs * masks).sum((1, 2, 3))
     soft = 1 - ((2 * inter + 1) / (probs.sum((1, 2, 3)) + masks.sum((1, 2, 3)) + 1)).mean()
-    pred = probs >= threshold
-    tp = (pred & (masks > 0)).sum((1, 2, 3)).float()
-    denom = pred.sum((1, 2, 3)).float() + masks.sum((1, 2, 3))
-    dice = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.ones_like(denom))
-    return {"val_loss": float(bce + soft), "val_dice": float(dice.mean())}
+    def mean_dice(t: float) -> float:
+        pred = probs >= t
+        tp = (pred & (masks > 0)).sum((1, 2, 3)).float()
+        denom = pred.sum((1, 2, 3)).float() + masks.sum((1, 2, 3))
+        return float(torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.ones_like(denom)).mean())
+
+    # Checkpoints are chosen on the best Dice over a threshold grid, not at one fixed
+    # threshold: a model whose probabilities are still timid (Mask R-CNN's score x mask
+    # early on) would otherwise score 0 at 0.8 and keep its first epoch.
+    sweep = [mean_dice(t) for t in SELECTION_THRESHOLDS]
+    return {"val_loss": float(bce + soft), "val_dice": mean_dice(threshold), "val_dice_best": max(sweep)}
+
+
+SELECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
-    keys = ["epoch", "train_loss", "val_loss", "val_dice", "lr"]
+    keys = ["epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr"]
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
