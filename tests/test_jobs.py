@@ -61,7 +61,15 @@ def wait_gone(manager: JobManager, job, timeout: float = 30) -> None:
         manager.tick()  # reaps the child
         time.sleep(0.1)
     assert not _alive(job.pid, job.id)
-    manager.tick()  # reap the zombie, if this manager started it
+    # A process that is exiting can look gone (empty cmdline) a moment before it is a
+    # reapable zombie: keep reaping until its process group has really disappeared.
+    while time.monotonic() < deadline:
+        manager.tick()  # reap the zombie, if this manager started it
+        try:
+            os.killpg(job.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def job_cfg(tiny_cfg, **kw):

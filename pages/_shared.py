@@ -1,0 +1,94 @@
+"""Helpers shared by the pages: cached model loading, the model picker, device and messages.
+
+Not a page itself (``app.py`` lists the pages). Only widgets and caching live here;
+all computation is in the ``smallcovid`` package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from smallcovid.catalog import ModelEntry, available_models
+from smallcovid.errors import SmallCovidError
+
+DISCLAIMER = "Research use only — not a medical device. Do not use for diagnosis or treatment."
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "covid-semiseg" / "train"
+
+
+def ensure_app_shell() -> None:
+    """Make sure the page runs inside ``app.py`` (navigation, sidebar, wide layout).
+
+    Streamlit 1.67 treats an app with a ``pages/`` folder as an old-style multipage app
+    until ``app.py`` has called ``st.navigation`` once in this server process; a first
+    request for e.g. ``/compare`` would then run the page on its own. Clearing that flag
+    and rerunning lets ``app.py`` route the same URL to the same page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager  # pinned streamlit: see requirements.txt
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        # Once per session: AppTest resets the flag before every run, and a rerun there
+        # would drop the widget interaction that the run carries.
+        if not st.session_state.get("_app_shell_rerun"):
+            st.session_state["_app_shell_rerun"] = True
+            st.rerun()
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading model…")
+def _load(name: str, weights: str, mtime: float, device: str):
+    """One eval-mode predictor per (name, weights file, its mtime, device), shared by all sessions."""
+    from smallcovid.inference import load_predictor
+
+    return load_predictor(name, weights=weights, device=device)
+
+
+def predictor(entry: ModelEntry):
+    """The cached :class:`smallcovid.inference.Predictor` for a catalog entry."""
+    return _load(entry.name, str(entry.weights), entry.mtime, device_name())
+
+
+@st.cache_resource
+def device_name() -> str:
+    """``cuda`` when a GPU is available, else ``cpu``."""
+    from smallcovid.inference import resolve_device
+
+    return resolve_device("auto").type
+
+
+def device_label() -> str:
+    """Human description of the device models run on."""
+    import torch
+
+    if device_name() == "cuda":
+        return f"CUDA GPU ({torch.cuda.get_device_name(0)})"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'s' if n != 1 else ''})"
+
+
+def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
+    """Multiselect of the available models (all selected by default); returns the chosen entries."""
+    entries = available_models()
+    if not entries:
+        st.info("No trained weights are available yet: the shipped weights (weights/<model>.safetensors) "
+                "are not in place and no training job has been installed. Train one on the Train page.")
+        return []
+    by_label = {e.label: e for e in entries}
+    chosen = st.multiselect(label, list(by_label), default=list(by_label), key=key)
+    return [by_label[c] for c in chosen]
+
+
+def cv_table(rows: list[dict]):
+    """A styled per-fold CV table (rows from :func:`smallcovid.catalog.cv_table_rows`) for st.table."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).set_index("fold").rename(columns={"dice": "Dice", "iou": "IoU"})
+    fmt = {c: "{:.3f}" for c in df.columns}
+    fmt.update({"best epoch": "{:.0f}", "threshold": "{:.2f}"})
+    return df.style.format({k: v for k, v in fmt.items() if k in df.columns}, na_rep="—")
+
+
+def show_error(exc: SmallCovidError) -> None:
+    """One sentence, no traceback."""
+    st.error(str(exc).splitlines()[0] if str(exc) else "The input could not be used.")

@@ -1,0 +1,190 @@
+"""Compare page: every model on a labeled set (server folder or uploaded zip): Table 1 and plots.
+
+The models run once per (data set, model); the threshold slider re-scores the
+stored probability maps without running the networks again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages._shared import DISCLAIMER, ensure_app_shell, SHARED_DATA, model_picker, predictor, show_error
+from smallcovid import analysis, viz
+from smallcovid.catalog import cv_mean_std, shipped_cards
+from smallcovid.data import load_dataset
+from smallcovid.errors import SmallCovidError
+from smallcovid.evaluation import evaluate_maps, predict_set, threshold_sweep
+from smallcovid.labeled_zip import extract_labeled_zip
+from smallcovid.report import PAPER_TABLE1
+
+GALLERY_SIZE = 4
+
+
+def default_folder() -> str:
+    """``../shared/data/covid-semiseg/train`` when it exists, else empty."""
+    return "../shared/data/covid-semiseg/train" if SHARED_DATA.is_dir() else ""
+
+
+def data_source() -> str | None:
+    """Radio + folder text input or zip upload -> the labeled folder's path (None until given)."""
+    mode = st.radio("Labeled set", ["Folder on the server", "Upload a zip"], horizontal=True, key="cmp_mode")
+    if mode == "Folder on the server":
+        path = st.text_input("Folder (images/ + masks/ [+ classes/], or a MedSeg NIfTI folder)",
+                             value=default_folder(), key="cmp_path")
+        return path.strip() or None
+    up = st.file_uploader("Zip of images/<stem>.png|jpg|tif and masks/<stem>.png (optional classes/)",
+                          type=["zip"], key="cmp_zip")
+    return None if up is None else extract_upload(up)
+
+
+def extract_upload(up) -> str:
+    """Extract a zip upload once into this session's temporary folder; returns the data folder."""
+    cache = st.session_state.setdefault("cmp_zip_dirs", {})
+    if up.file_id not in cache:
+        for tmp, _ in cache.values():  # one extracted upload per session
+            shutil.rmtree(tmp, ignore_errors=True)
+        cache.clear()
+        tmp = tempfile.mkdtemp(prefix="smallcovid-zip-")
+        try:
+            root = extract_labeled_zip(up.getvalue(), Path(tmp) / "data", name=up.name)
+        except SmallCovidError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        cache[up.file_id] = (tmp, str(root))
+    return cache[up.file_id][1]
+
+
+def run_models(path: str, entries) -> dict:
+    """Load the set and run every model with a progress bar -> the stored comparison."""
+    data = load_dataset(path)
+    bar = st.progress(0.0, text="Starting…")
+    maps, total = {}, len(entries) * len(data)
+    for i, e in enumerate(entries):
+        def report(done: int, n: int, i=i, label=e.label) -> None:
+            bar.progress((i * n + done) / total, text=f"{label}: {done} of {n} images")
+        maps[e.label] = [analysis.CompactMaps(m) for m in predict_set(predictor(e), data, progress=report)]
+    bar.empty()
+    return {"key": (path, tuple((e.key, e.mtime) for e in entries)), "samples": data.samples, "maps": maps,
+            "names": {e.label: e.name for e in entries}, "name": data.name, "sweeps": {}}
+
+
+def results_at(cmp: dict, thr: float) -> dict:
+    """label -> EvalResult at ``thr`` (cheap: no network runs)."""
+    out = {}
+    for label, maps in cmp["maps"].items():
+        r = evaluate_maps(maps, cmp["samples"], thr)
+        r.extra["name"] = cmp["names"][label]
+        out[label] = r
+    return out
+
+
+def table1(results: dict) -> pd.DataFrame:
+    """Numeric Table 1 (one row per model)."""
+    return pd.DataFrame(analysis.table1_rows(results, PAPER_TABLE1)).set_index("model")
+
+
+def table1_display(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 for reading: ``mean ± std`` cells, pooled values, the paper's numbers."""
+    out = pd.DataFrame(index=df.index)
+    out["n"] = df["n"]
+    for k, title in zip(analysis.TABLE_METRICS, ("Dice", "precision", "recall", "IoU")):
+        out[title] = [analysis.format_mean_std(m, s) for m, s in zip(df[k], df[f"{k} ±"])]
+    for k in analysis.TABLE_METRICS:
+        out[f"pooled {k}"] = df[f"pooled {k}"].map("{:.3f}".format)
+    for c in df.columns:
+        if c.endswith(" Dice") or c.startswith("paper "):
+            out[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    return out
+
+
+def draw_results(cmp: dict, thr: float) -> None:
+    results = results_at(cmp, thr)
+    st.subheader(f"Table 1 — {len(cmp['samples'])} images, threshold {thr:.2f}")
+    df = table1(results)
+    st.dataframe(table1_display(df), width="stretch")
+    st.caption("Mean ± std over images; pooled = counts summed over all images first. The paper's numbers are on "
+               f"its own 10-slice test split, so they are context, not a like-for-like comparison. "
+               f"{analysis.EMPTY_MASK_NOTE}")
+    st.download_button("Table 1 as CSV", df.to_csv().encode(), "table1.csv", "text/csv", key="cmp_csv")
+    stems = [s.stem for s in cmp["samples"]]
+    per_image = {label: r.per_image["dice"] for label, r in results.items()}
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Dice per image**")
+        st.plotly_chart(viz.dice_box_figure(per_image, stems), key="cmp_box")
+    with right:
+        st.markdown("**Threshold sweep**")
+        for label, maps in cmp["maps"].items():
+            if label not in cmp["sweeps"]:
+                cmp["sweeps"][label] = threshold_sweep(maps, cmp["samples"])
+        st.plotly_chart(viz.sweep_figure(cmp["sweeps"], current=thr), key="cmp_sweep")
+    draw_gallery(cmp, results, thr)
+
+
+def draw_gallery(cmp: dict, results: dict, thr: float) -> None:
+    """The images whose Dice differs most across models: truth, then each model's overlay."""
+    if len(results) < 2:
+        return
+    st.subheader("Where the models differ most")
+    per_image = {label: r.per_image["dice"] for label, r in results.items()}
+    for i in analysis.most_disagreed(per_image, GALLERY_SIZE):
+        s = cmp["samples"][i]
+        display = np.rint(s.image * 255).astype(np.uint8)
+        cols = st.columns(len(results) + 1)
+        cols[0].image(viz.overlay(display, mask=s.mask, opacity=0.45), caption=f"{s.stem}: ground truth", width="stretch")
+        for col, (label, maps) in zip(cols[1:], cmp["maps"].items()):
+            col.image(viz.overlay(display, mask=maps[i].mask(thr), truth=s.mask),
+                      caption=f"{label}: Dice {per_image[label][i]:.3f}", width="stretch")
+
+
+def shipped_cv() -> None:
+    """Each shipped model's cross-validation results from its model card."""
+    st.subheader("Shipped models: cross-validation results (from the model cards)")
+    rows = []
+    for name, card in shipped_cards().items():
+        if card is None:
+            continue
+        ms = cv_mean_std(card)
+        row = {"model": name, "folds": str((card.get("cv") or {}).get("folds", "—"))}
+        for k, title in zip(analysis.TABLE_METRICS, ("Dice", "precision", "recall", "IoU")):
+            row[title] = analysis.format_mean_std(*ms[k]) if k in ms else "—"
+        rows.append(row)
+    if rows:
+        st.table(pd.DataFrame(rows).set_index("model"))
+    else:
+        st.info("No shipped model cards yet (weights/<model>.json): the shipped weights are not in place.")
+
+
+def main() -> None:
+    ensure_app_shell()
+    st.title("Compare")
+    st.caption("All models on a labeled set: the paper's Table 1, per-image Dice, a threshold sweep. " + DISCLAIMER)
+    try:
+        path = data_source()
+    except SmallCovidError as exc:
+        show_error(exc)
+        path = None
+    entries = model_picker("cmp_models")
+    thr = st.slider("Threshold", 0.01, 0.99, 0.80, 0.01, key="cmp_thr")
+    if st.button("Run comparison", type="primary", disabled=not (path and entries), key="cmp_run"):
+        try:
+            st.session_state["cmp"] = run_models(path, entries)
+        except SmallCovidError as exc:
+            show_error(exc)
+    cmp = st.session_state.get("cmp")
+    if cmp is not None:
+        current = (path, tuple((e.key, e.mtime) for e in entries))
+        if cmp["key"] != current:
+            st.caption(f"Showing the last comparison ({cmp['name']}); press Run comparison to update it.")
+        draw_results(cmp, thr)
+    shipped_cv()
+
+
+if __name__ == "__main__":
+    main()

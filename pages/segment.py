@@ -1,0 +1,367 @@
+"""Segment page: upload a CT slice (or load the synthetic example), compare the models over it.
+
+Probability maps are computed once per (upload hash, model, window, slice) and kept in
+``st.session_state``; the threshold and opacity sliders only re-threshold and re-colour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages._shared import DISCLAIMER, ensure_app_shell, model_picker, predictor, show_error
+from smallcovid import analysis, uploads, viz
+from smallcovid.catalog import ModelEntry
+from smallcovid.errors import SmallCovidError
+from smallcovid.io import Slice, Volume, read_scan
+from smallcovid.metrics import type_dice
+from smallcovid.phantom import make_phantom
+from smallcovid.preprocess import WINDOW_PRESETS, Window, display_uint8, to_model_input
+
+PROB_CACHE_ENTRIES = 24  # ProbMaps kept per session (about 4 MB each at 512x512)
+SCAN_CACHE_ENTRIES = 2  # decoded uploads kept per session (a 512x512x300 volume is 300 MB)
+EXAMPLE = "synthetic-phantom"
+PANELS_PER_ROW = 3
+WINDOW_CHOICES = ("lung", "mediastinum", "custom")
+
+
+def _cache(name: str) -> OrderedDict:
+    if name not in st.session_state:
+        st.session_state[name] = OrderedDict()
+    return st.session_state[name]
+
+
+def _remember(cache: OrderedDict, key, value, limit: int):
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
+
+# ------------------------------------------------------------------ inputs
+
+@st.cache_resource
+def example_phantom():
+    """The synthetic example (deterministic, shared by all sessions, never modified)."""
+    return make_phantom(256, seed=0)
+
+
+def source_inputs() -> tuple[list, list, str]:
+    """Upload widgets and the Example button -> (scan uploads, mask uploads, source)."""
+    st.session_state.setdefault("source", "upload")
+    left, right = st.columns([3, 2])
+    scans = left.file_uploader(
+        "CT slice(s): PNG, JPEG, TIFF, DICOM or NIfTI (.nii / .nii.gz)", accept_multiple_files=True,
+        key="scan_files", on_change=lambda: st.session_state.update(source="upload"))
+    masks = right.file_uploader(
+        "Ground-truth mask(s), optional: PNG 0/255 with the image's stem, or NIfTI labels for a volume",
+        accept_multiple_files=True, key="mask_files")
+    left.button("Example", key="example", help="A synthetic CT-like phantom with ground-glass and consolidation lesions",
+                on_click=lambda: st.session_state.update(source="example"))
+    return list(scans or []), list(masks or []), st.session_state["source"]
+
+
+def load_scan(upload) -> tuple[str, Slice | Volume]:
+    """Decode an upload once per session -> (content hash, scan); raises SmallCovidError."""
+    cache = _cache("scan_cache")
+    if upload.file_id not in cache:
+        data = upload.getvalue()
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        try:
+            value = (digest, read_scan(data, name=upload.name))
+        except SmallCovidError as exc:
+            value = SmallCovidError(str(exc))  # the message only: no traceback holding the upload
+        _remember(cache, upload.file_id, value, SCAN_CACHE_ENTRIES)
+    value = cache[upload.file_id]
+    cache.move_to_end(upload.file_id)
+    if isinstance(value, SmallCovidError):
+        raise value
+    return value
+
+
+def choose_upload(scans: list):
+    """Selectbox over several uploads -> the chosen one."""
+    if len(scans) == 1:
+        return scans[0]
+    names = [f"{i + 1}. {f.name}" for i, f in enumerate(scans)]
+    pick = st.selectbox("Scan", names, key="scan_pick")
+    return scans[names.index(pick)]
+
+
+def choose_slice(scan: Slice | Volume, digest: str) -> tuple[Slice, int | None]:
+    """For a volume, a slice slider -> (slice, index); a 2D scan is returned as is."""
+    if isinstance(scan, Volume):
+        n = len(scan)
+        idx = st.slider(f"Slice (of {n})", 0, n - 1, n // 2, key=f"slice-{digest}") if n > 1 else 0
+        return scan.slice(idx), idx
+    return scan, None
+
+
+def window_picker(sl: Slice) -> Window | None:
+    """Window preset radio (lung, mediastinum, custom width/level) for HU scans; None otherwise."""
+    if sl.units != "hu":
+        st.caption("Window presets apply to scans in Hounsfield units (DICOM, NIfTI); "
+                   "this image is shown and segmented with its own intensities.")
+        return None
+    fmt = {k: f"{k} (W {WINDOW_PRESETS[k].width:g} / L {WINDOW_PRESETS[k].level:g})" for k in WINDOW_CHOICES[:2]}
+    choice = st.radio("Window", WINDOW_CHOICES, horizontal=True, key="window",
+                      format_func=lambda k: fmt.get(k, "custom width / level"))
+    if choice != "custom":
+        return WINDOW_PRESETS[choice]
+    c1, c2 = st.columns(2)
+    width = c1.number_input("Width (HU)", min_value=1.0, max_value=6000.0, value=1500.0, step=50.0, key="win_w")
+    level = c2.number_input("Level (HU)", min_value=-1500.0, max_value=3000.0, value=-600.0, step=10.0, key="win_l")
+    return Window(float(width), float(level))
+
+
+def _card_threshold(entry: ModelEntry, default: float) -> float:
+    try:
+        return float(predictor(entry).threshold)
+    except SmallCovidError:  # unloadable weights: reported where the model runs
+        return float(default)
+
+
+def view_controls(entries: list[ModelEntry]) -> tuple[dict[str, float], float, bool]:
+    """Threshold (default 0.8) or each model card's threshold, overlay opacity, lesion-type toggle.
+
+    Returns (model label -> threshold, opacity, show types).
+    """
+    c1, c2, c3 = st.columns([2, 2, 1])
+    use_cards = c3.toggle("Card thresholds", value=False, key="card_thresholds",
+                          help="Use each model's recommended threshold from its model card "
+                               "(what `python -m smallcovid evaluate` uses by default).")
+    thr = c1.slider("Threshold", 0.01, 0.99, 0.80, 0.01, key="threshold", disabled=use_cards,
+                    help="A pixel is lesion when the model's probability is at least this (the paper uses 0.8).")
+    opacity = c2.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    show_types = c3.toggle("Lesion types", value=True, key="show_types",
+                           help="Colour ground-glass (yellow) and consolidation (magenta) separately.")
+    thresholds = {e.label: _card_threshold(e, thr) if use_cards else float(thr) for e in entries}
+    if use_cards:
+        st.caption("Thresholds from the model cards: " + ", ".join(f"{k} {v:g}" for k, v in thresholds.items()))
+    return thresholds, float(opacity), bool(show_types)
+
+
+# ------------------------------------------------------------------ ground truth
+
+def ground_truth(masks: list, scan_name: str, shape, volume: Volume | None, idx: int | None):
+    """The uploaded ground truth matching the scan -> (mask, types or None, file name) or None."""
+    if not masks:
+        return None
+    i = uploads.match_mask([m.name for m in masks], scan_name)
+    if i is None:
+        st.warning(f"None of the uploaded masks is named like {scan_name} "
+                   f"(expected {uploads.stem(scan_name)}.png); no metrics shown.")
+        return None
+    upload = masks[i]
+    key = (upload.file_id, tuple(shape), idx)
+    cache = _cache("truth_cache")
+    if key not in cache:
+        value = uploads.read_ground_truth(upload.getvalue(), upload.name, tuple(shape), volume, idx)
+        _remember(cache, key, value, 4)
+    mask, types = cache[key]
+    return mask, types, upload.name
+
+
+# ------------------------------------------------------------------ prediction
+
+def predict(entries: list[ModelEntry], sl: Slice, window: Window | None, scan_key: str) -> dict:
+    """label -> ProbMaps for the slice, from the session cache or by running each model once."""
+    cache = _cache("prob_cache")
+    wkey = None if window is None else (window.width, window.level)
+    out = {}
+    for e in entries:
+        key = (scan_key, e.key, e.mtime, wkey)
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            try:
+                with st.spinner(f"Running {e.label}…"):
+                    _remember(cache, key, predictor(e).predict_scan(sl, window), PROB_CACHE_ENTRIES)
+            except SmallCovidError as exc:
+                show_error(exc)
+                continue
+        out[e.label] = cache[key]
+    return out
+
+
+def segment_volume(entry: ModelEntry, vol: Volume, window: Window | None) -> np.ndarray:
+    """Lesion probabilities of every slice -> (D, H, W) uint8 (probability x 255), with a progress bar."""
+    pred = predictor(entry)
+    out = np.zeros(vol.voxels.shape, np.uint8)
+    bar = st.progress(0.0, text=f"Segmenting {len(vol)} slices with {entry.label}…")
+    for start in range(0, len(vol), 8):
+        ks = range(start, min(start + 8, len(vol)))
+        maps = pred.predict_images([to_model_input(vol.slice(k), window) for k in ks])
+        for k, m in zip(ks, maps):
+            out[k] = np.rint(m.lesion * 255).astype(np.uint8)
+        bar.progress(ks[-1] / max(1, len(vol) - 1), text=f"Segmented {ks[-1] + 1} of {len(vol)} slices")
+    bar.empty()
+    return out
+
+
+# ------------------------------------------------------------------ output
+
+def draw_panels(display: np.ndarray, maps: dict, thr: dict, opacity: float, show_types: bool,
+                truth: np.ndarray | None) -> None:
+    """Scan, one overlay per model and (two or more models) the disagreement map, all the same size."""
+    panels = [(display, "scan")]
+    for label, m in maps.items():
+        img = (viz.overlay(display, types=m.type_map(thr[label]), opacity=opacity, truth=truth) if show_types
+               else viz.overlay(display, mask=m.mask(thr[label]), opacity=opacity, truth=truth))
+        panels.append((img, label))
+    if len(maps) >= 2:
+        panels.append((viz.disagreement_overlay(display, [m.mask(thr[k]) for k, m in maps.items()], opacity),
+                       "disagreement: lesion votes per pixel"))
+    for start in range(0, len(panels), PANELS_PER_ROW):
+        cols = st.columns(PANELS_PER_ROW)
+        for col, (img, caption) in zip(cols, panels[start:start + PANELS_PER_ROW]):
+            col.image(img, caption=caption, width="stretch")
+    legend = ["<span style='color:#00e6ff'>□</span> ground truth (outline)"] if truth is not None else []
+    if show_types:
+        legend += [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {n}"
+                   for (r, g, b), n in zip(viz.TYPE_RGB.values(), ("ground-glass", "consolidation"))]
+    else:
+        legend.append("<span style='color:#%02x%02x%02x'>■</span> lesion" % viz.LESION_RGB)
+    if len(maps) >= 2:
+        legend += [f"<span style='color:{c}'>■</span> {t} models" for t, c in viz.disagreement_legend(len(maps))]
+    if legend:
+        st.caption(" &nbsp; ".join(legend), unsafe_allow_html=True)
+
+
+def metrics_frame(maps: dict, thr: dict, truth: np.ndarray, truth_types: np.ndarray | None) -> pd.DataFrame:
+    """Per-model Dice / precision / recall / IoU (+ per-type Dice) at each model's threshold, indexed by model."""
+    rows = analysis.metrics_table({k: m.mask(thr[k]) for k, m in maps.items()}, truth)
+    if truth_types is not None:
+        for row, (k, m) in zip(rows, maps.items()):
+            pred_types = m.type_map(thr[k])
+            for t, name in analysis.TYPE_NAMES.items():
+                row[f"{name} Dice"] = type_dice(pred_types, truth_types, t)
+    df = pd.DataFrame(rows).set_index("model")
+    return df.rename(columns={"dice": "Dice", "iou": "IoU"})
+
+
+def draw_metrics(df: pd.DataFrame, truth_name: str) -> None:
+    best = str(df["Dice"].idxmax())
+    st.subheader("Agreement with the ground truth")
+    st.dataframe(df.style.format("{:.3f}").apply(
+        lambda row: ["background-color: rgba(40, 200, 80, 0.25); font-weight: bold" if row.name == best else ""
+                     for _ in row], axis=1), width="stretch")
+    st.caption(f"Ground truth: {truth_name}. Best Dice: **{best}** ({df.loc[best, 'Dice']:.3f}). "
+               f"{analysis.EMPTY_MASK_NOTE}")
+
+
+def stats_frame(maps: dict, thr: dict, spacing, truth=None, truth_types=None) -> pd.DataFrame:
+    """Lesion quantities per model (and the ground truth when given)."""
+    rows = [analysis.stats_row(label, analysis.lesion_stats(m.mask(thr[label]), m.type_map(thr[label]), spacing),
+                               m.seconds)
+            for label, m in maps.items()]
+    if truth is not None:
+        rows.append(analysis.stats_row("ground truth", analysis.lesion_stats(truth, truth_types, spacing)))
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _stats_formats(df: pd.DataFrame) -> dict[str, str]:
+    """Column -> format: whole pixels and counts, 2 decimals for %, 1 for mm² and ms."""
+    return {c: "{:.0f}" if "(px)" in c or c == "separate lesions" else "{:.2f}" if "%" in c else "{:.1f}"
+            for c in df.columns}
+
+
+def draw_downloads(maps: dict, display: np.ndarray, thr: dict, opacity: float, stem: str, scan_key: str,
+                   table: pd.DataFrame, scan, sl: Slice, window: Window | None, entries: list[ModelEntry]) -> None:
+    st.subheader("Downloads")
+    label = st.selectbox("Model", list(maps), key="download_model")
+    m = maps[label]
+    t = thr[label]
+    mask = m.mask(t)
+    over = viz.overlay(display, types=m.type_map(t), opacity=opacity)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}_{label}")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.download_button("Mask PNG", lambda: viz.png_bytes(mask), f"{safe}_mask.png", "image/png", key="dl_mask")
+    c2.download_button("Overlay PNG", lambda: viz.png_bytes(over), f"{safe}_overlay.png", "image/png", key="dl_overlay")
+    c3.download_button("Metrics CSV", table.to_csv().encode(), f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}_metrics.csv",
+                       "text/csv", key="dl_csv")
+    if isinstance(scan, Volume):
+        entry = next(e for e in entries if e.label == label)
+        wkey = None if window is None else (window.width, window.level)
+        vkey = (scan_key, entry.key, entry.mtime, wkey)
+        vols = _cache("volume_probs")
+        if vkey not in vols:
+            if c4.button(f"Segment all {len(scan)} slices", key="dl_volume_run",
+                         help="Runs the chosen model on the whole volume for the NIfTI mask download."):
+                _remember(vols, vkey, segment_volume(entry, scan, window), 1)
+                st.rerun()
+        else:
+            probs = vols[vkey]
+            c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(probs >= int(np.ceil(t * 255)), scan),
+                               f"{safe}_mask.nii.gz", "application/gzip", key="dl_nifti")
+    elif sl.source.lower().endswith((".nii", ".nii.gz")):
+        like = uploads.as_volume(sl)
+        c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(mask[None], like), f"{safe}_mask.nii.gz",
+                           "application/gzip", key="dl_nifti")
+
+
+# ------------------------------------------------------------------ page
+
+def main() -> None:
+    ensure_app_shell()
+    st.title("Segment")
+    st.caption("Lesion segmentation of one CT slice by every model, side by side. " + DISCLAIMER)
+    scans, masks, source = source_inputs()
+    entries = model_picker("models")
+    truth = truth_types = None
+    truth_name = ""
+    try:
+        if source == "example":
+            ph = example_phantom()
+            scan, scan_key, stem = ph.scan, EXAMPLE, EXAMPLE
+            truth, truth_types, truth_name = ph.mask, ph.types, "the phantom's true lesions"
+            st.info(ph.description, icon=":material/science:")
+        elif scans:
+            upload = choose_upload(scans)
+            digest, scan = load_scan(upload)
+            scan_key, stem = digest, uploads.stem(upload.name)
+        else:
+            st.info("Upload a CT slice, or press **Example** to try a synthetic phantom.")
+            return
+        sl, idx = choose_slice(scan, scan_key)
+        window = window_picker(sl)
+    except SmallCovidError as exc:
+        show_error(exc)
+        return
+    if source != "example":
+        try:
+            gt = ground_truth(masks, scan.source, sl.shape, scan if isinstance(scan, Volume) else None, idx)
+        except SmallCovidError as exc:  # a bad mask: say so, still segment the scan
+            show_error(exc)
+            gt = None
+        if gt is not None:
+            truth, truth_types, truth_name = gt
+    thr, opacity, show_types = view_controls(entries)
+    if not entries:
+        return
+    maps = predict(entries, sl, window, f"{scan_key}:{idx}")
+    if not maps:
+        return
+    display = display_uint8(sl, window)
+    draw_panels(display, maps, thr, opacity, show_types, truth)
+    stats = stats_frame(maps, thr, sl.spacing, truth, truth_types)
+    table = stats
+    if truth is not None:
+        mdf = metrics_frame(maps, thr, truth, truth_types)
+        draw_metrics(mdf, truth_name)
+        table = mdf.join(stats, how="outer")
+    st.subheader("Lesion quantities")
+    st.table(stats.style.format(_stats_formats(stats), na_rep="—"))
+    if sl.spacing is None:
+        st.caption("Areas in mm² need the pixel spacing, which this file does not record.")
+    draw_downloads(maps, display, thr, opacity, stem, scan_key, table, scan, sl, window, entries)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Train page: start k-fold training jobs and follow them live.
+
+Jobs run as separate processes through :mod:`smallcovid.jobqueue` (persisted in
+SQLite, so they survive a page reload or an app restart); this page submits them,
+shows their curves and results, and cancels, resumes or installs them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from pages._shared import DISCLAIMER, ensure_app_shell, SHARED_DATA, cv_table, show_error
+from smallcovid import runview, viz
+from smallcovid.catalog import cv_table_rows
+from smallcovid.errors import SmallCovidError
+from smallcovid.jobqueue import JobManager, installed_dir
+from smallcovid.jobs import Job, jobs_dir
+from smallcovid.models import list_models
+from smallcovid.trainconfig import TrainConfig
+
+IMAGE_SIZES = (32, 64, 128, 192, 256, 320, 384, 512)
+STOPPABLE = ("queued", "running")
+RESUMABLE = ("interrupted", "failed", "cancelled")
+STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
+               "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
+CANCEL_WAIT_S = 3.0  # grace for the worker to stop between batches before the process group is killed
+
+
+@st.cache_resource
+def manager(db_path: str) -> JobManager:
+    """One job manager per jobs database and server process (it keeps the child processes)."""
+    return JobManager(db_path)
+
+
+def current_manager() -> JobManager:
+    return manager(str(jobs_dir() / "jobs.db"))
+
+
+def default_folder() -> str:
+    return "../shared/data/covid-semiseg/train" if SHARED_DATA.is_dir() else ""
+
+
+def check_data_folder(path: str) -> None:
+    """Cheap check that ``path`` looks like a labeled folder or a MedSeg NIfTI folder."""
+    p = Path(path)
+    if not path or not p.is_dir():
+        raise SmallCovidError(f"data folder {path!r} does not exist on the server")
+    if not ((p / "images").is_dir() and (p / "masks").is_dir()) and not (p / "tr_im.nii.gz").is_file():
+        raise SmallCovidError(f"{path} is not a labeled folder; expected images/ and masks/ (or tr_im.nii.gz)")
+
+
+def make_configs(v: dict) -> list[tuple[TrainConfig, str]]:
+    """Form values -> (config, job name) per chosen model; raises SmallCovidError on bad values."""
+    if not v["models"]:
+        raise SmallCovidError("choose at least one model to train")
+    check_data_folder(v["data"])
+    data = str(Path(v["data"]).resolve())  # the worker may run from another folder
+    common = dict(data=data, folds=int(v["folds"]), batch_size=int(v["batch_size"]), image_size=int(v["image_size"]),
+                  device=v["device"], seed=int(v["seed"]), final=bool(v["final"]))
+    out = []
+    for model in v["models"]:
+        if v["paper"]:
+            cfg = TrainConfig.paper(model=model, **common)
+        else:
+            cfg = TrainConfig(model=model, epochs=int(v["epochs"]), lr=float(v["lr"]), **common)
+        name = (v["name"] or "").strip()
+        name = f"{name}-{model}" if name and len(v["models"]) > 1 else (name or model)
+        out.append((cfg, name))
+    return out
+
+
+def train_form() -> dict | None:
+    """The job form -> its values when submitted, else None."""
+    defaults = TrainConfig(model=list_models()[0], data=".")
+    with st.form("train_form"):
+        models = st.multiselect("Model(s)", list_models(), default=[list_models()[0]], key="tr_models")
+        data = st.text_input("Data folder on the server", value=default_folder(), key="tr_data")
+        c = st.columns(4)
+        folds = c[0].number_input("Folds", 2, 20, defaults.folds, key="tr_folds")
+        epochs = c[1].number_input("Epochs", 1, 1000, defaults.epochs, key="tr_epochs")
+        batch = c[2].number_input("Batch size", 1, 128, defaults.batch_size, key="tr_batch")
+        lr = c[3].number_input("Learning rate", 1e-6, 1.0, defaults.lr, format="%.5f", step=1e-4, key="tr_lr")
+        c = st.columns(4)
+        size = c[0].selectbox("Image size", IMAGE_SIZES, index=IMAGE_SIZES.index(defaults.image_size), key="tr_size")
+        devices = ["auto", "cpu"] + (["cuda"] if _cuda() else [])
+        device = c[1].selectbox("Device", devices, key="tr_device")
+        seed = c[2].number_input("Seed", 0, 2**31 - 1, defaults.seed, key="tr_seed")
+        name = c[3].text_input("Job name", placeholder="e.g. unet-lr1e-3", key="tr_name")
+        paper = st.checkbox("Paper protocol: plain gradient descent, lr 1e-4, 20 epochs × 600 steps, threshold 0.8 "
+                            "(replaces the epochs and learning rate above)", key="tr_paper")
+        final = st.checkbox("Also train a final model on all data (needed for “Use these weights”)", value=True,
+                            key="tr_final")
+        if not st.form_submit_button("Start training", type="primary"):
+            return None
+    return dict(models=models, data=data, folds=folds, epochs=epochs, batch_size=batch, lr=lr, image_size=size,
+                device=device, seed=seed, name=name, paper=paper, final=final)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def stop_job(mgr: JobManager, job_id: int) -> None:
+    """Cancel: ask the worker to stop, wait a short grace, then kill its process group."""
+    mgr.cancel(job_id)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while time.monotonic() < deadline:
+        mgr.tick()
+        if mgr.get(job_id).status not in STOPPABLE:
+            return
+        time.sleep(0.2)
+    mgr.kill_now(job_id)
+
+
+def installed_label(job: Job) -> str:
+    """The name :meth:`JobManager.install` gives a job's model by default."""
+    return f"{job.name}-job{job.id}"
+
+
+def draw_results(job: Job) -> None:
+    """Per-fold results and mean ± std from the run's summary.json (once the folds are done)."""
+    summary = runview.read_summary(job.run_dir)
+    rows = cv_table_rows({"cv": summary}) if summary else []
+    if not rows:
+        return
+    st.markdown(f"**Cross-validation results** (threshold {job.config.get('threshold')})")
+    st.table(cv_table(rows))
+    st.caption(f"Recommended threshold (chosen on out-of-fold predictions): {summary.get('recommended_threshold')}"
+               f" · {summary.get('device')} · {summary.get('elapsed_s', 0) / 60:.1f} min")
+
+
+def draw_job(mgr: JobManager, job: Job) -> None:
+    """Status, progress, curves, results, log tail and the action buttons of one job."""
+    cfg = job.config
+    st.caption(f"{cfg.get('folds')} folds · {cfg.get('epochs')} epochs · image {cfg.get('image_size')} px · "
+               f"batch {cfg.get('batch_size')} · lr {cfg.get('lr')} · protocol {cfg.get('protocol')} · "
+               f"data {cfg.get('data')} · run folder {job.run_dir}")
+    if job.status in STOPPABLE:
+        st.progress(runview.progress_fraction(job.progress, cfg), text=runview.progress_text(job.progress))
+    if job.error and job.status != "done":
+        st.error(job.error.splitlines()[0])
+    histories = runview.read_histories(job.run_dir)
+    if histories:
+        st.plotly_chart(viz.training_curves_figure(histories), key=f"curves-{job.id}")
+    draw_results(job)
+    left, right, _ = st.columns([1, 1, 4])
+    tail = runview.log_tail(job.log_path, 15)
+    if tail:
+        with left.popover("Log tail"):
+            st.code(tail, language=None)
+    # The statuses are exclusive, so at most one action button shows.
+    if job.status in STOPPABLE and right.button("Cancel", key=f"cancel-{job.id}"):
+        stop_job(mgr, job.id)
+        st.rerun()
+    if job.status in RESUMABLE and right.button("Resume", key=f"resume-{job.id}"):
+        mgr.resume(job.id)
+        st.rerun()
+    if job.status == "done" and cfg.get("final"):
+        if (installed_dir() / f"{installed_label(job)}.safetensors").is_file():
+            st.success(f"Installed as {installed_label(job)}: selectable on the Segment and Compare pages.")
+        elif right.button("Use these weights", key=f"install-{job.id}", type="primary"):
+            try:
+                mgr.install(job.id, installed_label(job))
+            except SmallCovidError as exc:
+                show_error(exc)
+            else:
+                st.rerun()
+
+
+@st.fragment(run_every=2)
+def jobs_panel() -> None:
+    """The job list, refreshed every 2 s (also starts queued jobs and notices dead ones)."""
+    mgr = current_manager()
+    try:
+        mgr.tick()
+    except SmallCovidError as exc:
+        show_error(exc)
+    jobs = mgr.list()
+    st.subheader(f"Jobs ({len(jobs)})")
+    if not jobs:
+        st.info("No training jobs yet.")
+        return
+    for i, job in enumerate(jobs):
+        title = f"#{job.id} {job.name} · {job.model} · {job.status}"
+        with st.expander(title, expanded=i == 0 or job.status == "running", key=f"job-{job.id}",
+                         icon=STATUS_ICON.get(job.status)):
+            draw_job(mgr, job)
+
+
+def main() -> None:
+    ensure_app_shell()
+    st.title("Train")
+    st.caption("k-fold training jobs, one process each, at most one running at a time (others wait in the queue). "
+               + DISCLAIMER)
+    values = train_form()
+    if values is not None:
+        try:
+            ids = [current_manager().submit(cfg, name) for cfg, name in make_configs(values)]
+        except SmallCovidError as exc:
+            show_error(exc)
+        else:
+            st.success(f"Submitted job(s) {', '.join(f'#{i}' for i in ids)}.")
+    jobs_panel()
+
+
+if __name__ == "__main__":
+    main()

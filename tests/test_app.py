@@ -1,0 +1,426 @@
+"""Every page of the Streamlit app through ``streamlit.testing.v1.AppTest``.
+
+The app runs on tiny weights (see ``apphelpers.make_tiny_weights``) and a fresh jobs
+folder per test; the tests assert on the values shown (Dice equals
+:mod:`smallcovid.metrics` on the same maps, overlay counts, job rows), not only on
+"no exception".
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from apphelpers import blob_slice, fake_cv, make_labeled_folder, png_bytes
+from smallcovid import analysis, uploads
+from smallcovid.data import load_dataset
+from smallcovid.evaluation import evaluate_maps, predict_set
+from smallcovid.inference import load_predictor
+from smallcovid.io import read_scan
+from smallcovid.jobs import JobStore, _alive
+from smallcovid.metrics import dice
+from smallcovid.models import list_models
+from smallcovid.phantom import make_phantom
+from smallcovid.preprocess import WINDOW_PRESETS
+
+torch.set_num_threads(1)  # a long training may share these cores
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+MODELS = list_models()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    return at.run()
+
+
+def segment_app() -> AppTest:
+    at = new_app()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def overlay_captions(at: AppTest) -> list[str]:
+    return [c for img in at.get("image") for c in img.captions]
+
+
+def metrics_df(at: AppTest):
+    """The per-model metrics table of the Segment page (the one with a Dice column)."""
+    frames = [d.value for d in at.dataframe if "Dice" in d.value.columns]
+    assert frames, "no metrics table shown"
+    return frames[0]
+
+
+def predict(name: str, scan, window=None):
+    return load_predictor(name, device="cpu").predict_scan(scan, window)
+
+
+# ------------------------------------------------------------------ app shell
+
+def test_sidebar_shows_device_and_disclaimer(app_env):
+    at = segment_app()
+    assert any("Research use only — not a medical device" in w.value for w in at.sidebar.warning)
+    assert any("CPU" in c.value or "CUDA" in c.value for c in at.sidebar.caption)
+    assert "Upload a CT slice" in at.info[0].value
+    assert at.multiselect(key="models").value == MODELS  # all shipped models selected by default
+
+
+# ------------------------------------------------------------------ Segment
+
+def test_example_gives_overlays_and_metrics_that_follow_the_threshold(app_env):
+    at = segment_app()
+    at.button(key="example").click().run()
+    assert not at.exception and not at.error
+    assert any("synthetic" in i.value.lower() for i in at.info)
+    captions = overlay_captions(at)
+    assert len(captions) == 1 + len(MODELS) + 1  # scan, one overlay per model, disagreement
+    assert captions[1:-1] == MODELS and captions[-1].startswith("disagreement")
+
+    ph = make_phantom(256, seed=0)
+    maps = {n: predict(n, ph.scan, WINDOW_PRESETS["lung"]) for n in MODELS}
+    df = metrics_df(at)
+    for n in MODELS:
+        assert df.loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.8), ph.mask), abs=1e-12)
+    cache = at.session_state["prob_cache"]
+    cached = {k: id(v) for k, v in cache.items()}
+    assert len(cached) == len(MODELS)
+
+    at.slider(key="threshold").set_value(0.45).run()
+    df2 = metrics_df(at)
+    for n in MODELS:
+        assert df2.loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.45), ph.mask), abs=1e-12)
+        row = analysis.metric_row(maps[n].mask(0.45), ph.mask)
+        assert df2.loc[n, "recall"] == pytest.approx(row["recall"]) and df2.loc[n, "IoU"] == pytest.approx(row["iou"])
+    assert not np.allclose(df["Dice"], df2["Dice"])
+    # The sliders re-threshold the cached maps: the networks did not run again.
+    assert {k: id(v) for k, v in at.session_state["prob_cache"].items()} == cached
+    best = df2["Dice"].idxmax()
+    assert any(f"Best Dice: **{best}**" in c.value and "both empty" in c.value for c in at.caption)
+
+    stats = [t.value for t in at.table if "lesion area (px)" in t.value.columns][0]
+    m = maps["smallcovid-net"].mask(0.45)
+    assert stats.loc["smallcovid-net", "lesion area (px)"] == m.sum()
+    assert stats.loc["smallcovid-net", "separate lesions"] == analysis.lesion_stats(m).n_lesions
+    assert stats.loc["ground truth", "lesion area (mm²)"] == pytest.approx(
+        ph.mask.sum() * ph.scan.spacing[0] ** 2, abs=0.06)
+    at.toggle(key="card_thresholds").set_value(True).run()  # each card says 0.5
+    assert at.slider(key="threshold").disabled
+    for n in MODELS:
+        assert metrics_df(at).loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.5), ph.mask), abs=1e-12)
+    labels = [d.label for d in at.get("download_button")]
+    assert {"Mask PNG", "Overlay PNG", "Metrics CSV"} <= set(labels)
+
+
+def test_uploaded_slice_and_mask_give_matching_dice(app_env):
+    img, mask = blob_slice(96, seed=7)
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("case_7.png", png_bytes(img), "image/png"))
+    at.file_uploader(key="mask_files").set_value(("case_7.png", png_bytes(mask), "image/png")).run()
+    at.slider(key="threshold").set_value(0.5).run()
+    assert not at.exception and not at.error
+    assert len(overlay_captions(at)) == len(MODELS) + 2
+    scan, truth = read_scan(png_bytes(img), "case_7.png"), mask > 0
+    df = metrics_df(at)
+    for n in MODELS:
+        assert df.loc[n, "Dice"] == pytest.approx(dice(predict(n, scan).mask(0.5), truth), abs=1e-12)
+        assert df.loc[n, "precision"] == pytest.approx(analysis.metric_row(predict(n, scan).mask(0.5), truth)["precision"])
+    # Only two models: two overlays plus the disagreement panel.
+    at.multiselect(key="models").set_value(["smallcovid-net", "segnet"]).run()
+    assert overlay_captions(at)[1:] == ["smallcovid-net", "segnet", "disagreement: lesion votes per pixel"]
+    assert list(metrics_df(at).index) == ["smallcovid-net", "segnet"]
+
+
+def test_corrupt_upload_shows_one_sentence_and_the_app_keeps_working(app_env):
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("broken_scan.png", b"\x89PNG\r\n\x1a\n garbage", "image/png")).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    msg = at.error[0].value
+    assert msg.startswith("broken_scan.png: ") and "\n" not in msg and "Traceback" not in msg
+    img, _ = blob_slice(64)
+    at.file_uploader(key="scan_files").set_value(("good.png", png_bytes(img), "image/png")).run()
+    assert not at.exception and not at.error
+    assert len(overlay_captions(at)) == len(MODELS) + 2
+
+
+def test_mask_of_the_wrong_size_is_named(app_env):
+    img, _ = blob_slice(64)
+    _, other = blob_slice(48)
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("a.png", png_bytes(img), "image/png"))
+    at.file_uploader(key="mask_files").set_value(("a_mask.png", png_bytes(other), "image/png")).run()
+    assert not at.exception
+    assert at.error and at.error[0].value.startswith("a_mask.png: ") and "48x48" in at.error[0].value
+    assert len(overlay_captions(at)) == len(MODELS) + 2  # the scan is still segmented, without metrics
+    assert not [d for d in at.dataframe if "Dice" in d.value.columns]
+
+
+def test_nifti_volume_gets_a_slice_slider_and_window_presets(app_env):
+    ph = make_phantom(64, seed=1)
+    vol = np.stack([ph.scan.pixels + 10 * k for k in range(5)], axis=-1).astype(np.int16)
+    img = nib.Nifti1Image(vol, np.diag([0.7, 0.7, 2.5, 1.0]))
+    labels = nib.Nifti1Image(np.stack([ph.types] * 5, axis=-1), np.diag([0.7, 0.7, 2.5, 1.0]))
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("chest.nii.gz", img.to_bytes(), "application/gzip"))
+    at.file_uploader(key="mask_files").set_value(("chest_labels.nii", labels.to_bytes(), "application/octet-stream"))
+    at.run()
+    assert not at.exception and not at.error
+    slider = [s for s in at.slider if s.label.startswith("Slice")][0]
+    assert slider.value == 2 and slider.max == 4
+    assert at.radio(key="window").value == "lung"
+    scan = read_scan(img.to_bytes(), "chest.nii.gz")
+    df = metrics_df(at)
+    expected = dice(predict("smallcovid-net", scan.slice(2), WINDOW_PRESETS["lung"]).mask(0.8), ph.mask)
+    assert df.loc["smallcovid-net", "Dice"] == pytest.approx(expected, abs=1e-12)
+    assert "ground-glass Dice" in df.columns  # the NIfTI labels carry lesion types
+
+    n_cached = len(at.session_state["prob_cache"])
+    at.radio(key="window").set_value("mediastinum").run()
+    assert len(at.session_state["prob_cache"]) == n_cached + len(MODELS)  # new window -> new input
+    at.radio(key="window").set_value("custom").run()
+    assert at.number_input(key="win_w").value == 1500 and at.number_input(key="win_l").value == -600
+    slider = [s for s in at.slider if s.label.startswith("Slice")][0]
+    slider.set_value(4).run()
+    assert not at.exception and not at.error
+    assert any(b.label.startswith("Segment all 5 slices") for b in at.button)
+
+
+def test_dicom_upload_offers_window_presets(app_env):
+    from pydicom.data import get_testdata_file
+
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("CT_small.dcm", data, "application/dicom")).run()
+    assert not at.exception and not at.error
+    radio = at.radio(key="window")
+    assert radio.value == "lung" and len(radio.options) == 3 and radio.options[0].startswith("lung (W 1500 / L -600)")
+    assert len(overlay_captions(at)) == len(MODELS) + 2
+    stats = [t.value for t in at.table if "lesion area (px)" in t.value.columns][0]
+    assert "lesion area (mm²)" in stats.columns  # DICOM pixel spacing is known
+
+
+def test_no_weights_means_a_clear_message(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(tmp_path / "empty"))
+    at = segment_app()
+    at.button(key="example").click().run()
+    assert not at.exception
+    assert any("No trained weights are available yet" in i.value for i in at.info)
+    at.switch_page("pages/models.py").run()
+    assert not at.exception
+    assert sum("Weights not shipped yet" in i.value for i in at.info) == len(MODELS)
+
+
+# ------------------------------------------------------------------ Compare
+
+def test_compare_folder_table_matches_evaluation(app_env, tmp_path):
+    folder = make_labeled_folder(tmp_path / "set", n=4, size=48)
+    at = new_app().switch_page("pages/compare.py").run()
+    assert not at.exception
+    at.text_input(key="cmp_path").set_value(str(folder))
+    at.multiselect(key="cmp_models").set_value(["smallcovid-net", "segnet"])
+    at.slider(key="cmp_thr").set_value(0.5)
+    at.button(key="cmp_run").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    data = load_dataset(folder)
+    for n in ("smallcovid-net", "segnet"):
+        r = evaluate_maps(predict_set(load_predictor(n, device="cpu"), data), data.samples, 0.5)
+        assert table.loc[n, "Dice"] == analysis.format_mean_std(r.summary.mean["dice"], r.summary.std["dice"])
+        assert float(table.loc[n, "pooled recall"]) == pytest.approx(r.summary.pooled["recall"], abs=5e-4)
+    assert len(at.get("plotly_chart")) == 2  # box/strip plot and threshold sweep
+    gallery = overlay_captions(at)
+    assert len(gallery) == 4 * 3 and gallery[0].endswith("ground truth")
+    assert any(d.label == "Table 1 as CSV" for d in at.get("download_button"))
+    shipped = at.table[-1].value
+    assert "smallcovid-net" in shipped.index and "±" in shipped.loc["smallcovid-net", "Dice"]
+
+
+def test_compare_zip_upload_and_unsafe_zip(app_env, tmp_path):
+    folder = make_labeled_folder(tmp_path / "set", n=3, size=32)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(folder.rglob("*.png")):
+            zf.write(p, "myset/" + str(p.relative_to(folder)))
+    at = new_app().switch_page("pages/compare.py").run()
+    at.radio(key="cmp_mode").set_value("Upload a zip").run()
+    at.file_uploader(key="cmp_zip").set_value(("myset.zip", buf.getvalue(), "application/zip"))
+    at.multiselect(key="cmp_models").set_value(["smallcovid-net"]).run()
+    at.button(key="cmp_run").click().run()
+    assert not at.exception and not at.error
+    assert at.dataframe[0].value.loc["smallcovid-net", "n"] == 3
+
+    bad = io.BytesIO()
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../../escape.png", b"x")
+    at.file_uploader(key="cmp_zip").set_value(("evil.zip", bad.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert at.error and at.error[0].value.startswith("evil.zip: ") and "'..'" in at.error[0].value
+
+
+# ------------------------------------------------------------------ Train
+
+def _fill_form(at: AppTest, data: Path, **kw) -> AppTest:
+    at.text_input(key="tr_data").set_value(str(data))
+    at.number_input(key="tr_folds").set_value(kw.get("folds", 2))
+    at.number_input(key="tr_epochs").set_value(kw.get("epochs", 1))
+    at.selectbox(key="tr_size").set_value(kw.get("size", 32))
+    at.text_input(key="tr_name").set_value(kw.get("name", "tiny"))
+    return at
+
+
+def test_train_submits_a_job_and_cancel_stops_its_process(app_env, tmp_path):
+    data = make_labeled_folder(tmp_path / "set", n=6, size=32)
+    at = new_app().switch_page("pages/train.py").run()
+    assert not at.exception and "No training jobs yet." in [i.value for i in at.info]
+    _fill_form(at, data, epochs=200).button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Submitted job(s) #1." in [s.value for s in at.success]
+    job = JobStore(app_env / "jobs.db").get(1)
+    assert job.name == "tiny" and job.model == MODELS[0] and job.status == "running"
+    assert job.config["folds"] == 2 and job.config["epochs"] == 200 and job.config["image_size"] == 32
+    assert job.config["data"] == str(data.resolve()) and job.config["final"] is True
+    at.run()
+    assert any("#1 tiny" in e.label and "running" in e.label for e in at.expander)
+    at.button(key="cancel-1").click().run()
+    assert not at.exception
+    job = JobStore(app_env / "jobs.db").get(1)
+    assert job.status == "cancelled" and not _alive(job.pid, job.id)
+    assert any(b.key == "resume-1" for b in at.button)
+
+
+def test_train_rejects_a_missing_data_folder(app_env, tmp_path):
+    at = new_app().switch_page("pages/train.py").run()
+    _fill_form(at, tmp_path / "nope").button[0].click().run()
+    assert not at.exception
+    assert at.error and "does not exist" in at.error[0].value
+    assert not JobStore(app_env / "jobs.db").list()
+
+
+def _finished_job(jobs_dir: Path, data: Path, weights: Path) -> int:
+    """A 'done' job row with a run folder as training writes it (history, summary, final model)."""
+    from smallcovid.trainconfig import TrainConfig
+
+    store = JobStore(jobs_dir / "jobs.db")
+    cfg = TrainConfig(model="smallcovid-net", data=str(data), folds=3, epochs=2, image_size=64, final=True)
+    run = jobs_dir / "runs" / "job-1"
+    job_id = store.add("done-job", cfg, run)
+    for k in (1, 2, 3):
+        (run / f"fold_{k}").mkdir(parents=True)
+        (run / f"fold_{k}" / "history.csv").write_text(
+            "epoch,train_loss,val_loss,val_dice,lr\n1,1.0,1.1,0.3,0.001\n2,0.8,0.9,0.5,0.0005\n")
+    (run / "final").mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights / f"smallcovid-net{suffix}", run / "final" / f"smallcovid-net{suffix}")
+    (run / "summary.json").write_text(json.dumps({**fake_cv(0), "device": "cpu", "elapsed_s": 6.0}))
+    (run / "train.log").write_text("line one\nfold 3/3 done\n")
+    store.update(job_id, status="done", run_dir=str(run), finished=time.time())
+    return job_id
+
+
+def test_finished_job_shows_results_and_its_weights_can_be_used(app_env, tiny_weights, tmp_path):
+    job_id = _finished_job(app_env, tmp_path, tiny_weights)
+    at = new_app().switch_page("pages/train.py").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1  # loss and Dice curves per fold
+    results = at.table[0].value
+    assert list(results.index) == ["1", "2", "3", "mean", "std"]
+    expected = fake_cv(0)["at_threshold"]["dice"]
+    assert results.loc["mean", "Dice"] == pytest.approx(expected["mean"])
+    assert results.loc["std", "Dice"] == pytest.approx(expected["std"])
+    at.button(key=f"install-{job_id}").click().run()
+    assert not at.exception and not at.error
+    label = f"done-job-job{job_id}"
+    assert (app_env / "installed" / f"{label}.safetensors").is_file()
+    at.switch_page("pages/segment.py").run()
+    assert f"{label} (trained here)" in at.multiselect(key="models").options
+
+
+# ------------------------------------------------------------------ Models
+
+def test_models_page_shows_cards_cv_and_the_paper(app_env, tiny_weights):
+    at = new_app().switch_page("pages/models.py").run()
+    assert not at.exception
+    assert [h.value for h in at.subheader] == MODELS
+    assert any("not a medical device" in w.value for w in at.warning)
+    card = json.loads((tiny_weights / "smallcovid-net.json").read_text())
+    facts = at.markdown[0].value
+    assert f"- **parameters:** {card['params']:,}" in facts and "- **input size:** 64 px" in facts
+    cv = at.table[0].value
+    assert list(cv.index) == ["1", "2", "3", "mean", "std"]
+    assert cv.loc["mean", "Dice"] == pytest.approx(card["cv"]["at_threshold"]["dice"]["mean"])
+    assert "ground-glass Dice" in cv.columns
+    paper = at.table[1].value
+    assert paper.loc["dice", "paper (test split)"] == 0.701
+    assert paper.loc["dice", "ours (CV mean)"] == pytest.approx(card["cv"]["at_threshold"]["dice"]["mean"])
+    assert any("no cross-validation results" in c.value for c in at.caption)  # segnet's card has none
+
+
+def test_whole_volume_nifti_download_and_example_then_upload(app_env):
+    ph = make_phantom(64, seed=2)
+    affine = np.diag([0.7, 0.7, 2.5, 1.0])
+    vol_img = nib.Nifti1Image(np.stack([ph.scan.pixels] * 3, axis=-1).astype(np.int16), affine)
+    at = segment_app()
+    at.button(key="example").click().run()
+    assert any("drawn procedurally" in i.value for i in at.info)
+    at.file_uploader(key="scan_files").set_value(("vol.nii.gz", vol_img.to_bytes(), "application/gzip")).run()
+    assert not any("drawn procedurally" in i.value for i in at.info)  # a new upload replaces the example
+    at.button(key="dl_volume_run").click().run()
+    assert not at.exception and not at.error
+    assert any(d.label == "Mask NIfTI" for d in at.get("download_button"))
+    probs = list(at.session_state["volume_probs"].values())[0]
+    assert probs.shape == (3, 64, 64) and probs.dtype == np.uint8
+    # The NIfTI written for download keeps the input geometry.
+    vol = read_scan(vol_img.to_bytes(), "vol.nii.gz")
+    data = uploads.nifti_mask_bytes(probs >= 128, vol)
+    out = nib.Nifti1Image.from_bytes(gzip.decompress(data))
+    assert out.shape == (64, 64, 3) and np.allclose(out.affine, affine)
+    np.testing.assert_array_equal(np.asarray(out.dataobj).transpose(2, 0, 1), (probs >= 128).astype(np.uint8))
+
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "covid-semiseg" / "train"
+
+
+def test_uploaded_jpeg_dice_matches_the_evaluate_cli(app_env, tiny_weights, tmp_path):
+    """The acceptance check: per-model Dice in the app equals ``python -m smallcovid evaluate`` to 3 decimals."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "one"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    if (SHARED / "images" / "medseg_003.jpg").is_file():
+        stem, image = "medseg_003", (SHARED / "images" / "medseg_003.jpg").read_bytes()
+        (folder / "images" / "medseg_003.jpg").write_bytes(image)
+        mask = (SHARED / "masks" / "medseg_003.png").read_bytes()
+        name = "medseg_003.jpg"
+    else:  # a fresh clone without ../shared: a generated slice
+        img, m = blob_slice(120, seed=11)
+        stem, image, mask, name = "case_11", png_bytes(img), png_bytes(m), "case_11.png"
+        (folder / "images" / name).write_bytes(image)
+    (folder / "masks" / f"{stem}.png").write_bytes(mask)
+    out = tmp_path / "eval.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "smallcovid", "evaluate", "--model", "all", "--data", str(folder),
+                    "--threshold", "0.8", "--device", "cpu", "--json", str(out)],
+                   check=True, env=env, cwd=Path(__file__).resolve().parent.parent, capture_output=True)
+    cli = json.loads(out.read_text())["models"]
+
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value((name, image, "image/jpeg"))
+    at.file_uploader(key="mask_files").set_value((f"{stem}.png", mask, "image/png")).run()
+    assert not at.exception and not at.error
+    df = metrics_df(at)
+    for n in MODELS:
+        for metric, col in (("dice", "Dice"), ("precision", "precision"), ("recall", "recall"), ("iou", "IoU")):
+            assert round(df.loc[n, col], 3) == round(cli[n]["per_image"][stem][metric], 3), (n, metric)

@@ -1,0 +1,49 @@
+"""The benchmark: per-model figures, the JSON contract and the table's ratios."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smallcovid.bench import measure_model
+from smallcovid.benchreport import format_bench
+from smallcovid.models import list_models
+
+KEYS = {"params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "epoch_s", "peak_mem_mb"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_measure_model_reports_every_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(tmp_path))  # no shipped weights: untrained model
+    m = measure_model("smallcovid-net", "cpu", None, quick=True)
+    assert KEYS <= set(m)
+    assert m["params"] > 1000 and m["flops"] > m["params"]
+    assert m["latency_ms"] > 0 and m["throughput_per_s"] > 0 and m["epoch_s"] > 0 and m["peak_mem_mb"] > 10
+    assert m["trained_weights"] is False
+
+
+def test_table_has_ratios_against_unet():
+    row = {"params": 100, "flops": 10**9, "weights_mb": 1.0, "latency_ms": 10.0, "throughput_per_s": 5.0,
+           "epoch_s": 2.0, "peak_mem_mb": 300.0}
+    doc = {"device": "cpu", "models": {"unet": {**row, "params": 2000, "latency_ms": 40.0, "epoch_s": 8.0},
+                                       "smallcovid-net": row}}
+    text = format_bench(doc)
+    line = next(l for l in text.splitlines() if l.startswith("smallcovid-net"))
+    assert line.rstrip().endswith("0.050    0.25   0.25")
+
+
+@pytest.mark.slow
+def test_bench_cli_writes_json_for_every_model(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "smallcovid", "bench", "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert set(doc["models"]) == set(list_models())
+    for m in doc["models"].values():
+        assert KEYS <= set(m)
+    assert doc["pipeline"]["pipeline_s"] > 0

@@ -1,0 +1,83 @@
+"""Model catalog (shipped + installed models, card rows) and run-folder reading for the Train page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from apphelpers import fake_cv
+from smallcovid import catalog, runview
+from smallcovid.models import list_models
+
+
+def test_available_models_lists_shipped_then_installed(app_env, tiny_weights):
+    shipped = catalog.available_models()
+    assert [e.name for e in shipped] == list_models() and all(e.source == "shipped" for e in shipped)
+    assert shipped[0].weights == tiny_weights / "smallcovid-net.safetensors" and shipped[0].mtime > 0
+    inst = app_env / "installed"
+    inst.mkdir(parents=True)
+    shutil.copy(tiny_weights / "unet.safetensors", inst / "my-unet.safetensors")
+    shutil.copy(tiny_weights / "unet.json", inst / "my-unet.json")
+    (inst / "broken.safetensors").write_bytes(b"x")  # no card: skipped
+    entries = catalog.available_models()
+    assert entries[-1].key == "job:my-unet" and entries[-1].name == "unet" and entries[-1].label == "my-unet (trained here)"
+    assert len(entries) == len(list_models()) + 1
+
+
+def test_missing_cards_are_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("SMALLCOVID_JOBS_DIR", str(tmp_path / "jobs"))
+    assert catalog.shipped_cards() == {n: None for n in list_models()}
+    assert catalog.available_models() == []
+    (tmp_path / "x.json").write_text("{not json")
+    assert catalog.read_card(tmp_path / "x.json") is None
+
+
+def test_card_rows():
+    card = {"cv": fake_cv(1), "params": 1234567, "input_size": 192, "threshold": 0.55,
+            "training": {"data": "d", "n_slices": 50, "protocol": "paper", "device": "cpu",
+                         "config": {"epochs": 20, "lr": 1e-4, "optimizer": "sgd", "batch_size": 4}}}
+    rows = catalog.cv_table_rows(card)
+    assert [r["fold"] for r in rows] == ["1", "2", "3", "mean", "std"]
+    assert rows[3]["dice"] == pytest.approx(card["cv"]["at_threshold"]["dice"]["mean"])
+    assert rows[3]["ground-glass Dice"] == pytest.approx(0.6)
+    facts = catalog.card_facts(card)
+    assert facts["parameters"] == "1,234,567" and facts["input size"] == "192 px"
+    assert facts["protocol"].startswith("paper: 20 epochs, lr 0.0001, sgd") and "3-fold" in facts["protocol"]
+    pv = catalog.paper_vs_ours("unet", card, {"unet": (0.72, 0.519, 0.767)})
+    assert [r["metric"] for r in pv] == ["dice", "precision", "recall"]
+    assert pv[0]["paper (test split)"] == 0.72 and pv[0]["ours (CV mean)"] == rows[3]["dice"]
+    assert catalog.paper_vs_ours("unet", None, {})[0]["ours (CV mean)"] is None
+    assert catalog.cv_table_rows({}) == []
+
+
+def test_runview_reads_partial_runs(tmp_path):
+    assert runview.read_histories(tmp_path) == {} and runview.read_summary(tmp_path) is None
+    (tmp_path / "fold_1").mkdir()
+    (tmp_path / "fold_1" / "history.csv").write_text("epoch,train_loss,val_loss,val_dice,lr\n1,1.5,1.2,0.4,0.001\n2,1.0,,0.5,0.001\n")
+    (tmp_path / "fold_2").mkdir()  # started, no history yet
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "history.csv").write_text("epoch,train_loss,lr\n1,0.9,0.001\n")
+    h = runview.read_histories(tmp_path)
+    assert sorted(h) == [0, 1] and h[1]["val_dice"] == [0.4, 0.5] and h[1]["val_loss"][1] != h[1]["val_loss"][1]
+    (tmp_path / "summary.json").write_text(json.dumps({"folds": 2}))
+    assert runview.read_summary(tmp_path) == {"folds": 2}
+    (tmp_path / "train.log").write_text("".join(f"line {i}\n" for i in range(50)) + "50%\r60%\r70%\n")
+    tail = runview.log_tail(tmp_path / "train.log", 3)
+    assert tail.splitlines() == ["line 48", "line 49", "70%"]
+    assert runview.log_tail(tmp_path / "missing.log") == ""
+
+
+def test_progress_fraction_and_text():
+    cfg = {"folds": 2, "epochs": 4, "final": True}
+    assert runview.progress_fraction(None, cfg) == 0.0
+    p = {"kind": "batch", "fold": 2, "folds": 2, "epoch": 3, "epochs": 4, "step": 5, "steps": 10,
+         "train_loss": 0.5, "eta_s": 300.0}
+    assert runview.progress_fraction(p, cfg) == pytest.approx((4 + 2.5) / 12)
+    assert runview.progress_fraction({**p, "fold": 0, "epoch": 4, "step": 10}, cfg) == pytest.approx(1.0)
+    assert runview.progress_fraction({"kind": "done"}, cfg) == 1.0
+    text = runview.progress_text(p)
+    assert text == "fold 2/2 · epoch 3/4 · step 5/10 · train loss 0.500 · ETA 5 min"
+    assert runview.progress_text({**p, "fold": 0}).startswith("final model (all data)")
