@@ -6,12 +6,15 @@ all computation is in the ``smallcovid`` package.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
 
 from smallcovid.catalog import ModelEntry, available_models
 from smallcovid.errors import SmallCovidError
+from smallcovid.fsutil import SessionScratch
+from smallcovid.policy import Policy, load_policy
 
 DISCLAIMER = "Research use only — not a medical device. Do not use for diagnosis or treatment."
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "covid-semiseg" / "train"
@@ -67,12 +70,68 @@ def device_label() -> str:
     return f"CPU ({n} thread{'s' if n != 1 else ''})"
 
 
+def _secrets() -> dict:
+    """``st.secrets`` as a dict; empty when there is no secrets.toml (or it cannot be parsed)."""
+    try:
+        return st.secrets.to_dict()
+    except Exception:  # FileNotFoundError / StreamlitSecretNotFoundError / a TOML error: no secrets
+        return {}
+
+
+def policy() -> Policy:
+    """The hosting policy (public mode, upload cap, admin password) from env and secrets."""
+    return load_policy(os.environ, _secrets())
+
+
+def admin_unlocked() -> bool:
+    """Training and server paths allowed: outside public mode, or after the admin password in this session."""
+    pol = policy()
+    return pol.admin_allowed(bool(st.session_state.get("_admin_unlocked")))
+
+
+def admin_gate(blocked: str, key: str) -> bool:
+    """True when the admin features may show; else an info message (and a password box when one is set)."""
+    if admin_unlocked():
+        return True
+    pol = policy()
+    if not pol.can_unlock:
+        st.info(f"{blocked}.", icon=":material/lock:")
+        return False
+    st.info(f"{blocked}; enter the admin password to unlock it.", icon=":material/lock:")
+    entered = st.text_input("Admin password", type="password", key=key)
+    if entered:
+        if pol.password_ok(entered):
+            st.session_state["_admin_unlocked"] = True
+            st.rerun()
+        st.error("That password is not correct.")
+    return False
+
+
+def session_scratch() -> SessionScratch:
+    """This session's private temporary folder (deleted when the session ends; see SessionScratch)."""
+    scratch = st.session_state.get("_scratch")
+    if scratch is None or not scratch.alive:
+        scratch = st.session_state["_scratch"] = SessionScratch()
+    return scratch
+
+
+def check_upload(upload) -> None:
+    """Refuse an upload over the policy's size cap before reading it (raises InputFileError)."""
+    policy().check_upload(upload.name, int(upload.size))
+
+
 def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
-    """Multiselect of the available models (all selected by default); returns the chosen entries."""
+    """Multiselect of the available models (all selected by default); returns the chosen entries.
+
+    In public mode, models installed from training jobs are hidden unless the admin unlocked them.
+    """
     entries = available_models()
+    if not admin_unlocked():
+        entries = [e for e in entries if e.source == "shipped"]
     if not entries:
         st.info("No trained weights are available yet: the shipped weights (weights/<model>.safetensors) "
-                "are not in place and no training job has been installed. Train one on the Train page.")
+                "are not in place" + ("." if policy().public else
+                                      " and no training job has been installed. Train one on the Train page."))
         return []
     by_label = {e.label: e for e in entries}
     chosen = st.multiselect(label, list(by_label), default=list(by_label), key=key)

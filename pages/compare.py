@@ -6,21 +6,21 @@ stored probability maps without running the networks again.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._shared import DISCLAIMER, ensure_app_shell, SHARED_DATA, model_picker, predictor, show_error
+from pages._shared import (DISCLAIMER, SHARED_DATA, admin_gate, admin_unlocked, check_upload, ensure_app_shell,
+                           model_picker, policy, predictor, session_scratch, show_error)
 from smallcovid import analysis, viz
 from smallcovid.catalog import cv_mean_std, shipped_cards
 from smallcovid.data import load_dataset
 from smallcovid.errors import SmallCovidError
 from smallcovid.evaluation import evaluate_maps, predict_set, threshold_sweep
 from smallcovid.labeled_zip import extract_labeled_zip
+from smallcovid.policy import SERVER_PATHS_OFF
 from smallcovid.report import PAPER_TABLE1
 
 GALLERY_SIZE = 4
@@ -32,9 +32,15 @@ def default_folder() -> str:
 
 
 def data_source() -> str | None:
-    """Radio + folder text input or zip upload -> the labeled folder's path (None until given)."""
-    mode = st.radio("Labeled set", ["Folder on the server", "Upload a zip"], horizontal=True, key="cmp_mode")
+    """Radio + folder text input or zip upload -> the labeled folder's path (None until given).
+
+    In public mode server folders need the admin password, so the zip upload is the default.
+    """
+    modes = ["Folder on the server", "Upload a zip"]
+    mode = st.radio("Labeled set", modes, horizontal=True, key="cmp_mode", index=0 if admin_unlocked() else 1)
     if mode == "Folder on the server":
+        if not admin_gate(f"{SERVER_PATHS_OFF}; upload a zip of a labeled set instead", "cmp_admin"):
+            return None
         path = st.text_input("Folder (images/ + masks/ [+ classes/], or a MedSeg NIfTI folder)",
                              value=default_folder(), key="cmp_path")
         return path.strip() or None
@@ -44,20 +50,20 @@ def data_source() -> str | None:
 
 
 def extract_upload(up) -> str:
-    """Extract a zip upload once into this session's temporary folder; returns the data folder."""
+    """Extract a zip upload once into this session's private temporary folder; returns the data folder.
+
+    Only the latest zip is kept (``<session scratch>/zip``); the folder goes when the session ends.
+    """
     cache = st.session_state.setdefault("cmp_zip_dirs", {})
-    if up.file_id not in cache:
-        for tmp, _ in cache.values():  # one extracted upload per session
-            shutil.rmtree(tmp, ignore_errors=True)
+    scratch = session_scratch()
+    if up.file_id not in cache or not Path(cache[up.file_id]).is_dir():
         cache.clear()
-        tmp = tempfile.mkdtemp(prefix="smallcovid-zip-")
-        try:
-            root = extract_labeled_zip(up.getvalue(), Path(tmp) / "data", name=up.name)
-        except SmallCovidError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        cache[up.file_id] = (tmp, str(root))
-    return cache[up.file_id][1]
+        check_upload(up)
+        dest = scratch.fresh("zip")
+        root = extract_labeled_zip(up.getvalue(), dest / "data", name=up.name,
+                                   max_bytes=policy().max_unpacked_bytes)
+        cache[up.file_id] = str(root)
+    return cache[up.file_id]
 
 
 def run_models(path: str, entries) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared import DISCLAIMER, ensure_app_shell, cv_table
+from pages._shared import DISCLAIMER, admin_unlocked, ensure_app_shell, cv_table
 from smallcovid.catalog import card_facts, cv_table_rows, installed_models, paper_vs_ours, read_card, shipped_cards
 from smallcovid.inference import weights_dir
 from smallcovid.models import get_spec
@@ -42,7 +42,8 @@ def model_card(name: str, card: dict | None) -> None:
 
 
 def installed_section() -> None:
-    entries = installed_models()
+    """Models installed from training jobs (hidden from visitors in public mode)."""
+    entries = installed_models() if admin_unlocked() else []
     if not entries:
         return
     st.header("Trained here (installed from the Train page)")

@@ -7,41 +7,23 @@ Probability maps are computed once per (upload hash, model, window, slice) and k
 from __future__ import annotations
 
 import hashlib
-import re
-from collections import OrderedDict
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
-from pages._shared import DISCLAIMER, ensure_app_shell, model_picker, predictor, show_error
-from smallcovid import analysis, uploads, viz
+from pages._segment_parts import (_cache, _remember, _stats_formats, draw_downloads, draw_metrics, draw_panels,
+                                  metrics_frame, stats_frame)
+from pages._shared import DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error
+from smallcovid import uploads
 from smallcovid.catalog import ModelEntry
 from smallcovid.errors import SmallCovidError
 from smallcovid.io import Slice, Volume, read_scan
-from smallcovid.metrics import type_dice
 from smallcovid.phantom import make_phantom
-from smallcovid.preprocess import WINDOW_PRESETS, Window, display_uint8, to_model_input
+from smallcovid.preprocess import WINDOW_PRESETS, Window, display_uint8
 
 PROB_CACHE_ENTRIES = 24  # ProbMaps kept per session (about 4 MB each at 512x512)
 SCAN_CACHE_ENTRIES = 2  # decoded uploads kept per session (a 512x512x300 volume is 300 MB)
 EXAMPLE = "synthetic-phantom"
-PANELS_PER_ROW = 3
 WINDOW_CHOICES = ("lung", "mediastinum", "custom")
-
-
-def _cache(name: str) -> OrderedDict:
-    if name not in st.session_state:
-        st.session_state[name] = OrderedDict()
-    return st.session_state[name]
-
-
-def _remember(cache: OrderedDict, key, value, limit: int):
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > limit:
-        cache.popitem(last=False)
-    return value
 
 
 # ------------------------------------------------------------------ inputs
@@ -71,10 +53,10 @@ def load_scan(upload) -> tuple[str, Slice | Volume]:
     """Decode an upload once per session -> (content hash, scan); raises SmallCovidError."""
     cache = _cache("scan_cache")
     if upload.file_id not in cache:
-        data = upload.getvalue()
-        digest = hashlib.sha256(data).hexdigest()[:16]
         try:
-            value = (digest, read_scan(data, name=upload.name))
+            check_upload(upload)  # the size cap (lower in public mode), before reading the bytes
+            data = upload.getvalue()
+            value = (hashlib.sha256(data).hexdigest()[:16], read_scan(data, name=upload.name))
         except SmallCovidError as exc:
             value = SmallCovidError(str(exc))  # the message only: no traceback holding the upload
         _remember(cache, upload.file_id, value, SCAN_CACHE_ENTRIES)
@@ -162,6 +144,7 @@ def ground_truth(masks: list, scan_name: str, shape, volume: Volume | None, idx:
     key = (upload.file_id, tuple(shape), idx)
     cache = _cache("truth_cache")
     if key not in cache:
+        check_upload(upload)
         value = uploads.read_ground_truth(upload.getvalue(), upload.name, tuple(shape), volume, idx)
         _remember(cache, key, value, 4)
     mask, types = cache[key]
@@ -188,122 +171,6 @@ def predict(entries: list[ModelEntry], sl: Slice, window: Window | None, scan_ke
                 continue
         out[e.label] = cache[key]
     return out
-
-
-def segment_volume(entry: ModelEntry, vol: Volume, window: Window | None) -> np.ndarray:
-    """Lesion probabilities of every slice -> (D, H, W) uint8 (probability x 255), with a progress bar."""
-    pred = predictor(entry)
-    out = np.zeros(vol.voxels.shape, np.uint8)
-    bar = st.progress(0.0, text=f"Segmenting {len(vol)} slices with {entry.label}…")
-    for start in range(0, len(vol), 8):
-        ks = range(start, min(start + 8, len(vol)))
-        maps = pred.predict_images([to_model_input(vol.slice(k), window) for k in ks])
-        for k, m in zip(ks, maps):
-            out[k] = np.rint(m.lesion * 255).astype(np.uint8)
-        bar.progress(ks[-1] / max(1, len(vol) - 1), text=f"Segmented {ks[-1] + 1} of {len(vol)} slices")
-    bar.empty()
-    return out
-
-
-# ------------------------------------------------------------------ output
-
-def draw_panels(display: np.ndarray, maps: dict, thr: dict, opacity: float, show_types: bool,
-                truth: np.ndarray | None) -> None:
-    """Scan, one overlay per model and (two or more models) the disagreement map, all the same size."""
-    panels = [(display, "scan")]
-    for label, m in maps.items():
-        img = (viz.overlay(display, types=m.type_map(thr[label]), opacity=opacity, truth=truth) if show_types
-               else viz.overlay(display, mask=m.mask(thr[label]), opacity=opacity, truth=truth))
-        panels.append((img, label))
-    if len(maps) >= 2:
-        panels.append((viz.disagreement_overlay(display, [m.mask(thr[k]) for k, m in maps.items()], opacity),
-                       "disagreement: lesion votes per pixel"))
-    for start in range(0, len(panels), PANELS_PER_ROW):
-        cols = st.columns(PANELS_PER_ROW)
-        for col, (img, caption) in zip(cols, panels[start:start + PANELS_PER_ROW]):
-            col.image(img, caption=caption, width="stretch")
-    legend = ["<span style='color:#00e6ff'>□</span> ground truth (outline)"] if truth is not None else []
-    if show_types:
-        legend += [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {n}"
-                   for (r, g, b), n in zip(viz.TYPE_RGB.values(), ("ground-glass", "consolidation"))]
-    else:
-        legend.append("<span style='color:#%02x%02x%02x'>■</span> lesion" % viz.LESION_RGB)
-    if len(maps) >= 2:
-        legend += [f"<span style='color:{c}'>■</span> {t} models" for t, c in viz.disagreement_legend(len(maps))]
-    if legend:
-        st.caption(" &nbsp; ".join(legend), unsafe_allow_html=True)
-
-
-def metrics_frame(maps: dict, thr: dict, truth: np.ndarray, truth_types: np.ndarray | None) -> pd.DataFrame:
-    """Per-model Dice / precision / recall / IoU (+ per-type Dice) at each model's threshold, indexed by model."""
-    rows = analysis.metrics_table({k: m.mask(thr[k]) for k, m in maps.items()}, truth)
-    if truth_types is not None:
-        for row, (k, m) in zip(rows, maps.items()):
-            pred_types = m.type_map(thr[k])
-            for t, name in analysis.TYPE_NAMES.items():
-                row[f"{name} Dice"] = type_dice(pred_types, truth_types, t)
-    df = pd.DataFrame(rows).set_index("model")
-    return df.rename(columns={"dice": "Dice", "iou": "IoU"})
-
-
-def draw_metrics(df: pd.DataFrame, truth_name: str) -> None:
-    best = str(df["Dice"].idxmax())
-    st.subheader("Agreement with the ground truth")
-    st.dataframe(df.style.format("{:.3f}").apply(
-        lambda row: ["background-color: rgba(40, 200, 80, 0.25); font-weight: bold" if row.name == best else ""
-                     for _ in row], axis=1), width="stretch")
-    st.caption(f"Ground truth: {truth_name}. Best Dice: **{best}** ({df.loc[best, 'Dice']:.3f}). "
-               f"{analysis.EMPTY_MASK_NOTE}")
-
-
-def stats_frame(maps: dict, thr: dict, spacing, truth=None, truth_types=None) -> pd.DataFrame:
-    """Lesion quantities per model (and the ground truth when given)."""
-    rows = [analysis.stats_row(label, analysis.lesion_stats(m.mask(thr[label]), m.type_map(thr[label]), spacing),
-                               m.seconds)
-            for label, m in maps.items()]
-    if truth is not None:
-        rows.append(analysis.stats_row("ground truth", analysis.lesion_stats(truth, truth_types, spacing)))
-    return pd.DataFrame(rows).set_index("model")
-
-
-def _stats_formats(df: pd.DataFrame) -> dict[str, str]:
-    """Column -> format: whole pixels and counts, 2 decimals for %, 1 for mm² and ms."""
-    return {c: "{:.0f}" if "(px)" in c or c == "separate lesions" else "{:.2f}" if "%" in c else "{:.1f}"
-            for c in df.columns}
-
-
-def draw_downloads(maps: dict, display: np.ndarray, thr: dict, opacity: float, stem: str, scan_key: str,
-                   table: pd.DataFrame, scan, sl: Slice, window: Window | None, entries: list[ModelEntry]) -> None:
-    st.subheader("Downloads")
-    label = st.selectbox("Model", list(maps), key="download_model")
-    m = maps[label]
-    t = thr[label]
-    mask = m.mask(t)
-    over = viz.overlay(display, types=m.type_map(t), opacity=opacity)
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}_{label}")
-    c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("Mask PNG", lambda: viz.png_bytes(mask), f"{safe}_mask.png", "image/png", key="dl_mask")
-    c2.download_button("Overlay PNG", lambda: viz.png_bytes(over), f"{safe}_overlay.png", "image/png", key="dl_overlay")
-    c3.download_button("Metrics CSV", table.to_csv().encode(), f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}_metrics.csv",
-                       "text/csv", key="dl_csv")
-    if isinstance(scan, Volume):
-        entry = next(e for e in entries if e.label == label)
-        wkey = None if window is None else (window.width, window.level)
-        vkey = (scan_key, entry.key, entry.mtime, wkey)
-        vols = _cache("volume_probs")
-        if vkey not in vols:
-            if c4.button(f"Segment all {len(scan)} slices", key="dl_volume_run",
-                         help="Runs the chosen model on the whole volume for the NIfTI mask download."):
-                _remember(vols, vkey, segment_volume(entry, scan, window), 1)
-                st.rerun()
-        else:
-            probs = vols[vkey]
-            c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(probs >= int(np.ceil(t * 255)), scan),
-                               f"{safe}_mask.nii.gz", "application/gzip", key="dl_nifti")
-    elif sl.source.lower().endswith((".nii", ".nii.gz")):
-        like = uploads.as_volume(sl)
-        c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(mask[None], like), f"{safe}_mask.nii.gz",
-                           "application/gzip", key="dl_nifti")
 
 
 # ------------------------------------------------------------------ page

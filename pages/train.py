@@ -12,13 +12,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import DISCLAIMER, ensure_app_shell, SHARED_DATA, cv_table, show_error
+from pages._shared import DISCLAIMER, SHARED_DATA, admin_gate, cv_table, ensure_app_shell, show_error
 from smallcovid import runview, viz
 from smallcovid.catalog import cv_table_rows
 from smallcovid.errors import SmallCovidError
 from smallcovid.jobqueue import JobManager, installed_dir
 from smallcovid.jobs import Job, jobs_dir
 from smallcovid.models import list_models
+from smallcovid.policy import TRAINING_OFF
 from smallcovid.trainconfig import TrainConfig
 
 IMAGE_SIZES = (32, 64, 128, 192, 256, 320, 384, 512)
@@ -197,6 +198,8 @@ def main() -> None:
     st.title("Train")
     st.caption("k-fold training jobs, one process each, at most one running at a time (others wait in the queue). "
                + DISCLAIMER)
+    if not admin_gate(TRAINING_OFF, "tr_admin"):  # public mode: no form, no job list
+        return
     values = train_form()
     if values is not None:
         try:

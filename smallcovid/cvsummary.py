@@ -57,7 +57,7 @@ def finish_run(cfg: TrainConfig, data: LabeledSet, splits, out: Path, *, device,
                progress=None, should_stop=None) -> dict:
     """Evaluate every fold's best model out of fold, write ``summary.json`` and the final model."""
     from smallcovid.models.checkpoint import load_weights
-    from smallcovid.training import Progress, train_fold
+    from smallcovid.training import Progress
 
     fold_maps: list[list[ProbMaps]] = []
     fold_sets: list[LabeledSet] = []

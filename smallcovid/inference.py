@@ -7,8 +7,10 @@ precision on CUDA) and resizes the probabilities back to (H, W).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,21 @@ from smallcovid.models import SegmentationModel, list_models
 from smallcovid.preprocess import Window, to_model_input
 
 log = logging.getLogger(__name__)
+_NO_LOCK = contextlib.nullcontext()
 
 DEFAULT_THRESHOLD = 0.8  # the paper's
+
+
+def serialize_inference() -> bool:
+    """Whether forward passes on one shared :class:`Predictor` run one at a time.
+
+    The app shares one cached predictor per model between all sessions (threads).
+    A forward pass in eval mode under ``no_grad`` changes no model state, so running
+    them concurrently is safe; serialising them with a per-model lock avoids
+    oversubscribing the CPU cores (each pass already uses all intra-op threads).
+    ``SMALLCOVID_INFERENCE_LOCK=0`` turns the lock off; see the README's load test.
+    """
+    return os.environ.get("SMALLCOVID_INFERENCE_LOCK", "1").strip() != "0"
 
 
 def weights_dir() -> Path:
@@ -96,6 +111,7 @@ class Predictor:
         mult = model.size_multiple()
         # Pad the square input up to the architecture's multiple; crop afterwards.
         self._padded = -(-self.image_size // mult) * mult
+        self._lock = threading.Lock()  # one forward pass at a time when serialize_inference()
 
     @torch.no_grad()
     def predict_images(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[ProbMaps]:
@@ -117,8 +133,9 @@ class Predictor:
             pad = self._padded - s
             if pad:
                 x = F.pad(x, (0, pad, 0, pad))
-            with torch.autocast("cuda", enabled=self.device.type == "cuda"):
-                pred = self.model.predict(x)
+            with self._lock if serialize_inference() else _NO_LOCK:
+                with torch.autocast("cuda", enabled=self.device.type == "cuda"):
+                    pred = self.model.predict(x)
             probs = torch.cat([pred.lesion_prob, pred.type_prob], dim=1)[:, :, :s, :s].float().cpu()
             batch_secs = time.perf_counter() - t0
             for i, im in enumerate(chunk):

@@ -256,17 +256,25 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 def write_nifti_mask(path: str | os.PathLike, mask: np.ndarray, like: Volume) -> None:
     """Write a (D, H, W) label/mask volume in the geometry of ``like``, atomically.
 
+    Gzip-compressed unless ``path`` ends in ``.nii``; see :func:`nifti_mask_data`.
+    """
+    _v.atomic_write(path, nifti_mask_data(mask, like, gz=not os.fspath(path).endswith(".nii"), name=os.fspath(path)))
+
+
+def nifti_mask_data(mask: np.ndarray, like: Volume, gz: bool = True, name: str = "mask") -> bytes:
+    """A (D, H, W) label/mask volume as NIfTI bytes in the geometry of ``like``, built in memory.
+
     The array is transposed back to (X, Y, Z) (inverse of :func:`read_scan`) and
     stored as uint8 with ``like.affine`` (or a diagonal affine from ``like.spacing``,
-    identity when unknown). Gzip-compressed unless ``path`` ends in ``.nii``.
+    identity when unknown); gzip-compressed when ``gz``.
     """
     import nibabel
 
     arr = np.asarray(mask)
     if arr.shape != like.voxels.shape:
-        raise SmallCovidError(f"{os.fspath(path)}: mask shape {arr.shape} differs from the volume's {like.voxels.shape}")
+        raise SmallCovidError(f"{name}: mask shape {arr.shape} differs from the volume's {like.voxels.shape}")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise SmallCovidError(f"{os.fspath(path)}: mask values must lie in 0..255")
+        raise SmallCovidError(f"{name}: mask values must lie in 0..255")
     if like.affine is not None:
         affine = np.asarray(like.affine, dtype=np.float64)
     else:
@@ -275,6 +283,4 @@ def write_nifti_mask(path: str | os.PathLike, mask: np.ndarray, like: Volume) ->
     img = nibabel.Nifti1Image(np.ascontiguousarray(arr.astype(np.uint8).transpose(1, 2, 0)), affine)
     img.set_data_dtype(np.uint8)
     data = img.to_bytes()
-    if not os.fspath(path).endswith(".nii"):
-        data = gzip.compress(data, compresslevel=6, mtime=0)
-    _v.atomic_write(path, data)
+    return gzip.compress(data, compresslevel=6, mtime=0) if gz else data

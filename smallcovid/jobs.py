@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +26,6 @@ from pathlib import Path
 from typing import Iterator
 
 from smallcovid.errors import SmallCovidError
-from smallcovid.fsutil import atomic_write_text
 from smallcovid.trainconfig import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -54,13 +54,16 @@ def _member_path(info: zipfile.ZipInfo, name: str) -> PurePosixPath | None:
     return PurePosixPath(*clean) if clean else None
 
 
-def extract_labeled_zip(source: bytes | str | os.PathLike, dest: str | os.PathLike, name: str = "upload.zip") -> Path:
+def extract_labeled_zip(source: bytes | str | os.PathLike, dest: str | os.PathLike, name: str = "upload.zip",
+                        max_bytes: int | None = None) -> Path:
     """Check and extract a labeled-folder zip into ``dest``; returns the dataset folder.
 
     Args:
         source: the zip's bytes or path.
         dest: an empty or new folder (e.g. a per-session temporary folder).
         name: the upload's name, for messages.
+        max_bytes: largest total unpacked size (default :data:`MAX_UNCOMPRESSED_BYTES`;
+            public mode passes a lower one).
 
     Returns:
         The folder under ``dest`` that holds ``images/`` and ``masks/``.
@@ -69,15 +72,16 @@ def extract_labeled_zip(source: bytes | str | os.PathLike, dest: str | os.PathLi
         SmallCovidError: unsafe or oversized zip, or no ``images/`` + ``masks/`` inside.
     """
     dest = Path(dest)
+    limit = MAX_UNCOMPRESSED_BYTES if max_bytes is None else int(max_bytes)
     with _open(source, name) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
             raise SmallCovidError(f"{name}: has {len(infos)} members; at most {MAX_MEMBERS} are allowed")
         planned = [(info, _member_path(info, name)) for info in infos]
         total = sum(info.file_size for info in infos)
-        if total > MAX_UNCOMPRESSED_BYTES:
+        if total > limit:
             raise SmallCovidError(f"{name}: unpacks to {total / 2**20:.0f} MB; at most "
-                                  f"{MAX_UNCOMPRESSED_BYTES // 2**20} MB are allowed")
+                                  f"{limit / 2**20:.3g} MB are allowed")
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
         written = 0
@@ -92,9 +96,9 @@ def extract_labeled_zip(source: bytes | str | os.PathLike, dest: str | os.PathLi
                 with zf.open(info) as src, open(target, "wb") as out:
                     while chunk := src.read(_CHUNK):
                         written += len(chunk)
-                        if written > MAX_UNCOMPRESSED_BYTES:
+                        if written > limit:
                             raise SmallCovidError(f"{name}: unpacks to more than "
-                                                  f"{MAX_UNCOMPRESSED_BYTES // 2**20} MB, which is not allowed")
+                                                  f"{limit / 2**20:.3g} MB, which is not allowed")
                         out.write(chunk)
         except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
             shutil.rmtree(dest, ignore_errors=True)

@@ -8,14 +8,13 @@ volume it may also be a NIfTI label volume of the same shape (MedSeg values 0..3
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from smallcovid.errors import InputFileError
-from smallcovid.io import Slice, Volume, read_classes, read_label_volume, read_mask, write_nifti_mask
+from smallcovid.io import Slice, Volume, read_classes, read_label_volume, read_mask, nifti_mask_data
 
 _NIFTI = (".nii", ".nii.gz")
 
@@ -73,8 +72,5 @@ def as_volume(s: Slice) -> Volume:
 
 
 def nifti_mask_bytes(mask: np.ndarray, like: Volume) -> bytes:
-    """(D, H, W) mask -> ``.nii.gz`` bytes (uint8 0/1) in the geometry of ``like``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mask.nii.gz"
-        write_nifti_mask(path, np.asarray(mask).astype(np.uint8), like)
-        return path.read_bytes()
+    """(D, H, W) mask -> ``.nii.gz`` bytes (uint8 0/1) in the geometry of ``like``, built in memory (no disk)."""
+    return nifti_mask_data(np.asarray(mask).astype(np.uint8), like, gz=True)

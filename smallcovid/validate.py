@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -282,17 +281,6 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     Readers never see a partial file; on any failure the temp file is removed and
     an existing ``path`` is left untouched.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from smallcovid.fsutil import atomic_write_bytes
+
+    atomic_write_bytes(path, data)

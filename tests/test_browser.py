@@ -3,7 +3,9 @@
 Segment: upload a slice and its mask, wait for the overlays and the metrics table,
 move the threshold slider with the keyboard and see Dice change. Train: start a
 tiny job (2 folds, 1 epoch, 32 px, 6 generated images) and see it finish.
-Screenshots go to ``test-output/``. Run with ``pytest -m browser``.
+Public mode: a second app started with ``SMALLCOVID_PUBLIC=1`` shows a visitor no
+training form and no server folders. Screenshots go to ``test-output/``. Run with
+``pytest -m browser``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -41,9 +45,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(request, tmp_path_factory, tiny_weights):
-    """Start the app on a free port with tiny weights and a fresh jobs folder; yields its URL."""
+def require_browser() -> None:
+    """Skip unless a Chromium and playwright are installed (and SMALLCOVID_SKIP_BROWSER is not 1)."""
     # Runs in the default test run whenever a browser is installed (.ci/run installs one);
     # SMALLCOVID_SKIP_BROWSER=1 skips it for quick local runs.
     if os.environ.get("SMALLCOVID_SKIP_BROWSER") == "1":
@@ -51,14 +54,18 @@ def app_url(request, tmp_path_factory, tiny_weights):
     if browser_executable() is None:
         pytest.skip(f"no Chromium found at {' or '.join(BROWSERS)} (apt install chromium-headless-shell)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    tmp = tmp_path_factory.mktemp("browser")
-    env = dict(os.environ, SMALLCOVID_WEIGHTS_DIR=str(tiny_weights),
-               SMALLCOVID_JOBS_DIR=str(tmp / "jobs"), OMP_NUM_THREADS="1")
+
+
+@contextmanager
+def running_app(tmp: Path, weights: Path, **env_extra: str) -> Iterator[str]:
+    """``streamlit run app.py`` on a free loopback port with ``weights`` and a jobs folder in ``tmp``."""
+    env = dict(os.environ, SMALLCOVID_WEIGHTS_DIR=str(weights),
+               SMALLCOVID_JOBS_DIR=str(tmp / "jobs"), OMP_NUM_THREADS="1", **env_extra)
     port = free_port()
     log = open(tmp / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
@@ -74,7 +81,7 @@ def app_url(request, tmp_path_factory, tiny_weights):
                 raise RuntimeError(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
             time.sleep(0.5)
         print(f"streamlit serving after {time.monotonic() - t0:.1f} s", flush=True)
-        yield url, tmp
+        yield url
     finally:
         _stop_jobs(tmp / "jobs" / "jobs.db")
         os.killpg(proc.pid, signal.SIGTERM)
@@ -83,6 +90,24 @@ def app_url(request, tmp_path_factory, tiny_weights):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, tiny_weights):
+    """Start the app on a free port with tiny weights and a fresh jobs folder; yields (URL, its temp folder)."""
+    require_browser()
+    tmp = tmp_path_factory.mktemp("browser")
+    with running_app(tmp, tiny_weights) as url:
+        yield url, tmp
+
+
+@pytest.fixture(scope="module")
+def public_url(tmp_path_factory, tiny_weights):
+    """The app in public mode (SMALLCOVID_PUBLIC=1, no admin password); yields its URL."""
+    require_browser()
+    tmp = tmp_path_factory.mktemp("browser-public")
+    with running_app(tmp, tiny_weights, SMALLCOVID_PUBLIC="1", SMALLCOVID_ADMIN_PASSWORD="") as url:
+        yield url
 
 
 def _stop_jobs(db: Path) -> None:
@@ -97,16 +122,24 @@ def _stop_jobs(db: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
+    """One headless Chromium for the module's tests (each test opens its own pages)."""
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_executable(), args=LAUNCH_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=browser_executable(), args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url, browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(60_000)
+    yield pg
+    pg.close()
 
 
 def wait_idle(page, timeout: float = 60) -> None:
@@ -250,3 +283,27 @@ def test_segment_upload_slider_then_train_a_tiny_job(app_url, page):
     page.get_by_text("Upload a CT slice").wait_for()
     page.locator('[data-testid="stMultiSelect"]').get_by_text("browser-tiny-job1 (trained here)").wait_for()
     step("installed model listed on Segment")
+
+
+def test_public_mode_blocks_training_and_server_folders(public_url, browser):
+    """A visitor of the public demo: the Train page has no form and Compare has no server folders."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(60_000)
+    try:
+        pg.goto(f"{public_url}/train")
+        pg.get_by_text("Training is turned off in this public demo.").wait_for()
+        wait_idle(pg)
+        assert pg.get_by_role("button", name="Start training").count() == 0
+        assert pg.get_by_label("Data folder on the server", exact=True).count() == 0
+        assert pg.locator('input[type="password"]').count() == 0  # no password configured: nothing to unlock
+        shot(pg, "public-train.png", height=1000)
+
+        pg.goto(f"{public_url}/compare")
+        pg.get_by_text("Zip of images/").wait_for()  # the zip upload is the default here
+        pg.get_by_text("Folder on the server").click()
+        pg.get_by_text("Folders on the server are not available in this public demo").wait_for()
+        wait_idle(pg)
+        assert pg.get_by_label("Folder (images/", exact=False).count() == 0
+        assert pg.get_by_role("button", name="Run comparison").is_disabled()
+    finally:
+        pg.close()

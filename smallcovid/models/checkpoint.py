@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +30,10 @@ CARD_SUFFIX = ".json"
 
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from smallcovid.fsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _json_default(value: Any) -> Any:
