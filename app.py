@@ -5,7 +5,7 @@ Run with ``streamlit run app.py``; the pages live in ``pages/``.
 
 import streamlit as st
 
-from pages._shared import DISCLAIMER, device_label
+from pages._shared import DISCLAIMER, device_label, public_notice
 
 st.set_page_config(page_title="SmallCovid", page_icon=":material/pulmonology:", layout="wide")
 
@@ -20,5 +20,6 @@ with st.sidebar:
     st.markdown("**SmallCovid** — COVID-19 lung lesion segmentation on CT")
     st.caption(f"Models run on: **{device_label()}**")
     st.warning(DISCLAIMER, icon=":material/warning:")
+    public_notice()
 
 page.run()

@@ -43,6 +43,20 @@ CAPTIONS = '[data-testid="stImageCaption"]'
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
+SERVER_PEAK_MB: dict[str, float | None] = {}
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory of a process (Linux VmHWM), MB; None where unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,6 +131,7 @@ def serve(tmp: Path, weights: str | None, lock: str | None) -> Iterator[str]:
                 time.sleep(0.5)
             yield url
         finally:
+            SERVER_PEAK_MB[url] = peak_rss_mb(proc.pid)
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(10)
@@ -134,15 +149,26 @@ async def open_page(browser, url: str):
     return ctx, page
 
 
-async def upload_and_wait(page, image: Path) -> dict:
-    """Upload the slice; wait for all overlays and the lesion table -> seconds, overlay count, problems."""
+async def upload_and_wait(page, image: Path, expected: int | None) -> dict:
+    """Upload the slice; wait for the lesion table and every overlay -> seconds, overlay count, problems.
+
+    ``expected`` overlays (known after the warm-up); for the warm-up itself, until the count is stable.
+    """
     t0 = time.perf_counter()
     await page.locator('input[type="file"]').first.set_input_files(str(image))
     await page.get_by_text("Lesion quantities").wait_for()
+    last = -1
+    while True:  # images (and their captions) may appear a moment after the table
+        captions = await page.locator(CAPTIONS).all_inner_texts()
+        overlays = [c for c in captions if c != "scan" and not c.startswith("disagreement")]
+        if (expected is not None and len(overlays) >= expected) or (expected is None and len(overlays) == last > 0):
+            break
+        if await page.locator(PROBLEMS).count():
+            break
+        last = len(overlays)
+        await asyncio.sleep(0.05 if expected is not None else 0.5)
     seconds = time.perf_counter() - t0
-    captions = await page.locator(CAPTIONS).all_inner_texts()
     problems = await page.locator(PROBLEMS).all_inner_texts()
-    overlays = [c for c in captions if c != "scan" and not c.startswith("disagreement")]
     return {"seconds": seconds, "overlays": len(overlays), "problems": problems}
 
 
@@ -157,7 +183,7 @@ async def session(browser, url: str, image: Path, start: asyncio.Event, ready: l
             ready.append(1)  # loaded or failed: either way the start need not wait for it
         load_s = time.perf_counter() - t0
         await start.wait()
-        out = await upload_and_wait(page, image)
+        out = await upload_and_wait(page, image, expected)
         out["page_load_s"] = load_s
         if out["problems"]:
             out["error"] = "the page shows an error: " + out["problems"][0].splitlines()[0]
@@ -247,12 +273,13 @@ def main(argv: list[str] | None = None) -> int:
                 with serve(tmp, weights, lock) as url:
                     label = {"1": "serialised (per-model lock)", "0": "concurrent (no lock)", None: "default"}[lock]
                     runs[label] = asyncio.run(run_load(url, args.sessions, image, args.timeout))
+                runs[label]["server_peak_rss_mb"] = SERVER_PEAK_MB.get(url)
     report = {"machine": machine(), "weights": "tiny (untrained test weights)" if args.weights == "tiny"
               else describe_weights(weights), "image": image.name, "runs": runs}
     for label, r in runs.items():
         print(f"{label}: {r['sessions']} sessions, {r['errors']} errors; upload -> {r['overlays_per_session']} overlays "
               f"median {r['median_s']} s, p95 {r['p95_s']} s, max {r['max_s']} s (all done in {r['wall_s']} s; "
-              f"warm-up {r['warmup_s']} s)")
+              f"warm-up {r['warmup_s']} s; server peak memory {r.get('server_peak_rss_mb')} MB)")
         for msg in r["error_messages"]:
             print(f"  error: {msg}")
     print(f"machine: {report['machine']}; weights: {report['weights']}; image: {report['image']}")

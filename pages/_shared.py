@@ -107,12 +107,27 @@ def admin_gate(blocked: str, key: str) -> bool:
     return False
 
 
+@st.cache_resource
+def _sweep_once() -> int:
+    """Once per server process: remove day-old scratch folders a crashed server left behind."""
+    return SessionScratch.sweep()
+
+
 def session_scratch() -> SessionScratch:
     """This session's private temporary folder (deleted when the session ends; see SessionScratch)."""
+    _sweep_once()
     scratch = st.session_state.get("_scratch")
     if scratch is None or not scratch.alive:
         scratch = st.session_state["_scratch"] = SessionScratch()
     return scratch
+
+
+def public_notice() -> None:
+    """In public mode, a sidebar caption telling visitors what the demo does with their files."""
+    pol = policy()
+    if pol.public:
+        st.caption(f"Public demo: uploads up to {pol.max_upload_bytes / 2**20:.3g} MB, kept in memory (a Compare zip "
+                   "in a private temporary folder) and deleted when you leave; training and server folders are off.")
 
 
 def check_upload(upload) -> None:

@@ -83,3 +83,18 @@ class SessionScratch:
     def cleanup(self) -> None:
         """Delete the folder now (idempotent)."""
         self._finalizer()
+
+    @staticmethod
+    def sweep(max_age_s: float = 86400.0, prefix: str = "smallcovid-session-") -> int:
+        """Remove scratch folders older than ``max_age_s`` left behind by a crashed server; returns how many."""
+        import time
+
+        removed = 0
+        for p in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+            try:
+                if p.is_dir() and not p.is_symlink() and time.time() - p.stat().st_mtime > max_age_s:
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed += 1
+            except OSError:
+                continue
+        return removed

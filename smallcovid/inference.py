@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -83,10 +84,14 @@ class ProbMaps:
         """(H, W) bool lesion mask at ``threshold`` (a pixel is lesion when p >= threshold)."""
         return self.lesion >= threshold
 
+    @cached_property
+    def _kind(self) -> np.ndarray:
+        """(H, W) uint8 most likely lesion type (1 GGO, 2 consolidation), independent of the threshold."""
+        return (np.argmax(self.types[1:], axis=0) + 1).astype(np.uint8)
+
     def type_map(self, threshold: float) -> np.ndarray:
         """(H, W) uint8: 0 outside the lesion mask, else 1 (GGO) or 2 (consolidation)."""
-        kind = (np.argmax(self.types[1:], axis=0) + 1).astype(np.uint8)
-        return np.where(self.mask(threshold), kind, 0).astype(np.uint8)
+        return np.where(self.mask(threshold), self._kind, np.uint8(0)).astype(np.uint8)
 
 
 class Predictor:

@@ -1,9 +1,9 @@
 """Resumable training state without pickles: tensors in safetensors, the rest in JSON.
 
 The state of a fold (model, optimizer, epoch, best score, history) is written as
-``resume.safetensors`` + ``resume.json``; the JSON goes last and records the
-sha256 of the tensors, so a crash between the two writes is detected on load and
-the previous complete state is never mixed with a newer partial one.
+``resume-<epoch>.safetensors`` + ``resume.json``; the JSON goes last and names the
+tensor file with its sha256, so a crash between the two writes leaves the previous
+complete pair in place, and a damaged file is detected on load.
 """
 
 from __future__ import annotations
@@ -42,27 +42,35 @@ def save_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                 tensors[f"opt.{idx}.{key}"] = val.detach().contiguous().cpu().clone()
             else:
                 scalars.setdefault(str(idx), {})[key] = val
-    with atomic_path(folder / "resume.safetensors") as tmp:
+    # A new tensor file per save: resume.json (written last) names the file it belongs to,
+    # so a kill between the two writes leaves the previous complete pair in place.
+    name = f"resume-{meta.get('epoch', 0)}.safetensors"
+    with atomic_path(folder / name) as tmp:
         save_file(tensors, str(tmp))
     doc = {
         "meta": meta,
         "param_groups": opt["param_groups"],
         "opt_scalars": scalars,
-        "sha256": _sha256(folder / "resume.safetensors"),
+        "tensors": name,
+        "sha256": _sha256(folder / name),
     }
     atomic_write_text(folder / "resume.json", json.dumps(doc))
+    for old in folder.glob("resume*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load_state(
     folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict | None:
     """Restore state saved by :func:`save_state`; returns ``meta`` or None if absent/invalid."""
-    js, st = folder / "resume.json", folder / "resume.safetensors"
-    if not js.is_file() or not st.is_file():
+    js = folder / "resume.json"
+    if not js.is_file():
         return None
     try:
         doc = json.loads(js.read_text())
-        if doc.get("sha256") != _sha256(st):
+        st = folder / Path(str(doc.get("tensors", "resume.safetensors"))).name
+        if not st.is_file() or doc.get("sha256") != _sha256(st):
             log.warning("%s: checkpoint does not match its record; starting the fold afresh", folder)
             return None
         tensors = load_file(str(st))

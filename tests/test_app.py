@@ -424,3 +424,29 @@ def test_uploaded_jpeg_dice_matches_the_evaluate_cli(app_env, tiny_weights, tmp_
     for n in MODELS:
         for metric, col in (("dice", "Dice"), ("precision", "precision"), ("recall", "recall"), ("iou", "IoU")):
             assert round(df.loc[n, col], 3) == round(cli[n]["per_image"][stem][metric], 3), (n, metric)
+
+
+def test_slider_reruns_never_call_a_model(app_env, monkeypatch):
+    """Issue 6: moving the threshold / opacity sliders or the type toggle re-renders without a forward pass."""
+    from smallcovid.inference import Predictor
+
+    calls = []
+    real = Predictor.predict_images
+
+    def counting(self, *a, **k):
+        calls.append(self.name)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Predictor, "predict_images", counting)
+    img, _ = blob_slice(128, seed=5)
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("s.png", png_bytes(img), "image/png")).run()
+    assert len(calls) == len(MODELS)
+    for thr in (0.3, 0.55, 0.9):
+        at.slider(key="threshold").set_value(thr).run()
+    at.slider(key="opacity").set_value(0.8).run()
+    at.toggle(key="show_types").set_value(False).run()
+    at.toggle(key="card_thresholds").set_value(True).run()
+    assert not at.exception and not at.error
+    assert len(calls) == len(MODELS)
+    assert len(overlay_captions(at)) == len(MODELS) + 2

@@ -165,3 +165,15 @@ def test_concurrent_predictions_on_one_shared_model_match_serial_ones(tiny_weigh
         for i, exp in enumerate(expected):
             np.testing.assert_allclose(results[i], exp, atol=1e-5)
         assert not pred.model.training
+
+
+def test_sweep_removes_only_old_scratch_folders():
+    import os
+    import time
+
+    old, new = SessionScratch(prefix="smallcovid-sweeptest-"), SessionScratch(prefix="smallcovid-sweeptest-")
+    day_ago = time.time() - 2 * 86400
+    os.utime(old.path, (day_ago, day_ago))
+    assert SessionScratch.sweep(86400, prefix="smallcovid-sweeptest-") == 1
+    assert not old.path.exists() and new.path.is_dir()
+    new.cleanup()
