@@ -227,7 +227,9 @@ def test_compare_folder_table_matches_evaluation(app_env, tmp_path):
     folder = make_labeled_folder(tmp_path / "set", n=4, size=48)
     at = new_app().switch_page("pages/compare.py").run()
     assert not at.exception
-    at.text_input(key="cmp_path").set_value(str(folder))
+    # Rerun after typing: the Run button is enabled only once the folder exists (without
+    # ../shared the default path is absent and the button starts disabled).
+    at.text_input(key="cmp_path").set_value(str(folder)).run()
     at.multiselect(key="cmp_models").set_value(["smallcovid-net", "segnet"])
     at.slider(key="cmp_thr").set_value(0.5)
     at.button(key="cmp_run").click().run()

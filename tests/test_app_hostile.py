@@ -115,7 +115,7 @@ def test_symlinked_file_in_a_server_folder_is_one_error(app_env, tmp_path):
     (folder / "images" / "case_1.png").unlink()
     os.symlink(outside, folder / "images" / "case_1.png")
     at = new_app("pages/compare.py")
-    at.text_input(key="cmp_path").set_value(str(folder))
+    at.text_input(key="cmp_path").set_value(str(folder)).run()  # enables Run once the folder exists
     at.multiselect(key="cmp_models").set_value(["smallcovid-net"])
     at.button(key="cmp_run").click().run()
     msg = one_error_naming(at, "case_1.png")
@@ -130,7 +130,7 @@ def test_symlinked_images_folder_is_one_error(app_env, tmp_path):
         (folder / "masks" / p.name).write_bytes(p.read_bytes())
     os.symlink(real / "images", folder / "images")
     at = new_app("pages/compare.py")
-    at.text_input(key="cmp_path").set_value(str(folder))
+    at.text_input(key="cmp_path").set_value(str(folder)).run()  # enables Run once the folder exists
     at.multiselect(key="cmp_models").set_value(["smallcovid-net"])
     at.button(key="cmp_run").click().run()
     one_error_naming(at, "case_0.png")
