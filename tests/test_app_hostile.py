@@ -8,13 +8,11 @@ a file a user uploads.
 
 from __future__ import annotations
 
-import io
 import os
-import stat
-import zipfile
 from pathlib import Path
 
 import pytest
+from test_labeled_zip import zip_bytes
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -77,16 +75,7 @@ def test_bad_mask_upload_is_named_and_the_scan_is_still_segmented(app_env, name)
     assert overlay_count(at) == len(MODELS) + 2
 
 
-def _zip(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        for name, target in (links or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, target)
-    return buf.getvalue()
+_zip = zip_bytes  # one zip builder for all zip tests (tests/test_labeled_zip.py)
 
 
 @pytest.mark.parametrize("name, data, words", [

@@ -1,6 +1,6 @@
 """Save and load trained models as ``<name>.safetensors`` + ``<name>.json`` (model card).
 
-Weights are only ever read with safetensors, never with ``torch.load`` / pickle,
+Weights are only ever read with safetensors (no pickle-based loader anywhere),
 so a weights file cannot execute code. The card names the architecture and its
 config (enough to rebuild the model), the parameter count and the sha256 of the
 weights file, which is checked on load. Both files are written atomically (temp
