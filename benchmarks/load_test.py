@@ -22,19 +22,18 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script from any folder
+from smallcovid.appserver import running_app  # noqa: E402
+
 SHARED_SLICE = REPO.parent / "shared" / "data" / "covid-semiseg" / "train" / "images" / "medseg_003.jpg"
 BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,12 +54,6 @@ def peak_rss_mb(pid: int) -> float | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine() -> str:
@@ -104,39 +97,18 @@ def tiny_weights(tmp: Path) -> Path:
 @contextmanager
 def serve(tmp: Path, weights: str | None, lock: str | None) -> Iterator[str]:
     """``streamlit run app.py`` on a free loopback port; yields its URL and stops it afterwards."""
-    env = dict(os.environ, SMALLCOVID_JOBS_DIR=str(tmp / "jobs"))
+    env = {"SMALLCOVID_JOBS_DIR": str(tmp / "jobs")}
     if weights:
         env["SMALLCOVID_WEIGHTS_DIR"] = weights
     if lock is not None:
         env["SMALLCOVID_INFERENCE_LOCK"] = lock
-    port = free_port()
-    log_path = tmp / f"streamlit-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
+    stopped: dict[str, int] = {}
+    with running_app(tmp / f"streamlit-{os.getpid()}-{len(SERVER_PEAK_MB)}.log", env,
+                     on_stop=lambda pid: stopped.setdefault("pid", pid)) as url:
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"streamlit did not start: {log_path.read_text()[-2000:]}")
-                time.sleep(0.5)
             yield url
         finally:
-            SERVER_PEAK_MB[url] = peak_rss_mb(proc.pid)
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            SERVER_PEAK_MB[url] = peak_rss_mb(stopped.get("pid") or 0)
 
 
 async def open_page(browser, url: str):

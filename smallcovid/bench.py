@@ -61,7 +61,6 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
     from torch.utils.flop_counter import FlopCounterMode
 
     from smallcovid.inference import weights_dir
-    from smallcovid.models import num_parameters
 
     pred, trained = _predictor(name, device)
     dev = pred.device
@@ -70,7 +69,7 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
     with FlopCounterMode(display=False) as fc:
         model.predict(x256)
     wfile = weights_dir() / f"{name}.safetensors"
-    weights_mb = wfile.stat().st_size / 2**20 if trained else num_parameters(model) * 4 / 2**20
+    weights_mb = wfile.stat().st_size / 2**20 if trained else pred.params * 4 / 2**20
     rng = np.random.default_rng(0)
     img512 = rng.random((512, 512), dtype=np.float32)
     reps = 5 if quick else 15
@@ -91,7 +90,7 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"params": num_parameters(model), "flops": int(fc.get_total_flops()), "weights_mb": round(weights_mb, 3),
+    return {"params": pred.params, "flops": int(fc.get_total_flops()), "weights_mb": round(weights_mb, 3),
             "trained_weights": trained, "input_size": pred.image_size, "latency_ms": latency * 1000,
             "throughput_per_s": best_tp, "best_batch": best_bs, "epoch_s": epoch_s, "peak_mem_mb": peak}
 

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from smallcovid.errors import SmallCovidError
-from smallcovid.models import SegmentationModel, list_models
+from smallcovid.models import SegmentationModel, list_models, num_parameters
+from smallcovid.models.fuse import optimize_for_inference, uses_channels_last
 from smallcovid.preprocess import Window, to_model_input
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,9 @@ class Predictor:
         name: str | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.params = num_parameters(model)  # before BN folding removes the BN parameters
+        self.model = optimize_for_inference(model.to(self.device), self.device)
+        self._channels_last = uses_channels_last(self.model, self.device)
         self.image_size = int(image_size)
         self.threshold = float(threshold)
         self.card = card or {}
@@ -139,6 +142,8 @@ class Predictor:
             pad = self._padded - s
             if pad:
                 x = F.pad(x, (0, pad, 0, pad))
+            if self._channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with self._lock if serialize_inference() else _NO_LOCK:
                 with torch.autocast("cuda", enabled=self.device.type == "cuda"):
                     pred = self.model.predict(x)

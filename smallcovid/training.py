@@ -290,7 +290,7 @@ def validate(model: SegmentationModel, val_t, threshold: float, device: torch.de
     return {"val_loss": float(bce + soft), "val_dice": mean_dice(threshold), "val_dice_best": max(sweep)}
 
 
-SELECTION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+SELECTION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

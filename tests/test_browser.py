@@ -11,12 +11,8 @@ training form and no server folders. Screenshots go to ``test-output/``. Run wit
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +20,7 @@ from typing import Iterator
 import pytest
 
 from apphelpers import blob_slice, make_labeled_folder, png_bytes
+from smallcovid import appserver
 
 pytestmark = pytest.mark.browser
 
@@ -39,12 +36,6 @@ def browser_executable() -> str | None:
     return next((b for b in BROWSERS if os.access(b, os.X_OK)), None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def require_browser() -> None:
     """Skip unless a Chromium and playwright are installed (and SMALLCOVID_SKIP_BROWSER is not 1)."""
     # Runs in the default test run whenever a browser is installed (.ci/run installs one);
@@ -58,38 +49,11 @@ def require_browser() -> None:
 
 @contextmanager
 def running_app(tmp: Path, weights: Path, **env_extra: str) -> Iterator[str]:
-    """``streamlit run app.py`` on a free loopback port with ``weights`` and a jobs folder in ``tmp``."""
-    env = dict(os.environ, SMALLCOVID_WEIGHTS_DIR=str(weights),
-               SMALLCOVID_JOBS_DIR=str(tmp / "jobs"), OMP_NUM_THREADS="1", **env_extra)
-    port = free_port()
-    log = open(tmp / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        print(f"streamlit serving after {time.monotonic() - t0:.1f} s", flush=True)
+    """The app on a free loopback port with ``weights`` and a jobs folder in ``tmp``."""
+    env = dict(SMALLCOVID_WEIGHTS_DIR=str(weights), SMALLCOVID_JOBS_DIR=str(tmp / "jobs"), OMP_NUM_THREADS="1",
+               **env_extra)
+    with appserver.running_app(tmp / "streamlit.log", env, on_stop=lambda pid: _stop_jobs(tmp / "jobs" / "jobs.db")) as url:
         yield url
-    finally:
-        _stop_jobs(tmp / "jobs" / "jobs.db")
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -191,6 +191,15 @@ def test_default_parameter_counts():
     assert counts["smallcovid-net"] <= counts["unet"] / 20
 
 
+def test_smallcovid_net_decoder_convs():
+    paper = build_model("smallcovid-net", decoder_convs=None)  # None: as many as convs_per_block
+    slim = build_model("smallcovid-net")
+    per_conv = 24 * 24 * 9 + 2 * 24  # one extra 24->24 conv + its BatchNorm, per decoder block
+    assert num_parameters(paper) - num_parameters(slim) == 4 * per_conv
+    with pytest.raises(SmallCovidError, match="decoder_convs"):
+        build_model("smallcovid-net", decoder_convs=0)
+
+
 def test_pad_to_multiple():
     x = torch.ones(1, 1, 45, 64)
     padded, crop = pad_to_multiple(x, 32)
@@ -229,3 +238,58 @@ def test_mask_rcnn_eval_mode_loss_leaves_batchnorm_stats_alone():
     after = model.state_dict()
     assert not model.training
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_mask_rcnn_merges_detections_into_probability_maps():
+    """Per-type max of score x mask; lesion = min(1, GGO + consolidation); shares by evidence."""
+    model = fast_model("mask-rcnn")
+    square = torch.zeros(1, 8, 8)
+    square[0, 2:5, 2:5] = 1.0
+    other = torch.zeros(1, 8, 8)
+    other[0, 6:8, 6:8] = 0.5
+    detections = {
+        "scores": torch.tensor([0.3, 0.3, 0.8, 0.01]),  # the last is under score_threshold
+        "labels": torch.tensor([1, 2, 1, 2]),
+        "masks": torch.stack([square, square, other, torch.ones(1, 8, 8)]),
+    }
+
+    class FixedDetector(torch.nn.Module):
+        def forward(self, images):
+            return [detections for _ in images]
+
+    model.net = FixedDetector()
+    pred = model.predict(torch.zeros(1, 1, 8, 8))
+    lesion, types = pred.lesion_prob[0, 0], pred.type_prob[0]
+    assert torch.allclose(lesion[3, 3], torch.tensor(0.6))  # 0.3 GGO + 0.3 consolidation
+    assert torch.allclose(lesion[7, 7], torch.tensor(0.4))  # 0.8 x mask 0.5
+    assert lesion[0, 0] == 0  # only the dropped low-score detection covers it
+    assert torch.allclose(types[1:, 3, 3], torch.tensor([0.3, 0.3]))
+    assert torch.allclose(types[:, 7, 7], torch.tensor([0.6, 0.4, 0.0]))
+    torch.testing.assert_close(types.sum(dim=0), torch.ones(8, 8))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_inference_optimisation_keeps_outputs(name):
+    """BN folding + channels-last change outputs only by float rounding, and remove every BN."""
+    import copy
+
+    from smallcovid.models.fuse import optimize_for_inference
+
+    model = fast_model(name).train()
+    images, mask, types = blob_batch()
+    with torch.no_grad():  # a few forward passes give BN non-trivial running statistics
+        for _ in range(3):
+            model.loss(images, mask, types)
+    model.eval()
+    fused = optimize_for_inference(copy.deepcopy(model), torch.device("cpu"))
+    remaining = [m for m in fused.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not remaining, f"{len(remaining)} BatchNorm2d left unfused"
+    x = torch.rand(1, 1, 64, 64)
+    if name == "mask-rcnn":  # detections are discrete: compare the features they come from
+        before, after = model.net.backbone(x), fused.net.backbone(x)
+        for key in before:
+            torch.testing.assert_close(after[key], before[key], atol=1e-4, rtol=1e-4)
+        return
+    before, after = model.predict(x), fused.predict(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(after.lesion_prob, before.lesion_prob, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(after.type_prob, before.type_prob, atol=1e-5, rtol=1e-4)

@@ -162,6 +162,7 @@ class MaskRCNNModel(SegmentationModel):
     """
 
     name = "mask-rcnn"
+    channels_last_inference = False  # RoIAlign copies channels-last features back
 
     def __init__(self, config: MaskRCNNConfig) -> None:
         super().__init__()
@@ -245,12 +246,15 @@ class MaskRCNNModel(SegmentationModel):
     def predict(self, images: torch.Tensor) -> Prediction:
         """Merge detected instances into dense probability maps.
 
-        lesion_prob = per-pixel max over kept instances of score x mask probability
-        (0 where there is none). For lesion types, p_c is the same max over the
-        instances labelled c (1 GGO, 2 consolidation); then
+        For each type c (1 GGO, 2 consolidation), p_c = per-pixel max over the kept
+        instances labelled c of score x mask probability (0 where there is none).
+        The types are exclusive, so lesion_prob = min(1, p1 + p2): torchvision
+        scores each class separately, and a region whose type is uncertain comes
+        back as a GGO and a consolidation detection with about half the
+        foreground score each; taking the max of those would halve its lesion
+        probability. Then
         type_prob = [1 - lesion_prob, lesion_prob * p1 / (p1 + p2), lesion_prob * p2 / (p1 + p2)],
-        which sums to 1 and splits the lesion probability in proportion to the
-        evidence for each type (where p1 = p2 = 0 the lesion probability is 0 too).
+        which sums to 1 (where p1 = p2 = 0 the lesion probability is 0 too).
 
         Args:
             images: (N, 1, H, W) in [0, 1].
@@ -273,7 +277,7 @@ class MaskRCNNModel(SegmentationModel):
             for c in (1, 2):
                 if (labels == c).any():
                     per_type[i, c - 1] = weighted[labels == c].amax(dim=0)
-        lesion = per_type.amax(dim=1, keepdim=True).clamp(0.0, 1.0)
+        lesion = per_type.sum(dim=1, keepdim=True).clamp(0.0, 1.0)
         share = per_type / per_type.sum(dim=1, keepdim=True).clamp_min(1e-12)
         type_prob = torch.cat([1.0 - lesion, lesion * share], dim=1)
         return Prediction(lesion_prob=lesion, type_prob=type_prob)
