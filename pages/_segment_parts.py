@@ -95,7 +95,7 @@ def metrics_frame(maps: dict, thr: dict, truth: np.ndarray, truth_types: np.ndar
     return df.rename(columns={"dice": "Dice", "iou": "IoU"})
 
 
-def draw_metrics(df: pd.DataFrame, truth_name: str) -> None:
+def draw_metrics(df: pd.DataFrame, truth_name: str, thr: dict) -> None:
     best = str(df["Dice"].idxmax())
     st.subheader("Agreement with the ground truth")
     st.dataframe(df.style.format("{:.3f}").apply(
@@ -103,6 +103,12 @@ def draw_metrics(df: pd.DataFrame, truth_name: str) -> None:
                      for _ in row], axis=1), width="stretch")
     st.caption(f"Ground truth: {truth_name}. Best Dice: **{best}** ({df.loc[best, 'Dice']:.3f}). "
                f"{analysis.EMPTY_MASK_NOTE}")
+    same = len(set(thr.values())) == 1
+    flag = f" --threshold {next(iter(thr.values())):g}" if same else ""
+    st.caption("The same figures from the command line, for a folder holding this image and its mask: "
+               f"`python -m smallcovid evaluate --model all --data DIR{flag}`"
+               + ("" if same else " (each card's threshold, as here)")
+               + ". Without `--threshold` it uses each model card's threshold (the *Card thresholds* toggle).")
 
 
 def stats_frame(maps: dict, thr: dict, spacing, truth=None, truth_types=None) -> pd.DataFrame:

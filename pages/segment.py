@@ -221,7 +221,7 @@ def main() -> None:
     table = stats
     if truth is not None:
         mdf = metrics_frame(maps, thr, truth, truth_types)
-        draw_metrics(mdf, truth_name)
+        draw_metrics(mdf, truth_name, thr)
         table = mdf.join(stats, how="outer")
     st.subheader("Lesion quantities")
     st.table(stats.style.format(_stats_formats(stats), na_rep="—"))

@@ -107,6 +107,7 @@ def test_example_gives_overlays_and_metrics_that_follow_the_threshold(app_env):
     assert {k: id(v) for k, v in at.session_state["prob_cache"].items()} == cached
     best = df2["Dice"].idxmax()
     assert any(f"Best Dice: **{best}**" in c.value and "both empty" in c.value for c in at.caption)
+    assert any("evaluate --model all --data DIR --threshold 0.45`" in c.value for c in at.caption)
 
     stats = [t.value for t in at.table if "lesion area (px)" in t.value.columns][0]
     m = maps["smallcovid-net"].mask(0.45)
@@ -116,6 +117,7 @@ def test_example_gives_overlays_and_metrics_that_follow_the_threshold(app_env):
         ph.mask.sum() * ph.scan.spacing[0] ** 2, abs=0.06)
     at.toggle(key="card_thresholds").set_value(True).run()  # each card says 0.5
     assert at.slider(key="threshold").disabled
+    assert any("evaluate --model all --data DIR --threshold 0.5`" in c.value for c in at.caption)
     for n in MODELS:
         assert metrics_df(at).loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.5), ph.mask), abs=1e-12)
     labels = [d.label for d in at.get("download_button")]
