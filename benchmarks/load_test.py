@@ -102,13 +102,15 @@ def serve(tmp: Path, weights: str | None, lock: str | None) -> Iterator[str]:
         env["SMALLCOVID_WEIGHTS_DIR"] = weights
     if lock is not None:
         env["SMALLCOVID_INFERENCE_LOCK"] = lock
-    stopped: dict[str, int] = {}
+    peak: dict[str, float | None] = {}
+    # Read the server's peak memory just before it is stopped (it is gone afterwards).
     with running_app(tmp / f"streamlit-{os.getpid()}-{len(SERVER_PEAK_MB)}.log", env,
-                     on_stop=lambda pid: stopped.setdefault("pid", pid)) as url:
+                     on_stop=lambda pid: peak.update(mb=peak_rss_mb(pid))) as url:
         try:
             yield url
         finally:
-            SERVER_PEAK_MB[url] = peak_rss_mb(stopped.get("pid") or 0)
+            served = url
+    SERVER_PEAK_MB[served] = peak.get("mb")
 
 
 async def open_page(browser, url: str):
