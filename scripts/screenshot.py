@@ -3,9 +3,10 @@
     python scripts/screenshot.py [IMAGE MASK]
 
 Starts the app on a loopback port with weights/ and, in headless Chromium:
-1. clicks "example" on a fresh page and times it until every selected model's
-   overlay is shown (docs/example.png);
-2. uploads a slice and its mask and saves the page (docs/segment.png), printing
+1. clicks "Example" on a fresh page (twice: cold, then a new session with the
+   models cached) and times it until every model's overlay is shown
+   (test-output/example.png);
+2. uploads a slice and its mask and saves the page (docs/segment.jpg), printing
    the Dice column of the metrics table (compare with ``python -m smallcovid evaluate``).
 Needs Debian's chromium-headless-shell.
 """
@@ -26,14 +27,18 @@ import test_browser as tb  # noqa: E402  (reuses the browser test's app runner a
 CAPTIONS = '[data-testid="stImageCaption"]'
 
 
-def save(page, name: str) -> Path:
-    out = REPO / "docs" / name
+def save(page, out: Path) -> Path:
+    """The main column (no sidebar), 1100x1880 px; JPEG for docs/ (CT noise makes PNGs large)."""
     out.parent.mkdir(exist_ok=True)
     tb.wait_idle(page)
     page.mouse.move(0, 0)
     page.set_viewport_size({"width": 1400, "height": 2000})
     time.sleep(1.5)
-    page.screenshot(path=str(out))
+    clip = {"x": 300, "y": 0, "width": 1100, "height": 1880}
+    if out.suffix == ".jpg":
+        page.screenshot(path=str(out), clip=clip, type="jpeg", quality=85)
+    else:
+        page.screenshot(path=str(out), clip=clip)
     page.set_viewport_size({"width": 1400, "height": 1000})
     return out
 
@@ -58,7 +63,7 @@ def main() -> int:
                 while page.locator(CAPTIONS).count() < n_models + 2:  # scan + overlays + disagreement
                     time.sleep(0.05)
                 print(f"example, {visit}: {n_models} overlays after {time.monotonic() - t0:.2f} s")
-            print(save(page, "example.png"))
+            print(save(page, REPO / "test-output" / "example.png"))
 
             page.goto(url)
             page.get_by_text("Upload a CT slice").wait_for()
@@ -67,7 +72,7 @@ def main() -> int:
             files.nth(1).set_input_files(str(mask))
             page.get_by_text("Agreement with the ground truth").wait_for()
             print("Dice at the default threshold:", tb.wait_for_table(page, n_models))
-            print(save(page, "segment.png"))
+            print(save(page, REPO / "docs" / "segment.jpg"))
             browser.close()
     return 0
 
