@@ -14,5 +14,5 @@ if [ "${SKIP_SCN:-0}" != 1 ]; then
   $PY train.py --model smallcovid-net --image-size 192 --epochs 100 --lr 2e-3 --model-option decoder_convs=1 --run-id smallcovid-net-cv "${common[@]}" > runs/smallcovid-net-cv.log 2>&1
 fi
 $PY train.py --model segnet --image-size 160 --epochs 20 --lr 2e-3 --run-id segnet-cv "${common[@]}" > runs/segnet-cv.log 2>&1
-$PY train.py --model unet --image-size 160 --epochs 20 --lr 1e-3 --run-id unet-cv "${common[@]}" > runs/unet-cv.log 2>&1
+$PY train.py --model unet --image-size 160 --epochs 40 --lr 1e-3 --run-id unet-cv "${common[@]}" > runs/unet-cv.log 2>&1
 $PY train.py --model mask-rcnn --image-size 160 --epochs 30 --lr 2e-3 --run-id mask-rcnn-cv "${common[@]}" > runs/mask-rcnn-cv.log 2>&1
