@@ -106,11 +106,8 @@ def serve(tmp: Path, weights: str | None, lock: str | None) -> Iterator[str]:
     # Read the server's peak memory just before it is stopped (it is gone afterwards).
     with running_app(tmp / f"streamlit-{os.getpid()}-{len(SERVER_PEAK_MB)}.log", env,
                      on_stop=lambda pid: peak.update(mb=peak_rss_mb(pid))) as url:
-        try:
-            yield url
-        finally:
-            served = url
-    SERVER_PEAK_MB[served] = peak.get("mb")
+        yield url
+    SERVER_PEAK_MB[url] = peak.get("mb")
 
 
 async def open_page(browser, url: str):

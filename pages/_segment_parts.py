@@ -23,13 +23,13 @@ from smallcovid.preprocess import Window, to_model_input
 PANELS_PER_ROW = 3
 
 
-def _cache(name: str) -> OrderedDict:
+def session_cache(name: str) -> OrderedDict:
     if name not in st.session_state:
         st.session_state[name] = OrderedDict()
     return st.session_state[name]
 
 
-def _remember(cache: OrderedDict, key, value, limit: int):
+def remember(cache: OrderedDict, key, value, limit: int):
     cache[key] = value
     cache.move_to_end(key)
     while len(cache) > limit:
@@ -106,9 +106,8 @@ def draw_metrics(df: pd.DataFrame, truth_name: str, thr: dict) -> None:
     same = len(set(thr.values())) == 1
     flag = f" --threshold {next(iter(thr.values())):g}" if same else ""
     st.caption("The same figures from the command line, for a folder holding this image and its mask: "
-               f"`python -m smallcovid evaluate --model all --data DIR{flag}`"
-               + ("" if same else " (each card's threshold, as here)")
-               + ". Without `--threshold` it uses each model card's threshold (the *Card thresholds* toggle).")
+               f"`python -m smallcovid evaluate --model all --data DIR{flag}`. Without `--threshold` it "
+               "uses each model card's threshold (the *Card thresholds* toggle).")
 
 
 def stats_frame(maps: dict, thr: dict, spacing, truth=None, truth_types=None) -> pd.DataFrame:
@@ -121,7 +120,7 @@ def stats_frame(maps: dict, thr: dict, spacing, truth=None, truth_types=None) ->
     return pd.DataFrame(rows).set_index("model")
 
 
-def _stats_formats(df: pd.DataFrame) -> dict[str, str]:
+def stats_formats(df: pd.DataFrame) -> dict[str, str]:
     """Column -> format: whole pixels and counts, 2 decimals for %, 1 for mm² and ms."""
     return {c: "{:.0f}" if "(px)" in c or c == "separate lesions" else "{:.2f}" if "%" in c else "{:.1f}"
             for c in df.columns}
@@ -145,11 +144,11 @@ def draw_downloads(maps: dict, display: np.ndarray, thr: dict, opacity: float, s
         entry = next(e for e in entries if e.label == label)
         wkey = None if window is None else (window.width, window.level)
         vkey = (scan_key, entry.key, entry.mtime, wkey)
-        vols = _cache("volume_probs")
+        vols = session_cache("volume_probs")
         if vkey not in vols:
             if c4.button(f"Segment all {len(scan)} slices", key="dl_volume_run",
                          help="Runs the chosen model on the whole volume for the NIfTI mask download."):
-                _remember(vols, vkey, segment_volume(entry, scan, window), 1)
+                remember(vols, vkey, segment_volume(entry, scan, window), 1)
                 st.rerun()
         else:
             probs = vols[vkey]

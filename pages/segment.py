@@ -10,8 +10,8 @@ import hashlib
 
 import streamlit as st
 
-from pages._segment_parts import (_cache, _remember, _stats_formats, draw_downloads, draw_metrics, draw_panels,
-                                  metrics_frame, stats_frame)
+from pages._segment_parts import (draw_downloads, draw_metrics, draw_panels, metrics_frame, remember, session_cache,
+                                  stats_formats, stats_frame)
 from pages._shared import DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error
 from smallcovid import uploads
 from smallcovid.catalog import ModelEntry
@@ -51,7 +51,7 @@ def source_inputs() -> tuple[list, list, str]:
 
 def load_scan(upload) -> tuple[str, Slice | Volume]:
     """Decode an upload once per session -> (content hash, scan); raises SmallCovidError."""
-    cache = _cache("scan_cache")
+    cache = session_cache("scan_cache")
     if upload.file_id not in cache:
         try:
             check_upload(upload)  # the size cap (lower in public mode), before reading the bytes
@@ -59,7 +59,7 @@ def load_scan(upload) -> tuple[str, Slice | Volume]:
             value = (hashlib.sha256(data).hexdigest()[:16], read_scan(data, name=upload.name))
         except SmallCovidError as exc:
             value = SmallCovidError(str(exc))  # the message only: no traceback holding the upload
-        _remember(cache, upload.file_id, value, SCAN_CACHE_ENTRIES)
+        remember(cache, upload.file_id, value, SCAN_CACHE_ENTRIES)
     value = cache[upload.file_id]
     cache.move_to_end(upload.file_id)
     if isinstance(value, SmallCovidError):
@@ -142,11 +142,11 @@ def ground_truth(masks: list, scan_name: str, shape, volume: Volume | None, idx:
         return None
     upload = masks[i]
     key = (upload.file_id, tuple(shape), idx)
-    cache = _cache("truth_cache")
+    cache = session_cache("truth_cache")
     if key not in cache:
         check_upload(upload)
         value = uploads.read_ground_truth(upload.getvalue(), upload.name, tuple(shape), volume, idx)
-        _remember(cache, key, value, 4)
+        remember(cache, key, value, 4)
     mask, types = cache[key]
     return mask, types, upload.name
 
@@ -155,7 +155,7 @@ def ground_truth(masks: list, scan_name: str, shape, volume: Volume | None, idx:
 
 def predict(entries: list[ModelEntry], sl: Slice, window: Window | None, scan_key: str) -> dict:
     """label -> ProbMaps for the slice, from the session cache or by running each model once."""
-    cache = _cache("prob_cache")
+    cache = session_cache("prob_cache")
     wkey = None if window is None else (window.width, window.level)
     out = {}
     for e in entries:
@@ -165,7 +165,7 @@ def predict(entries: list[ModelEntry], sl: Slice, window: Window | None, scan_ke
         else:
             try:
                 with st.spinner(f"Running {e.label}…"):
-                    _remember(cache, key, predictor(e).predict_scan(sl, window), PROB_CACHE_ENTRIES)
+                    remember(cache, key, predictor(e).predict_scan(sl, window), PROB_CACHE_ENTRIES)
             except SmallCovidError as exc:
                 show_error(exc)
                 continue
@@ -224,7 +224,7 @@ def main() -> None:
         draw_metrics(mdf, truth_name, thr)
         table = mdf.join(stats, how="outer")
     st.subheader("Lesion quantities")
-    st.table(stats.style.format(_stats_formats(stats), na_rep="—"))
+    st.table(stats.style.format(stats_formats(stats), na_rep="—"))
     if sl.spacing is None:
         st.caption("Areas in mm² need the pixel spacing, which this file does not record.")
     draw_downloads(maps, display, thr, opacity, stem, scan_key, table, scan, sl, window, entries)

@@ -41,7 +41,6 @@ def main() -> int:
     card = {k: v for k, v in card.items() if k not in COMPUTED}
     card.update(
         name=name,
-        input_size=card["input_size"],
         threshold=summary["recommended_threshold"],
         threshold_sweep=summary["threshold_sweep"],
         training_time_s=summary.get("elapsed_s"),

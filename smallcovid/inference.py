@@ -97,7 +97,13 @@ class ProbMaps:
 
 
 class Predictor:
-    """An eval-mode model plus what is needed to apply it (size, threshold, device)."""
+    """An eval-mode model plus what is needed to apply it (size, threshold, device).
+
+    Takes ownership of ``model``: it is moved to ``device`` and optimised for
+    inference in place (BatchNorm folded into the convs, see
+    :func:`smallcovid.models.fuse.optimize_for_inference`), so it must not be
+    trained or saved afterwards; ``params`` keeps its parameter count from before.
+    """
 
     def __init__(
         self,

@@ -11,8 +11,8 @@ training form and no server folders. Screenshots go to ``test-output/``. Run wit
 from __future__ import annotations
 
 import os
-import time
 import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -52,7 +52,8 @@ def running_app(tmp: Path, weights: Path, **env_extra: str) -> Iterator[str]:
     """The app on a free loopback port with ``weights`` and a jobs folder in ``tmp``."""
     env = dict(SMALLCOVID_WEIGHTS_DIR=str(weights), SMALLCOVID_JOBS_DIR=str(tmp / "jobs"), OMP_NUM_THREADS="1",
                **env_extra)
-    with appserver.running_app(tmp / "streamlit.log", env, on_stop=lambda pid: _stop_jobs(tmp / "jobs" / "jobs.db")) as url:
+    stop_jobs = lambda pid: _stop_jobs(tmp / "jobs" / "jobs.db")  # noqa: E731  (workers outlive the server)
+    with appserver.running_app(tmp / "streamlit.log", env, on_stop=stop_jobs) as url:
         yield url
 
 

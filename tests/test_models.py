@@ -293,3 +293,17 @@ def test_inference_optimisation_keeps_outputs(name):
     before, after = model.predict(x), fused.predict(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(after.lesion_prob, before.lesion_prob, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(after.type_prob, before.type_prob, atol=1e-5, rtol=1e-4)
+
+
+def test_no_pickle_based_loading_anywhere():
+    """Weights come only from safetensors: no torch.load / pickle.load in the code we ship or run."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    files = [repo / "app.py", repo / "train.py"] + [
+        f for d in ("smallcovid", "pages", "scripts", "benchmarks") for f in (repo / d).rglob("*.py")]
+    pattern = re.compile(r"\b(torch|pickle|dill|joblib)\.load\s*\(|torch\.jit\.load|import pickle")
+    hits = [f"{f.relative_to(repo)}:{n}" for f in files
+            for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert len(files) > 20 and not hits, hits

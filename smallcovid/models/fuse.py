@@ -46,7 +46,7 @@ def _fold_children(module: nn.Module) -> int:
 
 def uses_channels_last(model: SegmentationModel, device: torch.device) -> bool:
     """Whether :func:`optimize_for_inference` puts ``model`` in channels-last on ``device``."""
-    return device.type == "cpu" and getattr(model, "channels_last_inference", True)
+    return device.type == "cpu" and model.channels_last_inference
 
 
 def optimize_for_inference(model: SegmentationModel, device: torch.device) -> SegmentationModel:
