@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from smallcovid.cli import EXIT_BAD_INPUT, OneLineParser, threshold_arg
-from smallcovid.errors import SmallCovidError
+from smallcovid.cli.main import EXIT_BAD_INPUT, OneLineParser, threshold_arg
+from smallcovid.core.errors import SmallCovidError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from smallcovid.trainconfig import TrainConfig
+    from smallcovid.training.config import TrainConfig
 
     if args.resume:
         cfg_file = Path(args.resume) / "config.json"
@@ -93,7 +93,7 @@ def _env_threads() -> int | None:
 
 
 def _raise_cancelled(signum, frame):
-    from smallcovid.training import TrainingCancelled
+    from smallcovid.training.loop import TrainingCancelled
 
     raise TrainingCancelled("stopped by signal")
 
@@ -109,15 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads or _env_threads() or os.cpu_count() or 1)
-    from smallcovid.console import ConsoleProgress
-    from smallcovid.training import TrainingCancelled, train
+    from smallcovid.training.console import ConsoleProgress
+    from smallcovid.training.loop import TrainingCancelled, train
 
     job = None
     try:
         cfg, run_dir = config_from_args(args)
         reporter, stop = ConsoleProgress(), None
         if args.job_id is not None:
-            from smallcovid.jobqueue import JobReporter
+            from smallcovid.training.jobqueue import JobReporter
 
             job = JobReporter(args.jobs_db, args.job_id, run_dir)
             signal.signal(signal.SIGTERM, _raise_cancelled)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if job:
         job.finish("done")
-    from smallcovid.console import format_summary
+    from smallcovid.training.console import format_summary
 
     print(format_summary(summary))
     return 0

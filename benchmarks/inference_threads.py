@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from smallcovid.inference import load_predictor, shipped_models
+    from smallcovid.inference.predictor import load_predictor, shipped_models
     from smallcovid.io import Slice, read_scan
 
     names = shipped_models()

@@ -32,7 +32,7 @@ from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from any folder
-from smallcovid.appserver import running_app  # noqa: E402
+from smallcovid.app.server import running_app  # noqa: E402
 
 SHARED_SLICE = REPO.parent / "shared" / "data" / "covid-semiseg" / "train" / "images" / "medseg_003.jpg"
 BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium")

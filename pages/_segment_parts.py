@@ -1,7 +1,7 @@
 """Parts of the Segment page: session caches, the overlay panels, the metric and quantity tables, downloads.
 
 Split out of ``pages/segment.py`` to keep each file short; widgets only, the
-computation is in :mod:`smallcovid.viz`, :mod:`smallcovid.analysis` and :mod:`smallcovid.uploads`.
+computation is in :mod:`smallcovid.app.viz`, :mod:`smallcovid.app.analysis` and :mod:`smallcovid.app.uploads`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import predictor
-from smallcovid import analysis, uploads, viz
-from smallcovid.catalog import ModelEntry
+from smallcovid.app import analysis
+from smallcovid.app import uploads
+from smallcovid.app import viz
+from smallcovid.app.catalog import ModelEntry
 from smallcovid.io import Slice, Volume
-from smallcovid.metrics import type_dice
-from smallcovid.preprocess import Window, to_model_input
+from smallcovid.inference.metrics import type_dice
+from smallcovid.data.preprocess import Window, to_model_input
 
 PANELS_PER_ROW = 3
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from smallcovid.catalog import ModelEntry, available_models
-from smallcovid.errors import SmallCovidError
-from smallcovid.fsutil import SessionScratch
-from smallcovid.policy import Policy, load_policy
+from smallcovid.app.catalog import ModelEntry, available_models
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.fsutil import SessionScratch
+from smallcovid.app.policy import Policy, load_policy
 
 DISCLAIMER = "Research use only — not a medical device. Do not use for diagnosis or treatment."
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "covid-semiseg" / "train"
@@ -42,20 +42,20 @@ def ensure_app_shell() -> None:
 @st.cache_resource(max_entries=16, show_spinner="Loading model…")
 def _load(name: str, weights: str, mtime: float, device: str):
     """One eval-mode predictor per (name, weights file, its mtime, device), shared by all sessions."""
-    from smallcovid.inference import load_predictor
+    from smallcovid.inference.predictor import load_predictor
 
     return load_predictor(name, weights=weights, device=device)
 
 
 def predictor(entry: ModelEntry):
-    """The cached :class:`smallcovid.inference.Predictor` for a catalog entry."""
+    """The cached :class:`smallcovid.inference.predictor.Predictor` for a catalog entry."""
     return _load(entry.name, str(entry.weights), entry.mtime, device_name())
 
 
 @st.cache_resource
 def device_name() -> str:
     """``cuda`` when a GPU is available, else ``cpu``."""
-    from smallcovid.inference import resolve_device
+    from smallcovid.inference.predictor import resolve_device
 
     return resolve_device("auto").type
 
@@ -154,7 +154,7 @@ def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
 
 
 def cv_table(rows: list[dict]):
-    """A styled per-fold CV table (rows from :func:`smallcovid.catalog.cv_table_rows`) for st.table."""
+    """A styled per-fold CV table (rows from :func:`smallcovid.app.catalog.cv_table_rows`) for st.table."""
     import pandas as pd
 
     df = pd.DataFrame(rows).set_index("fold").rename(columns={"dice": "Dice", "iou": "IoU"})

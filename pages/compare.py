@@ -14,14 +14,15 @@ import streamlit as st
 
 from pages._shared import (DISCLAIMER, SHARED_DATA, admin_gate, admin_unlocked, check_upload, ensure_app_shell,
                            model_picker, policy, predictor, session_scratch, show_error)
-from smallcovid import analysis, viz
-from smallcovid.catalog import cv_mean_std, shipped_cards
-from smallcovid.data import load_dataset
-from smallcovid.errors import SmallCovidError
-from smallcovid.evaluation import evaluate_maps, predict_set, threshold_sweep
-from smallcovid.labeled_zip import extract_labeled_zip
-from smallcovid.policy import SERVER_PATHS_OFF
-from smallcovid.report import PAPER_TABLE1
+from smallcovid.app import analysis
+from smallcovid.app import viz
+from smallcovid.app.catalog import cv_mean_std, shipped_cards
+from smallcovid.data.dataset import load_dataset
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.inference.evaluation import evaluate_maps, predict_set, threshold_sweep
+from smallcovid.io.labeled_zip import extract_labeled_zip
+from smallcovid.app.policy import SERVER_PATHS_OFF
+from smallcovid.inference.report import PAPER_TABLE1
 
 GALLERY_SIZE = 4
 

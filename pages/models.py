@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import DISCLAIMER, admin_unlocked, ensure_app_shell, cv_table
-from smallcovid.catalog import card_facts, cv_table_rows, installed_models, paper_vs_ours, read_card, shipped_cards
-from smallcovid.inference import weights_dir
+from smallcovid.app.catalog import card_facts, cv_table_rows, installed_models, paper_vs_ours, read_card, shipped_cards
+from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import get_spec
-from smallcovid.report import PAPER_TABLE1
+from smallcovid.inference.report import PAPER_TABLE1
 
 
 def facts_list(card: dict) -> None:

@@ -13,12 +13,12 @@ import streamlit as st
 from pages._segment_parts import (draw_downloads, draw_metrics, draw_panels, metrics_frame, remember, session_cache,
                                   stats_formats, stats_frame)
 from pages._shared import DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error
-from smallcovid import uploads
-from smallcovid.catalog import ModelEntry
-from smallcovid.errors import SmallCovidError
+from smallcovid.app import uploads
+from smallcovid.app.catalog import ModelEntry
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.io import Slice, Volume, read_scan
-from smallcovid.phantom import make_phantom
-from smallcovid.preprocess import WINDOW_PRESETS, Window, display_uint8
+from smallcovid.data.phantom import make_phantom
+from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_uint8
 
 PROB_CACHE_ENTRIES = 24  # ProbMaps kept per session (about 4 MB each at 512x512)
 SCAN_CACHE_ENTRIES = 2  # decoded uploads kept per session (a 512x512x300 volume is 300 MB)

@@ -1,6 +1,6 @@
 """Train page: start k-fold training jobs and follow them live.
 
-Jobs run as separate processes through :mod:`smallcovid.jobqueue` (persisted in
+Jobs run as separate processes through :mod:`smallcovid.training.jobqueue` (persisted in
 SQLite, so they survive a page reload or an app restart); this page submits them,
 shows their curves and results, and cancels, resumes or installs them.
 """
@@ -13,14 +13,15 @@ from pathlib import Path
 import streamlit as st
 
 from pages._shared import DISCLAIMER, SHARED_DATA, admin_gate, cv_table, ensure_app_shell, show_error
-from smallcovid import runview, viz
-from smallcovid.catalog import cv_table_rows
-from smallcovid.errors import SmallCovidError
-from smallcovid.jobqueue import JobManager, installed_dir
-from smallcovid.jobs import Job, jobs_dir
+from smallcovid.app import runview
+from smallcovid.app import viz
+from smallcovid.app.catalog import cv_table_rows
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.training.jobqueue import JobManager, installed_dir
+from smallcovid.training.jobs import Job, jobs_dir
 from smallcovid.models import list_models
-from smallcovid.policy import TRAINING_OFF
-from smallcovid.trainconfig import TrainConfig
+from smallcovid.app.policy import TRAINING_OFF
+from smallcovid.training.config import TrainConfig
 
 IMAGE_SIZES = (32, 64, 128, 192, 256, 320, 384, 512)
 STOPPABLE = ("queued", "running")

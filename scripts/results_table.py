@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from smallcovid.models import list_models  # noqa: E402
-from smallcovid.report import PAPER_TABLE1  # noqa: E402
+from smallcovid.inference.report import PAPER_TABLE1  # noqa: E402
 
 
 def ms(d: dict, key: str) -> str:

@@ -21,8 +21,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from smallcovid.data import load_dataset  # noqa: E402
-from smallcovid.inference import Predictor  # noqa: E402
+from smallcovid.data.dataset import load_dataset  # noqa: E402
+from smallcovid.inference.predictor import Predictor  # noqa: E402
 from smallcovid.models.checkpoint import load_weights, save_weights  # noqa: E402
 
 COMPUTED = {"architecture", "config", "params", "weights_file", "weights_dtype", "sha256", "smallcovid_version"}

@@ -2,7 +2,7 @@
 
 import sys
 
-from smallcovid.cli import main
+from smallcovid.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

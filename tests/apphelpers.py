@@ -1,7 +1,7 @@
 """Builders for the app tests: tiny untrained weights, small labeled folders, PNG bytes.
 
 Untrained weights are enough for the app tests: they assert that the numbers the
-app shows equal what :mod:`smallcovid.metrics` computes on the same maps, not
+app shows equal what :mod:`smallcovid.inference.metrics` computes on the same maps, not
 that the models are any good.
 """
 
@@ -23,7 +23,7 @@ TINY_OVERRIDES: dict[str, dict] = {
 
 
 def fake_cv(seed: int) -> dict:
-    """A ``cv`` block in the format ``smallcovid.cvsummary`` writes into final model cards."""
+    """A ``cv`` block in the format ``smallcovid.training.cvsummary`` writes into final model cards."""
     rng = np.random.default_rng(seed)
     per_fold = []
     for k in (1, 2, 3):

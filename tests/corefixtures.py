@@ -36,7 +36,7 @@ def labeled_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cfg(tiny_data):
     """Factory: ``tiny_cfg(model="smallcovid-net", **overrides)`` -> TrainConfig of a tiny fast run."""
-    from smallcovid.trainconfig import TrainConfig
+    from smallcovid.training.config import TrainConfig
 
     def make(model: str = "smallcovid-net", **kw):
         base = dict(model=model, data=str(tiny_data), folds=2, epochs=2, batch_size=2,
@@ -53,7 +53,7 @@ def tiny_run(tiny_cfg, tmp_path_factory) -> tuple[Path, dict]:
     """A finished smallcovid-net run (2 folds x 2 epochs, image 32, final=True): (run dir, summary)."""
     import torch
 
-    from smallcovid.training import train
+    from smallcovid.training.loop import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny-run"
     before = torch.get_num_threads()

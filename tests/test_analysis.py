@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallcovid import analysis
-from smallcovid.errors import SmallCovidError
-from smallcovid.evaluation import evaluate_maps
-from smallcovid.data import Sample
-from smallcovid.inference import ProbMaps
-from smallcovid.metrics import confusion_counts, scores
+from smallcovid.app import analysis
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.inference.evaluation import evaluate_maps
+from smallcovid.data.dataset import Sample
+from smallcovid.inference.predictor import ProbMaps
+from smallcovid.inference.metrics import confusion_counts, scores
 
 
 def two_blobs() -> tuple[np.ndarray, np.ndarray]:

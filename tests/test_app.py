@@ -2,7 +2,7 @@
 
 The app runs on tiny weights (see ``apphelpers.make_tiny_weights``) and a fresh jobs
 folder per test; the tests assert on the values shown (Dice equals
-:mod:`smallcovid.metrics` on the same maps, overlay counts, job rows), not only on
+:mod:`smallcovid.inference.metrics` on the same maps, overlay counts, job rows), not only on
 "no exception".
 """
 
@@ -24,16 +24,17 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import blob_slice, fake_cv, make_labeled_folder, png_bytes
-from smallcovid import analysis, uploads
-from smallcovid.data import load_dataset
-from smallcovid.evaluation import evaluate_maps, predict_set
-from smallcovid.inference import load_predictor
+from smallcovid.app import analysis
+from smallcovid.app import uploads
+from smallcovid.data.dataset import load_dataset
+from smallcovid.inference.evaluation import evaluate_maps, predict_set
+from smallcovid.inference.predictor import load_predictor
 from smallcovid.io import read_scan
-from smallcovid.jobs import JobStore, _alive
-from smallcovid.metrics import dice
+from smallcovid.training.jobs import JobStore, _alive
+from smallcovid.inference.metrics import dice
 from smallcovid.models import list_models
-from smallcovid.phantom import make_phantom
-from smallcovid.preprocess import WINDOW_PRESETS
+from smallcovid.data.phantom import make_phantom
+from smallcovid.data.preprocess import WINDOW_PRESETS
 
 torch.set_num_threads(1)  # a long training may share these cores
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -313,7 +314,7 @@ def test_train_rejects_a_missing_data_folder(app_env, tmp_path):
 
 def _finished_job(jobs_dir: Path, data: Path, weights: Path) -> int:
     """A 'done' job row with a run folder as training writes it (history, summary, final model)."""
-    from smallcovid.trainconfig import TrainConfig
+    from smallcovid.training.config import TrainConfig
 
     store = JobStore(jobs_dir / "jobs.db")
     cfg = TrainConfig(model="smallcovid-net", data=str(data), folds=3, epochs=2, image_size=64, final=True)
@@ -432,7 +433,7 @@ def test_uploaded_jpeg_dice_matches_the_evaluate_cli(app_env, tiny_weights, tmp_
 
 def test_slider_reruns_never_call_a_model(app_env, monkeypatch):
     """Issue 6: moving the threshold / opacity sliders or the type toggle re-renders without a forward pass."""
-    from smallcovid.inference import Predictor
+    from smallcovid.inference.predictor import Predictor
 
     calls = []
     real = Predictor.predict_images

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from apphelpers import blob_slice, make_labeled_folder, png_bytes
 from bad_inputs import bad_inputs
-from smallcovid.jobs import JobStore
+from smallcovid.training.jobs import JobStore
 from smallcovid.models import list_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -141,7 +141,7 @@ def test_job_names_cannot_escape_their_folder(app_env, tmp_path, job_name):
 
 def test_the_app_loads_weights_only_from_the_catalog(app_env, tiny_weights, monkeypatch, tmp_path):
     """An uploaded checkpoint is just a bad scan; every loaded file is a shipped or installed one."""
-    from smallcovid.jobqueue import installed_dir
+    from smallcovid.training.jobqueue import installed_dir
     from smallcovid.models import checkpoint
 
     loaded: list[Path] = []

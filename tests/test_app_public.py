@@ -1,7 +1,7 @@
 """Public (hosted-demo) mode in the app, through AppTest: what a visitor can and cannot do.
 
 Public mode comes from ``SMALLCOVID_PUBLIC=1`` or ``public = true`` in the secrets
-(``at.secrets`` here); see :mod:`smallcovid.policy`.
+(``at.secrets`` here); see :mod:`smallcovid.app.policy`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import blob_slice, make_labeled_folder, png_bytes
-from smallcovid.jobs import JobStore
+from smallcovid.training.jobs import JobStore
 from smallcovid.models import list_models
-from smallcovid.policy import SERVER_PATHS_OFF, TRAINING_OFF
+from smallcovid.app.policy import SERVER_PATHS_OFF, TRAINING_OFF
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 MODELS = list_models()
@@ -55,7 +55,7 @@ def assert_train_blocked(at: AppTest) -> None:
 
 def test_train_page_is_off_for_visitors(public_env, tmp_path):
     store = JobStore(public_env / "jobs.db")  # a job from the admin: its details stay hidden
-    from smallcovid.trainconfig import TrainConfig
+    from smallcovid.training.config import TrainConfig
 
     store.add("secret-job", TrainConfig(model="unet", data=str(tmp_path)), tmp_path / "run")
     assert_train_blocked(page("pages/train.py"))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from smallcovid.bench import measure_model
-from smallcovid.benchreport import format_bench
+from smallcovid.cli.bench import measure_model
+from smallcovid.cli.benchreport import format_bench
 from smallcovid.models import list_models
 
 KEYS = {"params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "epoch_s", "peak_mem_mb"}

@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from apphelpers import blob_slice, make_labeled_folder, png_bytes
-from smallcovid import appserver
+from smallcovid.app import server as appserver
 
 pytestmark = pytest.mark.browser
 
@@ -79,7 +79,7 @@ def _stop_jobs(db: Path) -> None:
     """Kill training processes this test's app started that are still running."""
     if not db.is_file():
         return
-    from smallcovid.jobs import JobStore, _alive
+    from smallcovid.training.jobs import JobStore, _alive
 
     for job in JobStore(db).list():
         if _alive(job.pid, job.id):

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from apphelpers import fake_cv
-from smallcovid import catalog, runview
+from smallcovid.app import catalog
+from smallcovid.app import runview
 from smallcovid.models import list_models
 
 

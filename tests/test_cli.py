@@ -241,7 +241,7 @@ def test_predict_bad_threshold_and_unknown_model_subprocess(tiny_run, inputs, tm
     (["--weights", "{tmp}/nope"], "nope"),
 ])
 def test_predict_bad_options_exit_2_one_line(tiny_run, inputs, tmp_path, capsys, args, needle):
-    from smallcovid.cli import main
+    from smallcovid.cli.main import main
 
     out = tmp_path / "pred"
     argv = ["predict", "--weights", str(tiny_run[0]), str(inputs["IMG"]), "--out", str(out),
@@ -254,7 +254,7 @@ def test_predict_bad_options_exit_2_one_line(tiny_run, inputs, tmp_path, capsys,
 
 
 def test_predict_output_path_is_a_file(tiny_run, inputs, tmp_path, capsys):
-    from smallcovid.cli import main
+    from smallcovid.cli.main import main
 
     (tmp_path / "out").write_text("x")
     rc, _, err = call_main(main, ["predict", "--weights", str(tiny_run[0]), str(inputs["IMG"]),
@@ -265,11 +265,11 @@ def test_predict_output_path_is_a_file(tiny_run, inputs, tmp_path, capsys):
 # ------------------------------------------------------------------ evaluate
 
 def independent_counts(run_dir: Path, data: Path) -> tuple[dict, float]:
-    """Predict with the Predictor, threshold and count with numpy only (no smallcovid.metrics)."""
+    """Predict with the Predictor, threshold and count with numpy only (no smallcovid.inference.metrics)."""
     import torch
 
-    from smallcovid.data import load_dataset
-    from smallcovid.inference import load_predictor
+    from smallcovid.data.dataset import load_dataset
+    from smallcovid.inference.predictor import load_predictor
 
     torch.set_num_threads(1)
     pred = load_predictor(weights=run_dir, device="cpu")
@@ -327,7 +327,7 @@ def test_evaluate_matches_an_independent_count(tiny_run, tiny_data, tmp_path):
     (["--model", "all"], "--weights"),
 ])
 def test_evaluate_bad_options_exit_2(tiny_run, tiny_data, tmp_path, capsys, args, needle):
-    from smallcovid.cli import main
+    from smallcovid.cli.main import main
 
     base = {"--model": "smallcovid-net", "--weights": str(tiny_run[0]), "--data": str(tiny_data)}
     for i in range(0, len(args), 2):
@@ -343,7 +343,7 @@ def test_evaluate_bad_options_exit_2(tiny_run, tiny_data, tmp_path, capsys, args
 # ------------------------------------------------------------------ weights in a run folder
 
 def test_run_folder_weights_choice(copy_run):
-    from smallcovid.inference import load_predictor
+    from smallcovid.inference.predictor import load_predictor
 
     pred = load_predictor(weights=copy_run, device="cpu")
     assert pred.card.get("training_time_s") is not None  # the finished final model

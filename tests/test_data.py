@@ -1,4 +1,4 @@
-"""smallcovid.data (labeled folders, MedSeg NIfTI, k-fold splits) and smallcovid.augment."""
+"""smallcovid.data.dataset (labeled folders, MedSeg NIfTI, k-fold splits) and smallcovid.data.augment."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from smallcovid.augment import AugmentConfig, augment_batch
-from smallcovid.data import (
+from smallcovid.data.augment import AugmentConfig, augment_batch
+from smallcovid.data.dataset import (
     UNKNOWN_TYPE,
     load_dataset,
     load_splits,
@@ -19,7 +19,7 @@ from smallcovid.data import (
     read_groups,
     save_splits,
 )
-from smallcovid.errors import InputFileError, SmallCovidError
+from smallcovid.core.errors import InputFileError, SmallCovidError
 from tinydata import TINY_SIZES, write_labeled_folder, write_medseg
 
 

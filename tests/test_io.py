@@ -18,9 +18,11 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from smallcovid import io, validate
-from smallcovid.errors import InputFileError, SmallCovidError
-from smallcovid.preprocess import to_model_input
+from smallcovid import io
+
+from smallcovid.io import validate
+from smallcovid.core.errors import InputFileError, SmallCovidError
+from smallcovid.data.preprocess import to_model_input
 
 try:
     from bad_inputs import bad_inputs, ct_small_bytes, image_bytes, nifti_bytes, png_bytes
@@ -97,8 +99,7 @@ def test_missing_file_folder_and_wrong_type(tmp_path):
 
 
 def test_upload_limit_and_env_var(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "MAX_UPLOAD_BYTES", 1000)  # forwards to smallcovid.validate
-    assert validate.MAX_UPLOAD_BYTES == 1000
+    monkeypatch.setattr(validate, "MAX_UPLOAD_BYTES", 1000)
     path = _write(tmp_path, "big.png", png_bytes(RNG.integers(0, 256, (64, 64), dtype=np.uint8)))
     with pytest.raises(InputFileError, match="big.png: is larger than the upload limit"):
         io.read_scan(path)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from smallcovid.errors import SmallCovidError
-from smallcovid.jobqueue import JobManager, installed_dir, safe_name
-from smallcovid.jobs import _alive
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.training.jobqueue import JobManager, installed_dir, safe_name
+from smallcovid.training.jobs import _alive
 from smallcovid.models.checkpoint import load_weights
 from tinydata import assert_close_tree, comparable_summary
 

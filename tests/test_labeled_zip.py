@@ -8,9 +8,9 @@ from io import BytesIO
 
 import pytest
 
-from smallcovid import labeled_zip
-from smallcovid.data import load_dataset
-from smallcovid.errors import SmallCovidError
+from smallcovid.io import labeled_zip
+from smallcovid.data.dataset import load_dataset
+from smallcovid.core.errors import SmallCovidError
 
 from apphelpers import make_labeled_folder
 

@@ -1,4 +1,4 @@
-"""smallcovid.metrics against hand counts, the documented empty-mask policy and an independent numpy count."""
+"""smallcovid.inference.metrics against hand counts, the documented empty-mask policy and an independent numpy count."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from smallcovid.metrics import METRIC_NAMES, Counts, confusion_counts, dice, scores, summarize, type_dice
+from smallcovid.inference.metrics import METRIC_NAMES, Counts, confusion_counts, dice, scores, summarize, type_dice
 
 TRUTH = np.array([[1, 1, 0, 0],
                   [1, 0, 0, 0],

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from smallcovid.errors import SmallCovidError, UnknownModelError
+from smallcovid.core.errors import SmallCovidError, UnknownModelError
 from smallcovid.models import (
     build_model,
     get_spec,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallcovid.errors import SmallCovidError
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.io import Slice
-from smallcovid.phantom import FIELD_OF_VIEW_MM, make_phantom
-from smallcovid.preprocess import display_uint8
+from smallcovid.data.phantom import FIELD_OF_VIEW_MM, make_phantom
+from smallcovid.data.preprocess import display_uint8
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from smallcovid import validate
-from smallcovid.errors import InputFileError, SmallCovidError
-from smallcovid.fsutil import SessionScratch
-from smallcovid.labeled_zip import extract_labeled_zip
-from smallcovid.policy import DEFAULT_PUBLIC_UPLOAD_MB, Policy, load_policy, truthy
+from smallcovid.io import validate
+from smallcovid.core.errors import InputFileError, SmallCovidError
+from smallcovid.core.fsutil import SessionScratch
+from smallcovid.io.labeled_zip import extract_labeled_zip
+from smallcovid.app.policy import DEFAULT_PUBLIC_UPLOAD_MB, Policy, load_policy, truthy
 
 MIB = 1024 * 1024
 
@@ -119,7 +119,7 @@ def test_mask_download_is_built_in_memory(monkeypatch):
     """The NIfTI mask download never touches the disk (no temporary files)."""
     import tempfile
 
-    from smallcovid import uploads
+    from smallcovid.app import uploads
     from smallcovid.io import Volume
 
     def no_disk(*a, **k):
@@ -136,7 +136,7 @@ def test_concurrent_predictions_on_one_shared_model_match_serial_ones(tiny_weigh
     """The app shares one predictor per model between sessions: threads must not disturb each other."""
     import torch
 
-    from smallcovid.inference import load_predictor
+    from smallcovid.inference.predictor import load_predictor
 
     monkeypatch.setenv("SMALLCOVID_INFERENCE_LOCK", lock)
     monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(tiny_weights))

@@ -1,13 +1,13 @@
-"""smallcovid.preprocess: HU windows, model-input scaling, resizing."""
+"""smallcovid.data.preprocess: HU windows, model-input scaling, resizing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from smallcovid.errors import SmallCovidError
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.io import Slice
-from smallcovid.preprocess import (
+from smallcovid.data.preprocess import (
     DEFAULT_WINDOW,
     WINDOW_PRESETS,
     Window,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from smallcovid.errors import SmallCovidError
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.models.checkpoint import load_weights
-from smallcovid.trainconfig import TrainConfig
-from smallcovid.training import Progress, TrainingCancelled, train
+from smallcovid.training.config import TrainConfig
+from smallcovid.training.loop import Progress, TrainingCancelled, train
 from tinydata import assert_close_tree, comparable_summary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -227,9 +227,9 @@ def _assert_no_partial_files(run: Path) -> None:
 
 @pytest.mark.parametrize("target", ["weights", "resume-state", "replace-summary"])
 def test_disk_full_fails_cleanly_and_resumes(tiny_run, tiny_cfg, tmp_path, monkeypatch, target):
-    import smallcovid.fsutil
+    import smallcovid.core.fsutil
     import smallcovid.models.checkpoint
-    import smallcovid.trainstate
+    import smallcovid.training.state
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -238,13 +238,13 @@ def test_disk_full_fails_cleanly_and_resumes(tiny_run, tiny_cfg, tmp_path, monke
     if target == "weights":
         monkeypatch.setattr(smallcovid.models.checkpoint, "save_file", disk_full)
     elif target == "resume-state":
-        monkeypatch.setattr(smallcovid.trainstate, "save_file", disk_full)
+        monkeypatch.setattr(smallcovid.training.state, "save_file", disk_full)
     else:
         def replace(src, dst):
             if str(dst).endswith("summary.json"):
                 disk_full()
             real_replace(src, dst)
-        monkeypatch.setattr(smallcovid.fsutil.os, "replace", replace)
+        monkeypatch.setattr(smallcovid.core.fsutil.os, "replace", replace)
     run = tmp_path / "run"
     with pytest.raises(OSError) as info:
         train(tiny_cfg(final=True), run)

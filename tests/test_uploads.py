@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from apphelpers import png_bytes
-from smallcovid import uploads
-from smallcovid.errors import InputFileError
+from smallcovid.app import uploads
+from smallcovid.core.errors import InputFileError
 from smallcovid.io import Slice, Volume
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smallcovid import viz
-from smallcovid.errors import SmallCovidError
+from smallcovid.app import viz
+from smallcovid.core.errors import SmallCovidError
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ class SegmentationModel(nn.Module):
         self, images: torch.Tensor, lesion_mask: torch.Tensor, lesion_types: torch.Tensor
     ) -> torch.Tensor:
         """Scalar training loss for a batch (see module docstring for shapes)."""
-        from smallcovid.losses import dense_loss
+        from smallcovid.models.losses import dense_loss
 
         lesion_logits, type_logits = self.logits(images)
         return dense_loss(lesion_logits, type_logits, lesion_mask, lesion_types)

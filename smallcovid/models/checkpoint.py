@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
-from smallcovid.errors import InputFileError, SmallCovidError
+from smallcovid.core.errors import InputFileError, SmallCovidError
 from smallcovid.models.base import SegmentationModel, num_parameters
 from smallcovid.models.registry import build_model
 
@@ -30,7 +30,7 @@ CARD_SUFFIX = ".json"
 
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place."""
-    from smallcovid.fsutil import atomic_path
+    from smallcovid.core.fsutil import atomic_path
 
     with atomic_path(path) as tmp:
         write(str(tmp))

@@ -32,9 +32,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
-from smallcovid.errors import SmallCovidError
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.models.base import NUM_TYPES, Prediction, SegmentationModel
-from smallcovid.models.registry import register_model
 
 _BACKBONES = ("resnet18", "resnet34", "resnet50")
 
@@ -287,10 +286,8 @@ class MaskRCNNModel(SegmentationModel):
         return 1
 
 
-@register_model(
-    "mask-rcnn",
-    MaskRCNNConfig,
-    "Mask R-CNN (torchvision) with a ResNet-18 FPN; lesion regions as instances",
-)
+DESCRIPTION = "Mask R-CNN (torchvision) with a ResNet-18 FPN; lesion regions as instances"
+
+
 def build(*, config: MaskRCNNConfig) -> MaskRCNNModel:
     return MaskRCNNModel(config)

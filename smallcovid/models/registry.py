@@ -1,8 +1,11 @@
 """One registry of model architectures (CLI choices, UI picker and tests use it).
 
-Each architecture module registers a keyword-only builder with
-:func:`register_model`; names are the public contract: ``smallcovid-net``,
-``unet``, ``segnet``, ``mask-rcnn``.
+The built-in architectures are one explicit table, :data:`BUILTIN`, in display
+order; their names are the public contract: ``smallcovid-net``, ``unet``,
+``segnet``, ``mask-rcnn``. A fifth architecture is a new module in
+``smallcovid/models/`` (a frozen config dataclass, a ``SegmentationModel``, a
+keyword-only ``build(*, config)`` and a ``DESCRIPTION``) plus one row in
+:data:`BUILTIN`. Plug-ins outside the package call :func:`register_model`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from smallcovid.errors import SmallCovidError, UnknownModelError
+from smallcovid.core.errors import SmallCovidError, UnknownModelError
+from smallcovid.models import mask_rcnn, segnet, smallcovid_net, unet
 from smallcovid.models.base import SegmentationModel
 
 
@@ -45,15 +49,12 @@ def register_model(name: str, config_cls: type, description: str):
 
 
 def list_models() -> list[str]:
-    """Registered model names in display order."""
-    _load_builtin()
-    order = ["smallcovid-net", "unet", "segnet", "mask-rcnn"]
-    return sorted(_REGISTRY, key=lambda n: (order.index(n) if n in order else len(order), n))
+    """Registered model names in display order (the built-in table's, then plug-ins)."""
+    return list(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
     """The spec for ``name``; raises :class:`UnknownModelError` listing valid names."""
-    _load_builtin()
     if name not in _REGISTRY:
         raise UnknownModelError(
             f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
@@ -88,7 +89,12 @@ def build_model(name: str, config: Any | None = None, **overrides: Any) -> Segme
     return model
 
 
-def _load_builtin() -> None:
-    # Imported lazily so that importing the registry never imports torchvision/smp
-    # twice-over and so that registration happens exactly once.
-    from smallcovid.models import mask_rcnn, segnet, smallcovid_net, unet  # noqa: F401
+#: (name, config class, builder, description) of every built-in architecture, in display order.
+BUILTIN = (
+    ("smallcovid-net", smallcovid_net.SmallCovidNetConfig, smallcovid_net.build, smallcovid_net.DESCRIPTION),
+    ("unet", unet.UNetConfig, unet.build, unet.DESCRIPTION),
+    ("segnet", segnet.SegNetConfig, segnet.build, segnet.DESCRIPTION),
+    ("mask-rcnn", mask_rcnn.MaskRCNNConfig, mask_rcnn.build, mask_rcnn.DESCRIPTION),
+)
+for _name, _config_cls, _builder, _description in BUILTIN:
+    register_model(_name, _config_cls, _description)(_builder)

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from smallcovid.errors import SmallCovidError
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.models.base import NUM_TYPES, SegmentationModel
-from smallcovid.models.registry import register_model
 
 # (output channels at width 1.0, number of 3x3 convs) per VGG16 block.
 _VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -103,10 +102,8 @@ class SegNet(SegmentationModel):
         return 32
 
 
-@register_model(
-    "segnet",
-    SegNetConfig,
-    "SegNet: VGG16 encoder (13 convs), decoder unpools with the encoder's pooling indices",
-)
+DESCRIPTION = "SegNet: VGG16 encoder (13 convs), decoder unpools with the encoder's pooling indices"
+
+
 def build(*, config: SegNetConfig) -> SegNet:
     return SegNet(config)

@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smallcovid.errors import SmallCovidError
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.models.base import NUM_TYPES, SegmentationModel
-from smallcovid.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -149,10 +148,8 @@ class SmallCovidNet(SegmentationModel):
         return self.config.stem_stride * 2**self.config.depth
 
 
-@register_model(
-    "smallcovid-net",
-    SmallCovidNetConfig,
-    "SegNet-style encoder-decoder with pooling indices and U-Net skips, 24 filters (the paper's model)",
-)
+DESCRIPTION = "SegNet-style encoder-decoder with pooling indices and U-Net skips, 24 filters (the paper's model)"
+
+
 def build(*, config: SmallCovidNetConfig) -> SmallCovidNet:
     return SmallCovidNet(config)

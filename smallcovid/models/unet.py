@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import segmentation_models_pytorch as smp
 import torch
 
-from smallcovid.errors import SmallCovidError
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.models.base import NUM_TYPES, SegmentationModel
-from smallcovid.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,8 @@ class UNet(SegmentationModel):
         return 32
 
 
-@register_model("unet", UNetConfig, "U-Net (segmentation_models_pytorch) with a ResNet-18 encoder")
+DESCRIPTION = "U-Net (segmentation_models_pytorch) with a ResNet-18 encoder"
+
+
 def build(*, config: UNetConfig) -> UNet:
     return UNet(config)

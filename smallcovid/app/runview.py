@@ -1,0 +1,112 @@
+"""Read a training run folder for display: curves, summary, log tail and progress.
+
+A run folder (see :mod:`smallcovid.training.loop`) holds ``fold_<k>/history.csv``
+(columns epoch, train_loss, val_loss, val_dice, val_dice_best, lr; a missing column reads as NaN), ``final/history.csv`` for the
+all-data model, ``summary.json`` when the folds are done, and ``train.log`` for jobs.
+Everything here tolerates a run that is still being written: missing or partial
+files give empty results, never an exception.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr")
+
+
+def read_history(path: str | Path) -> dict[str, list[float]]:
+    """``history.csv`` -> column name -> values (NaN for empty cells); {} when unreadable."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return {}
+    out: dict[str, list[float]] = {c: [] for c in HISTORY_COLUMNS}
+    for row in rows:
+        for c in HISTORY_COLUMNS:
+            try:
+                out[c].append(float(row.get(c) or "nan"))
+            except ValueError:
+                out[c].append(math.nan)
+    return out if rows else {}
+
+
+def read_histories(run_dir: str | Path) -> dict[int, dict[str, list[float]]]:
+    """Fold number -> its history (fold 0 is the final all-data model); folds without history are left out."""
+    run = Path(run_dir)
+    out = {}
+    for d in sorted(run.glob("fold_*")):
+        try:
+            k = int(d.name.removeprefix("fold_"))
+        except ValueError:
+            continue
+        h = read_history(d / "history.csv")
+        if h:
+            out[k] = h
+    final = read_history(run / "final" / "history.csv")
+    if final:
+        out[0] = final
+    return out
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    """``summary.json`` of a finished run, or None."""
+    try:
+        data = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def log_tail(path: str | Path, lines: int = 20, max_bytes: int = 64 * 1024) -> str:
+    """The last ``lines`` lines of a log (reads at most ``max_bytes`` from its end); "" when missing."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    # Progress bars rewrite one line with carriage returns: keep the last state of each line.
+    rows = [r.rstrip("\r").rsplit("\r", 1)[-1] for r in text.rstrip("\n").split("\n")]
+    return "\n".join(rows[-lines:])
+
+
+def progress_fraction(progress: dict | None, config: dict) -> float:
+    """Share of the whole job done (0..1) from the latest progress event and the job's config."""
+    if not progress:
+        return 0.0
+    if progress.get("kind") == "done":
+        return 1.0
+    folds = int(progress.get("folds") or config.get("folds") or 1)
+    epochs = int(progress.get("epochs") or config.get("epochs") or 1)
+    total = (folds + int(bool(config.get("final")))) * epochs
+    fold = int(progress.get("fold") or 0)
+    position = folds if fold == 0 else fold - 1  # fold 0 = the final model, trained last
+    steps = max(1, int(progress.get("steps") or 1))
+    within = max(0, int(progress.get("epoch") or 1) - 1) + min(1.0, int(progress.get("step") or 0) / steps)
+    return max(0.0, min(1.0, (position * epochs + within) / max(1, total)))
+
+
+def progress_text(progress: dict | None) -> str:
+    """``fold 2/5 · epoch 3/60 · step 7/12 · train loss 0.412 · val Dice 0.655 · ETA 4 min``."""
+    if not progress:
+        return "waiting to start"
+    if progress.get("kind") == "done":
+        return "finished"
+    fold = progress.get("fold")
+    parts = ["final model (all data)" if fold == 0 else f"fold {fold}/{progress.get('folds')}",
+             f"epoch {progress.get('epoch')}/{progress.get('epochs')}"]
+    if progress.get("steps"):
+        parts.append(f"step {progress.get('step')}/{progress.get('steps')}")
+    for key, label in (("train_loss", "train loss"), ("val_loss", "val loss"), ("val_dice", "val Dice")):
+        if progress.get(key) is not None:
+            parts.append(f"{label} {progress[key]:.3f}")
+    eta = progress.get("eta_s")
+    if eta is not None:
+        parts.append(f"ETA {eta:.0f} s" if eta < 120 else f"ETA {eta / 60:.0f} min")
+    return " · ".join(parts)

@@ -1,0 +1,76 @@
+"""Helpers for files users upload next to a scan: matching ground truth, reading it, mask NIfTI bytes.
+
+Ground truth for a 2D slice is a PNG/TIFF mask (0/255 or 0/1) or a lesion-type map
+(0 background, 1 ground-glass, 2 consolidation, 3 folded into 2). For a 3D NIfTI
+volume it may also be a NIfTI label volume of the same shape (MedSeg values 0..3).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from smallcovid.core.errors import InputFileError
+from smallcovid.io import Slice, Volume, read_classes, read_label_volume, read_mask, nifti_mask_data
+
+_NIFTI = (".nii", ".nii.gz")
+
+
+def stem(name: str) -> str:
+    """File name without folders and extension (``.nii.gz`` counts as one): ``a/b/case.nii.gz`` -> ``case``."""
+    return re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$", "", Path(name).name)
+
+
+def match_mask(mask_names: Sequence[str], scan_name: str) -> int | None:
+    """Index of the mask for ``scan_name``: same stem (or ``<stem>_mask`` / ``<stem>_labels``);
+    a single mask matches any scan; None when nothing matches."""
+    s = stem(scan_name)
+    for i, name in enumerate(mask_names):
+        if stem(name) in (s, f"{s}_mask", f"{s}_labels"):
+            return i
+    return 0 if len(mask_names) == 1 else None
+
+
+def read_ground_truth(data: bytes, name: str, shape: tuple[int, int], volume: Volume | None = None,
+                      index: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ground truth for one slice -> ((H, W) bool mask, (H, W) uint8 types or None).
+
+    Args:
+        data, name: the uploaded file and its name.
+        shape: (H, W) of the slice it belongs to.
+        volume, index: for a volume input, the volume and the slice index; a NIfTI label
+            volume of the same shape is then accepted.
+
+    Raises:
+        InputFileError: unreadable file, wrong size or values (one sentence naming the file).
+    """
+    if volume is not None and name.lower().endswith(_NIFTI):
+        labels = read_label_volume(data, name)
+        if labels.shape != volume.voxels.shape:
+            d, h, w = labels.shape
+            raise InputFileError(name, f"has {d} slices of {w}x{h} but the volume has "
+                                       f"{len(volume)} of {shape[1]}x{shape[0]}")
+        lab = labels[index or 0]
+        return lab > 0, np.minimum(lab, 2).astype(np.uint8)
+    try:
+        return read_mask(data, name, shape=shape), None
+    except InputFileError as first:
+        try:
+            types = read_classes(data, name, shape=shape)
+        except InputFileError:
+            raise first from None
+        return types > 0, types
+
+
+def as_volume(s: Slice) -> Volume:
+    """A one-slice :class:`Volume` for a 2D slice (for writing its mask as NIfTI)."""
+    spacing = None if s.spacing is None else (1.0, *s.spacing)
+    return Volume(s.pixels[None], s.units, spacing, None, s.source)
+
+
+def nifti_mask_bytes(mask: np.ndarray, like: Volume) -> bytes:
+    """(D, H, W) mask -> ``.nii.gz`` bytes (uint8 0/1) in the geometry of ``like``, built in memory (no disk)."""
+    return nifti_mask_data(np.asarray(mask).astype(np.uint8), like, gz=True)

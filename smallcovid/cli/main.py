@@ -1,0 +1,118 @@
+"""``python -m smallcovid predict | evaluate | bench``.
+
+stdout is for people, files are for programs. Exit 0 on success, 2 on bad input
+with one line per problem on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+
+from smallcovid.core.errors import SmallCovidError
+
+log = logging.getLogger(__name__)
+EXIT_BAD_INPUT = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage errors as a single line on stderr (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def threshold_arg(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number between 0 and 1, got {text!r}")
+    if not 0.0 < t < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be between 0 and 1 (exclusive), got {t}")
+    return t
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from smallcovid.models import list_models
+
+    names = list_models()
+    p = OneLineParser(prog="python -m smallcovid", description="SmallCovid: COVID-19 lesion segmentation (research use only).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    pr = sub.add_parser("predict", help="segment CT slices / volumes")
+    pr.add_argument("--model", choices=names, help="model name (default: from --weights)")
+    pr.add_argument("--weights", help="weights file or training run folder (default: shipped weights)")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPG/TIFF, DICOM or NIfTI files")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--threshold", type=threshold_arg, help="probability threshold (default: the model card's)")
+    pr.add_argument("--window", default="lung", help="HU window preset for DICOM/NIfTI (default lung)")
+    pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev = sub.add_parser("evaluate", help="Table 1 (Dice, precision, recall, IoU) on a labeled folder")
+    ev.add_argument("--model", required=True, choices=[*names, "all"])
+    ev.add_argument("--weights", help="weights file or run folder (single model only)")
+    ev.add_argument("--data", required=True, help="labeled folder (images/ + masks/) or MedSeg NIfTI folder")
+    ev.add_argument("--threshold", type=threshold_arg, help="probability threshold (default: each model card's)")
+    ev.add_argument("--json", help="also write the results as JSON to this file")
+    ev.add_argument("--device", default="auto")
+    be = sub.add_parser("bench", help="parameters, latency and training throughput of every model")
+    be.add_argument("--json", help="also write the results as JSON to this file")
+    be.add_argument("--device", default="auto")
+    be.add_argument("--data", default=None, help="labeled folder for the training-epoch timing")
+    be.add_argument("--quick", action="store_true", help="fewer repetitions (for tests)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "predict":
+            from smallcovid.cli.predict import run_predict
+
+            return run_predict(args)
+        if args.command == "evaluate":
+            return run_evaluate(args)
+        from smallcovid.cli.bench import run_bench
+
+        return run_bench(args)
+    except SmallCovidError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from smallcovid.data.dataset import load_dataset
+    from smallcovid.inference.evaluation import evaluate
+    from smallcovid.core.fsutil import atomic_write_text
+    from smallcovid.inference.predictor import load_predictor, shipped_models
+    from smallcovid.inference.report import format_table
+
+    if args.model == "all":
+        if args.weights:
+            raise SmallCovidError("--weights needs a single --model, not all")
+        names = shipped_models()
+        if not names:
+            raise SmallCovidError("no shipped weights found; train models first")
+    else:
+        names = [args.model]
+    data = load_dataset(args.data)
+    results = {}
+    for name in names:
+        pred = load_predictor(name, weights=args.weights, device=args.device)
+        results[name] = evaluate(pred, data, threshold=args.threshold)
+    print(f"{len(data)} labeled slices from {args.data}; a pixel is lesion when p >= threshold")
+    print(format_table(results))
+    if args.json:
+        doc = {"data": str(args.data), "n_images": len(data),
+               "models": {n: r.to_dict() for n, r in results.items()}}
+        atomic_write_text(args.json, json.dumps(doc, indent=1, default=_jsonable))
+    return 0
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x))

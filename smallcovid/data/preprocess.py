@@ -1,0 +1,155 @@
+"""Intensity windowing and resizing between scan, model and display.
+
+All image arrays are (H, W) float32; model inputs are in [0, 1]. HU windows
+follow the radiology convention: a window of width W centred on level L maps
+L - W/2 -> 0 and L + W/2 -> 1, clipping outside.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.io import Slice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A display window in Hounsfield units: ``width`` > 0 and ``level`` (centre)."""
+
+    width: float
+    level: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.width) and math.isfinite(self.level)):
+            raise SmallCovidError(f"window width and level must be finite numbers, got {self.width}, {self.level}")
+        if self.width <= 0:
+            raise SmallCovidError(f"window width must be positive, got {self.width} HU")
+
+
+WINDOW_PRESETS: dict[str, Window] = {
+    "lung": Window(1500, -600),
+    "mediastinum": Window(350, 50),
+    "soft-tissue": Window(400, 40),
+    "bone": Window(1800, 400),
+}
+DEFAULT_WINDOW = "lung"
+
+
+def get_window(name: str) -> Window:
+    """The preset called ``name`` (see :data:`WINDOW_PRESETS`)."""
+    try:
+        return WINDOW_PRESETS[name]
+    except (KeyError, TypeError):
+        raise SmallCovidError(f"unknown window {name!r}; choose one of {', '.join(WINDOW_PRESETS)}") from None
+
+
+def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
+    """HU array (any shape) -> float32 in [0, 1]: clip((hu - (level - width/2)) / width, 0, 1)."""
+    low = np.float32(window.level - window.width / 2)
+    out = (np.asarray(hu, dtype=np.float32) - low) / np.float32(window.width)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def _robust_rescale(x: np.ndarray) -> np.ndarray:
+    """Map the 0.5th..99.5th percentiles to [0, 1] (min..max if those coincide); constant -> zeros."""
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return np.zeros(x.shape, np.float32)
+    lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.zeros(x.shape, np.float32)
+    return np.clip((x - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def to_model_input(s: Slice, window: Window | None = None) -> np.ndarray:
+    """Slice -> (H, W) float32 in [0, 1], the intensity scale models are trained on.
+
+    - ``"hu"``: windowed with ``window`` (default: the lung preset, width 1500, level -600).
+    - ``"display"``: already windowed; clipped to [0, 1] (``window`` is ignored).
+    - ``"raw"``: robust rescale, 0.5th..99.5th percentile -> 0..1 (``window`` is ignored).
+
+    A constant image gives zeros; the result never contains NaN.
+    """
+    if s.units == "hu":
+        out = apply_window(s.pixels, window or get_window(DEFAULT_WINDOW))
+    elif s.units == "display":
+        out = np.clip(s.pixels, 0.0, 1.0).astype(np.float32)
+    else:
+        out = _robust_rescale(s.pixels)
+    return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise SmallCovidError(f"size must be (height, width), got {size!r}") from None
+    if h < 1 or w < 1:
+        raise SmallCovidError(f"size must be positive, got {h}x{w}")
+    return h, w
+
+
+def _interpolate(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) float -> (C, h, w) float32, bilinear, antialiased when shrinking."""
+    h, w = size
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+    shrink = h < x.shape[-2] or w < x.shape[-1]
+    with torch.no_grad():
+        out = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
+    return out[0].numpy()
+
+
+def resize_image(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) image -> (h, w) float32, bilinear (antialiased when shrinking). ``size`` is (h, w)."""
+    size = _check_size(size)
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise SmallCovidError(f"resize_image needs a (H, W) array, got shape {x.shape}")
+    if x.shape == size:
+        return x.astype(np.float32, copy=True)
+    return _interpolate(x[None], size)[0]
+
+
+def resize_mask(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) mask or label map -> (h, w), nearest neighbour, same dtype and values.
+
+    Uses pixel centres (like ``nearest-exact``): output pixel i takes input row
+    floor((i + 0.5) * H / h).
+    """
+    h, w = _check_size(size)
+    m = np.asarray(m)
+    if m.ndim != 2:
+        raise SmallCovidError(f"resize_mask needs a (H, W) array, got shape {m.shape}")
+    rows = np.minimum(((np.arange(h) + 0.5) * m.shape[0] / h).astype(np.int64), m.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * m.shape[1] / w).astype(np.int64), m.shape[1] - 1)
+    return m[rows[:, None], cols[None, :]]
+
+
+def resize_prob(p: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) or (H, W) probabilities -> (C, h, w) or (h, w) float32 in [0, 1], bilinear.
+
+    Used to map model outputs back to the input's own size.
+    """
+    size = _check_size(size)
+    p = np.asarray(p)
+    if p.ndim not in (2, 3):
+        raise SmallCovidError(f"resize_prob needs a (C, H, W) or (H, W) array, got shape {p.shape}")
+    out = _interpolate(p if p.ndim == 3 else p[None], size)
+    out = np.clip(out, 0.0, 1.0)
+    return out if p.ndim == 3 else out[0]
+
+
+def display_uint8(s: Slice, window: Window | None = None) -> np.ndarray:
+    """(H, W) uint8 for showing the scan: round(to_model_input(s, window) * 255)."""
+    return np.rint(to_model_input(s, window) * 255).astype(np.uint8)

@@ -1,0 +1,267 @@
+"""Read CT slices, volumes and masks from user files; write masks atomically.
+
+The reader is chosen from the file's content (magic bytes), never from its
+extension, so a PNG named ``scan.jpg`` loads fine and an HTML page named
+``scan.png`` gets a clear error. Every problem with user input raises
+:class:`~smallcovid.core.errors.InputFileError` ("<name>: <one sentence>"); raw
+Pillow / pydicom / nibabel / zlib exceptions never escape.
+
+Voxel order of NIfTI volumes: ``voxels[k] == data[:, :, k]`` for the array
+``data`` as stored (shape X, Y, Z), with no rotation or flip. The MedSeg release
+(``tr_im.nii.gz`` / ``tr_mask.nii.gz``) and the PNG/JPEG slices derived from it
+use exactly this order, so masks and images line up. Sizes in messages are
+written width x height (columns x rows), like image viewers do.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Literal
+
+import numpy as np
+
+from smallcovid.io import decoders as _d
+from smallcovid.io import validate as _v
+from smallcovid.core.errors import InputFileError, SmallCovidError
+
+Units = Literal["hu", "display", "raw"]
+_UNITS = ("hu", "display", "raw")
+
+#: A NIfTI whose minimum is at or below this is taken to be CT in Hounsfield units.
+HU_MINIMUM_BELOW = -500.0
+_IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
+
+
+@dataclass(frozen=True, eq=False)
+class Slice:
+    """One 2D slice.
+
+    Attributes:
+        pixels: (H, W) float32 intensities.
+        units: ``"hu"`` Hounsfield units; ``"display"`` already windowed, in [0, 1]
+            (8-bit PNG/JPEG divided by 255); ``"raw"`` other intensities (16-bit or
+            float images, NIfTI without an HU-like range).
+        spacing: (row mm, col mm) when known.
+        source: file name, for messages.
+    """
+
+    pixels: np.ndarray
+    units: Units
+    spacing: tuple[float, float] | None = None
+    source: str = "slice"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pixels", np.asarray(self.pixels, dtype=np.float32))
+        _check_fields(self, 2, self.pixels)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return self.pixels.shape  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A stack of D axial slices.
+
+    Attributes:
+        voxels: (D, H, W) float32; ``voxels[k]`` is axial slice k.
+        units: as for :class:`Slice`.
+        spacing: (slice mm, row mm, col mm) when known.
+        affine: 4x4 voxel-to-world affine of the source NIfTI (None otherwise).
+        source: file name, for messages.
+    """
+
+    voxels: np.ndarray
+    units: Units
+    spacing: tuple[float, float, float] | None = None
+    affine: np.ndarray | None = None
+    source: str = "volume"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "voxels", np.asarray(self.voxels, dtype=np.float32))
+        _check_fields(self, 3, self.voxels)
+        if self.affine is not None and np.shape(self.affine) != (4, 4):
+            raise SmallCovidError(f"{self.source}: affine must be 4x4, got shape {np.shape(self.affine)}")
+
+    def __len__(self) -> int:
+        return int(self.voxels.shape[0])
+
+    def slice(self, index: int) -> Slice:
+        """Axial slice ``index`` (0 <= index < len(self)) as a :class:`Slice` (a view)."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
+            raise SmallCovidError(f"{self.source}: slice index {index!r} is out of range; "
+                                  f"valid indices are 0 to {len(self) - 1}")
+        spacing = None if self.spacing is None else (self.spacing[1], self.spacing[2])
+        return Slice(self.voxels[int(index)], self.units, spacing, self.source)
+
+
+def _check_fields(obj: Slice | Volume, ndim: int, arr: np.ndarray) -> None:
+    if arr.ndim != ndim:
+        raise SmallCovidError(f"{obj.source}: {type(obj).__name__} needs a {ndim}D array, got shape {arr.shape}")
+    if obj.units not in _UNITS:
+        raise SmallCovidError(f"{obj.source}: units must be one of {', '.join(_UNITS)}, got {obj.units!r}")
+    if obj.spacing is not None:
+        spacing = tuple(float(s) for s in obj.spacing)
+        if len(spacing) != ndim:
+            raise SmallCovidError(f"{obj.source}: spacing needs {ndim} values, got {obj.spacing!r}")
+        object.__setattr__(obj, "spacing", spacing)
+
+
+# ------------------------------------------------------------------ readers
+
+def _load(source: str | os.PathLike | bytes, name: str | None) -> tuple[str, bytes, str]:
+    """Read, size-check and sniff; returns ``(kind, data, name)`` with gzip already undone."""
+    data, name = _v.read_source(source, name)
+    kind = _v.sniff(data)
+    if kind == "gzip":
+        data, kind = _v.gunzip_nifti(data, name), "nifti"
+    if kind == "unknown":
+        raise _v.unsupported(data, name)
+    return kind, data, name
+
+
+def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Slice | Volume:
+    """Read a PNG/JPEG/TIFF, DICOM or NIfTI (.nii/.nii.gz) scan from a path or bytes.
+
+    Args:
+        source: file path, or the raw bytes of an upload.
+        name: name used in messages (default: the path's file name, or "upload").
+
+    Returns:
+        A :class:`Slice` for 2D data; a :class:`Volume` for 3D NIfTI (``voxels[k] ==
+        data[:, :, k]``, spacing from the header zooms as (z, x, y)) or multi-frame
+        DICOM. DICOM is in HU; NIfTI is "hu" when its minimum is <= -500, else "raw".
+        Scattered NaN/Inf values are replaced by the finite minimum.
+
+    Raises:
+        InputFileError: the file is missing, empty, too large, truncated, not a
+            supported format, has absurd dimensions or contains no finite values.
+    """
+    kind, data, name = _load(source, name)
+    if kind in _IMAGE_FORMATS:
+        dec = _d.decode_image(data, name, _IMAGE_FORMATS[kind])
+    elif kind == "dicom":
+        dec = _d.decode_dicom(data, name)
+    else:
+        dec = _d.decode_nifti(data, name)
+    arr = _v.clean_finite(dec.array, name)
+    units = dec.units
+    if kind == "nifti":
+        units = "hu" if float(arr.min()) <= HU_MINIMUM_BELOW else "raw"
+        if arr.ndim == 3:
+            z = dec.spacing
+            arr, spacing = arr.transpose(2, 0, 1), (z[2], z[0], z[1])  # type: ignore[index]
+            return Volume(np.ascontiguousarray(arr), units, spacing, dec.affine, name)  # type: ignore[arg-type]
+    if arr.ndim == 3:
+        return Volume(arr, units, dec.spacing, None, name)  # type: ignore[arg-type]
+    return Slice(arr, units, dec.spacing, name)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ masks and labels
+
+def _label_image(source: str | os.PathLike | bytes, name: str | None,
+                 shape: tuple[int, int] | None) -> tuple[np.ndarray, str, str]:
+    kind, data, name = _load(source, name)
+    if kind not in _IMAGE_FORMATS:
+        raise InputFileError(name, f"is a {'DICOM' if kind == 'dicom' else 'NIfTI'} file; "
+                                   "masks must be PNG or TIFF images")
+    arr = _d.decode_image(data, name, _IMAGE_FORMATS[kind], labels=True).array
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise InputFileError(name, f"is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}")
+    hint = " (JPEG compression changes pixel values; save masks as PNG)" if kind == "jpeg" else ""
+    return arr, name, hint
+
+
+def read_mask(source: str | os.PathLike | bytes, name: str | None = None,
+              shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Binary lesion mask -> (H, W) bool. Values must be 0/255 or 0/1 (gray, or RGB with equal channels).
+
+    ``shape`` is the (H, W) of the matching image; a different size is an error.
+    """
+    arr, name, hint = _label_image(source, name, shape)
+    values = np.unique(arr)
+    if set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}:
+        return arr > 0
+    raise InputFileError(name, f"has values {_v.format_values(values)}; a mask must contain only "
+                               f"0 and 255 (or 0 and 1){hint}")
+
+
+def read_classes(source: str | os.PathLike | bytes, name: str | None = None,
+                 shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Lesion-type map -> (H, W) uint8: 0 background, 1 ground-glass, 2 consolidation (3 folds into 2)."""
+    arr, name, hint = _label_image(source, name, shape)
+    values = np.unique(arr)
+    if not set(values.tolist()) <= {0, 1, 2, 3}:
+        raise InputFileError(name, f"has values {_v.format_values(values)}; a lesion-type map must contain "
+                                   f"only 0 (background), 1 (ground-glass) and 2 (consolidation){hint}")
+    return np.where(arr == 3, 2, arr).astype(np.uint8)
+
+
+def read_label_volume(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """NIfTI label volume (e.g. MedSeg ``tr_mask.nii.gz``) -> (D, H, W) uint8 with values 0..3.
+
+    Same voxel order as :class:`Volume` (``labels[k] == data[:, :, k]``); a 2D file gives D = 1.
+    """
+    kind, data, name = _load(source, name)
+    if kind != "nifti":
+        raise InputFileError(name, f"is not a NIfTI label volume (detected {kind.upper()} data)")
+    arr = _d.decode_nifti(data, name).array
+    if not np.isfinite(arr).all():
+        raise InputFileError(name, "contains NaN or infinite values; labels must be whole numbers 0 to 3")
+    values = np.unique(arr)
+    if not set(values.tolist()) <= {0, 1, 2, 3}:
+        raise InputFileError(name, f"has values {_v.format_values(values)}; labels must be 0 (background), "
+                                   "1 (ground-glass), 2 (consolidation) or 3 (pleural effusion)")
+    arr = arr.astype(np.uint8)
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+# ------------------------------------------------------------------ writers
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a (H, W) uint8 array (or (H, W, 3|4) uint8 colour) as PNG, atomically."""
+    from PIL import Image
+
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise SmallCovidError(f"{os.fspath(path)}: write_png needs a (H, W) uint8 array, got {arr.dtype} {arr.shape}")
+    buf = BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    _v.atomic_write(path, buf.getvalue())
+
+
+def write_nifti_mask(path: str | os.PathLike, mask: np.ndarray, like: Volume) -> None:
+    """Write a (D, H, W) label/mask volume in the geometry of ``like``, atomically.
+
+    Gzip-compressed unless ``path`` ends in ``.nii``; see :func:`nifti_mask_data`.
+    """
+    _v.atomic_write(path, nifti_mask_data(mask, like, gz=not os.fspath(path).endswith(".nii"), name=os.fspath(path)))
+
+
+def nifti_mask_data(mask: np.ndarray, like: Volume, gz: bool = True, name: str = "mask") -> bytes:
+    """A (D, H, W) label/mask volume as NIfTI bytes in the geometry of ``like``, built in memory.
+
+    The array is transposed back to (X, Y, Z) (inverse of :func:`read_scan`) and
+    stored as uint8 with ``like.affine`` (or a diagonal affine from ``like.spacing``,
+    identity when unknown); gzip-compressed when ``gz``.
+    """
+    import nibabel
+
+    arr = np.asarray(mask)
+    if arr.shape != like.voxels.shape:
+        raise SmallCovidError(f"{name}: mask shape {arr.shape} differs from the volume's {like.voxels.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise SmallCovidError(f"{name}: mask values must lie in 0..255")
+    if like.affine is not None:
+        affine = np.asarray(like.affine, dtype=np.float64)
+    else:
+        s = like.spacing or (1.0, 1.0, 1.0)
+        affine = np.diag([s[1], s[2], s[0], 1.0])
+    img = nibabel.Nifti1Image(np.ascontiguousarray(arr.astype(np.uint8).transpose(1, 2, 0)), affine)
+    img.set_data_dtype(np.uint8)
+    data = img.to_bytes()
+    return gzip.compress(data, compresslevel=6, mtime=0) if gz else data

@@ -1,0 +1,93 @@
+"""Training configuration: one frozen dataclass that serialises to JSON and travels with weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.models import list_models, make_config
+
+PROTOCOLS = ("default", "paper")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a k-fold training run.
+
+    ``steps_per_epoch=None`` means one pass over the training fold per epoch.
+    ``lr`` / ``optimizer`` defaults are ours; ``protocol="paper"`` replaces them by the
+    paper's (plain gradient descent, lr 1e-4, 20 epochs x 600 steps, threshold 0.8).
+    """
+
+    model: str
+    data: str
+    folds: int = 5
+    epochs: int = 60
+    steps_per_epoch: int | None = None
+    batch_size: int = 4
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    image_size: int = 256
+    threshold: float = 0.8
+    patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
+    seed: int = 0
+    device: str = "auto"
+    augment: bool = True
+    protocol: str = "default"
+    final: bool = False
+    groups: str | None = None
+    splits: str | None = None
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model not in list_models():
+            raise SmallCovidError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
+        if self.protocol not in PROTOCOLS:
+            raise SmallCovidError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise SmallCovidError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        checks = [
+            ("folds", self.folds >= 2, "at least 2"),
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("lr", self.lr > 0, "positive"),
+            ("image_size", 32 <= self.image_size <= 1024 and self.image_size % 32 == 0,
+             "a multiple of 32 between 32 and 1024"),
+            ("threshold", 0 < self.threshold < 1, "between 0 and 1"),
+            ("steps_per_epoch", self.steps_per_epoch is None or self.steps_per_epoch >= 1, "at least 1"),
+            ("patience", self.patience >= 0, "0 (off) or more"),
+            ("weight_decay", self.weight_decay >= 0, "0 or more"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise SmallCovidError(f"{name}={getattr(self, name)!r} is invalid; it must be {allowed}")
+        # Unknown or invalid architecture options fail here, before a run folder is written.
+        try:
+            make_config(self.model, **self.model_config)
+        except SmallCovidError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise SmallCovidError(f"invalid {self.model} option(s) {self.model_config!r} ({exc})") from None
+
+    @staticmethod
+    def paper(**kw: Any) -> "TrainConfig":
+        """The paper's protocol: gradient descent, lr 1e-4, 20 epochs x 600 steps, threshold 0.8."""
+        base = dict(optimizer="sgd", lr=1e-4, epochs=20, steps_per_epoch=600, threshold=0.8,
+                    weight_decay=0.0, protocol="paper", augment=False, patience=0)
+        base.update(kw)
+        return TrainConfig(**base)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "TrainConfig":
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise SmallCovidError(f"unknown training option(s): {', '.join(unknown)}")
+        return TrainConfig(**d)

@@ -1,0 +1,150 @@
+"""After the folds: out-of-fold evaluation, threshold choice, summary and the final model.
+
+The recommended threshold is chosen on out-of-fold predictions only. Each fold's
+reported metrics use a threshold chosen on the *other* folds' predictions, so no
+reported number was tuned on the images it is measured on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shlex
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smallcovid.data.dataset import LabeledSet
+from smallcovid.inference.evaluation import best_threshold, evaluate_maps, predict_set, threshold_sweep
+from smallcovid.core.fsutil import atomic_write_text
+from smallcovid.inference.predictor import Predictor, ProbMaps
+from smallcovid.models import num_parameters
+from smallcovid.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+REPORTED = ("dice", "precision", "recall", "iou", "specificity")
+
+
+def reproduce_command(cfg: TrainConfig) -> str:
+    """The ``train.py`` command line that reruns ``cfg``."""
+    parts = ["python", "train.py", "--model", cfg.model, "--data", cfg.data, "--folds", str(cfg.folds),
+             "--epochs", str(cfg.epochs), "--image-size", str(cfg.image_size), "--batch-size",
+             str(cfg.batch_size), "--lr", str(cfg.lr), "--seed", str(cfg.seed)]
+    if cfg.protocol == "paper":
+        parts += ["--protocol", "paper"]
+    if cfg.steps_per_epoch:
+        parts += ["--steps-per-epoch", str(cfg.steps_per_epoch)]
+    if cfg.patience:
+        parts += ["--patience", str(cfg.patience)]
+    if not cfg.augment:
+        parts += ["--no-augment"]
+    for k, v in cfg.model_config.items():
+        parts += ["--model-option", f"{k}={json.dumps(v)}"]
+    if cfg.final:
+        parts += ["--final"]
+    return shlex.join(parts)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def finish_run(cfg: TrainConfig, data: LabeledSet, splits, out: Path, *, device, clock,
+               progress=None, should_stop=None) -> dict:
+    """Evaluate every fold's best model out of fold, write ``summary.json`` and the final model."""
+    from smallcovid.models.checkpoint import load_weights
+    from smallcovid.training.loop import Progress
+
+    fold_maps: list[list[ProbMaps]] = []
+    fold_sets: list[LabeledSet] = []
+    for k, split in enumerate(splits, start=1):
+        model, card = load_weights(out / f"fold_{k}" / f"{cfg.model}.safetensors", device=str(device))
+        pred = Predictor(model, image_size=cfg.image_size, threshold=cfg.threshold, device=device)
+        val = data.subset(split["val"])
+        fold_maps.append(predict_set(pred, val))
+        fold_sets.append(val)
+    all_maps = [m for ms in fold_maps for m in ms]
+    all_samples = [s for vs in fold_sets for s in vs.samples]
+    sweep = threshold_sweep(all_maps, all_samples)
+    chosen = best_threshold(sweep)
+    per_fold = []
+    for k, (maps, val) in enumerate(zip(fold_maps, fold_sets), start=1):
+        others_maps = [m for j, ms in enumerate(fold_maps) if j != k - 1 for m in ms]
+        others = [s for j, vs in enumerate(fold_sets) if j != k - 1 for s in vs.samples]
+        thr_k = best_threshold(threshold_sweep(others_maps, others))
+        at_paper = evaluate_maps(maps, val.samples, cfg.threshold)
+        tuned = evaluate_maps(maps, val.samples, thr_k)
+        hist = (out / f"fold_{k}" / "resume" / "resume.json")
+        best_epoch = json.loads(hist.read_text())["meta"]["best_epoch"] if hist.is_file() else None
+        metrics = {"fold": k, "n_val": len(val), "best_epoch": best_epoch,
+                   "at_threshold": {"threshold": cfg.threshold, **at_paper.to_dict()},
+                   "tuned": {"threshold": thr_k, **tuned.to_dict()}}
+        atomic_write_text(out / f"fold_{k}" / "metrics.json", json.dumps(metrics, indent=1))
+        per_fold.append(metrics)
+    summary = {
+        "model": cfg.model,
+        "folds": len(splits),
+        "n_slices": len(data),
+        "threshold_sweep": sweep,
+        "recommended_threshold": chosen,
+        "at_threshold": _mean_std(per_fold, "at_threshold"),
+        "tuned": _mean_std(per_fold, "tuned"),
+        "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
+                      "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
+        "elapsed_s": clock.elapsed(),
+        "device": device_name(device),
+        "command": reproduce_command(cfg),
+    }
+    if cfg.final:
+        summary["final"] = _train_final(cfg, data, out, summary, device, clock, progress, should_stop)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    if progress is not None:
+        progress(Progress("done", 0, len(splits), elapsed_s=clock.elapsed(), eta_s=0.0))
+    return summary
+
+
+def _row(m: dict) -> dict:
+    row = {k: m["mean"][k] for k in REPORTED}
+    row["pooled_dice"] = m["pooled"]["dice"]
+    row["threshold"] = m["threshold"]
+    for t, v in m.get("type_dice", {}).items():
+        row[f"dice_{t}"] = v["mean"]
+    return row
+
+
+def _mean_std(per_fold: list[dict], key: str) -> dict:
+    rows = [_row(m[key]) for m in per_fold]
+    out = {}
+    for name in rows[0]:
+        vals = np.array([np.nan if r.get(name) is None else r[name] for r in rows], dtype=float)
+        if np.isnan(vals).all():
+            out[name] = {"mean": None, "std": None}
+        else:
+            out[name] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals))}
+    return out
+
+
+def _train_final(cfg, data, out, summary, device, clock, progress, should_stop) -> dict:
+    from smallcovid.training.loop import train_fold
+
+    final_dir = out / "final"
+    card = {
+        "model": cfg.model,
+        "threshold_note": "recommended threshold chosen on out-of-fold predictions",
+        "training": {"data": cfg.data, "n_slices": len(data), "protocol": cfg.protocol,
+                     "config": json.loads(cfg.to_json()), "device": summary["device"]},
+        "cv": {k: summary[k] for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds")},
+        "command": summary["command"],
+    }
+    model = train_fold(cfg, data, None, final_dir, fold=0, folds=cfg.folds, device=device, clock=clock,
+                       progress=progress, should_stop=should_stop, card=card)
+    from smallcovid.models.checkpoint import save_weights
+
+    card.update(input_size=cfg.image_size, threshold=summary["recommended_threshold"],
+                params=num_parameters(model), training_time_s=clock.elapsed())
+    final_card = save_weights(model, final_dir / f"{cfg.model}.safetensors", card=card)
+    return {"weights": str(final_dir / f"{cfg.model}.safetensors"), "sha256": final_card.get("sha256")}
