@@ -18,9 +18,11 @@ from smallcovid.app import analysis
 from smallcovid.app import uploads
 from smallcovid.app import viz
 from smallcovid.app.catalog import ModelEntry
+from smallcovid.core.vocab import LESION_TYPES, METRIC_TITLES
 from smallcovid.io import Slice, Volume
 from smallcovid.inference.metrics import type_dice
-from smallcovid.data.preprocess import Window, to_model_input
+from smallcovid.data.preprocess import Window
+from smallcovid.inference.volume import predict_volume, threshold_volume
 
 PANELS_PER_ROW = 3
 
@@ -42,18 +44,15 @@ def remember(cache: OrderedDict, key, value, limit: int):
 # ------------------------------------------------------------------ whole volume
 
 def segment_volume(entry: ModelEntry, vol: Volume, window: Window | None) -> np.ndarray:
-    """Lesion probabilities of every slice -> (D, H, W) uint8 (probability x 255), with a progress bar."""
-    pred = predictor(entry)
-    out = np.zeros(vol.voxels.shape, np.uint8)
+    """Lesion probabilities of every slice -> (D, H, W) uint8 levels (``prob_levels``), with a progress bar.
+
+    Thresholded with :func:`smallcovid.inference.volume.threshold_volume`, like the CLI's volume masks.
+    """
     bar = st.progress(0.0, text=f"Segmenting {len(vol)} slices with {entry.label}…")
-    for start in range(0, len(vol), 8):
-        ks = range(start, min(start + 8, len(vol)))
-        maps = pred.predict_images([to_model_input(vol.slice(k), window) for k in ks])
-        for k, m in zip(ks, maps):
-            out[k] = np.rint(m.lesion * 255).astype(np.uint8)
-        bar.progress(ks[-1] / max(1, len(vol) - 1), text=f"Segmented {ks[-1] + 1} of {len(vol)} slices")
+    probs = predict_volume(predictor(entry), vol, window, keep_types=False,
+                           progress=lambda done, n: bar.progress(done / n, text=f"Segmented {done} of {n} slices"))
     bar.empty()
-    return out
+    return probs.levels
 
 
 # ------------------------------------------------------------------ output
@@ -76,7 +75,7 @@ def draw_panels(display: np.ndarray, maps: dict, thr: dict, opacity: float, show
     legend = ["<span style='color:#00e6ff'>□</span> ground truth (outline)"] if truth is not None else []
     if show_types:
         legend += [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {n}"
-                   for (r, g, b), n in zip(viz.TYPE_RGB.values(), ("ground-glass", "consolidation"))]
+                   for (r, g, b), n in zip(viz.TYPE_RGB.values(), LESION_TYPES.values())]
     else:
         legend.append("<span style='color:#%02x%02x%02x'>■</span> lesion" % viz.LESION_RGB)
     if len(maps) >= 2:
@@ -91,10 +90,10 @@ def metrics_frame(maps: dict, thr: dict, truth: np.ndarray, truth_types: np.ndar
     if truth_types is not None:
         for row, (k, m) in zip(rows, maps.items()):
             pred_types = m.type_map(thr[k])
-            for t, name in analysis.TYPE_NAMES.items():
+            for t, name in LESION_TYPES.items():
                 row[f"{name} Dice"] = type_dice(pred_types, truth_types, t)
     df = pd.DataFrame(rows).set_index("model")
-    return df.rename(columns={"dice": "Dice", "iou": "IoU"})
+    return df.rename(columns=METRIC_TITLES)
 
 
 def draw_metrics(df: pd.DataFrame, truth_name: str, thr: dict) -> None:
@@ -154,7 +153,7 @@ def draw_downloads(maps: dict, display: np.ndarray, thr: dict, opacity: float, s
                 st.rerun()
         else:
             probs = vols[vkey]
-            c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(probs >= int(np.ceil(t * 255)), scan),
+            c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(threshold_volume(probs, t)[0], scan),
                                f"{safe}_mask.nii.gz", "application/gzip", key="dl_nifti")
     elif sl.source.lower().endswith((".nii", ".nii.gz")):
         like = uploads.as_volume(sl)

@@ -7,17 +7,17 @@ all computation is in the ``smallcovid`` package.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import streamlit as st
 
 from smallcovid.app.catalog import ModelEntry, available_models
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.fsutil import SessionScratch
+from smallcovid.core.vocab import METRIC_TITLES
+from smallcovid.data.dataset import NO_DATA_DIR, default_data_dir
 from smallcovid.app.policy import Policy, load_policy
 
 DISCLAIMER = "Research use only — not a medical device. Do not use for diagnosis or treatment."
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "covid-semiseg" / "train"
 
 
 def ensure_app_shell() -> None:
@@ -54,14 +54,18 @@ def predictor(entry: ModelEntry):
 
 @st.cache_resource
 def device_name() -> str:
-    """``cuda`` when a GPU is available, else ``cpu``."""
-    from smallcovid.inference.predictor import resolve_device
+    """``cuda`` when a GPU is available, else ``cpu`` (:func:`smallcovid.core.devices.resolve_device`)."""
+    from smallcovid.core.devices import resolve_device
 
     return resolve_device("auto").type
 
 
 def device_label() -> str:
-    """Human description of the device models run on."""
+    """Human description of the device models run on, for the sidebar ("CPU (2 threads)").
+
+    Friendlier than :func:`smallcovid.core.devices.describe_device`, which writes the
+    technical form that goes into summaries and model cards.
+    """
     import torch
 
     if device_name() == "cuda":
@@ -76,6 +80,20 @@ def _secrets() -> dict:
         return st.secrets.to_dict()
     except Exception:  # FileNotFoundError / StreamlitSecretNotFoundError / a TOML error: no secrets
         return {}
+
+
+def data_folder_input(label: str, key: str) -> str:
+    """Text input for a labeled data folder on the server, prefilled with the configured default.
+
+    The default is ``SMALLCOVID_DATA_DIR`` or ``data_dir`` in the secrets
+    (:func:`smallcovid.data.dataset.default_data_dir`); with neither set the field starts
+    empty and a caption says how to set one. Returns the stripped text ("" when empty).
+    """
+    default = default_data_dir(os.environ, _secrets())
+    value = st.text_input(label, value="" if default is None else str(default), key=key)
+    if default is None and not value.strip():
+        st.caption(f"{NO_DATA_DIR} (or data_dir in .streamlit/secrets.toml).")
+    return value.strip()
 
 
 def policy() -> Policy:
@@ -157,7 +175,7 @@ def cv_table(rows: list[dict]):
     """A styled per-fold CV table (rows from :func:`smallcovid.app.catalog.cv_table_rows`) for st.table."""
     import pandas as pd
 
-    df = pd.DataFrame(rows).set_index("fold").rename(columns={"dice": "Dice", "iou": "IoU"})
+    df = pd.DataFrame(rows).set_index("fold").rename(columns=METRIC_TITLES)
     fmt = {c: "{:.3f}" for c in df.columns}
     fmt.update({"best epoch": "{:.0f}", "threshold": "{:.2f}"})
     return df.style.format({k: v for k, v in fmt.items() if k in df.columns}, na_rep="—")

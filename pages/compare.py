@@ -12,24 +12,20 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._shared import (DISCLAIMER, SHARED_DATA, admin_gate, admin_unlocked, check_upload, ensure_app_shell,
+from pages._shared import (DISCLAIMER, admin_gate, admin_unlocked, check_upload, data_folder_input, ensure_app_shell,
                            model_picker, policy, predictor, session_scratch, show_error)
 from smallcovid.app import analysis
 from smallcovid.app import viz
 from smallcovid.app.catalog import cv_mean_std, shipped_cards
 from smallcovid.data.dataset import load_dataset
 from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.vocab import METRIC_TITLES, TABLE_METRICS
 from smallcovid.inference.evaluation import evaluate_maps, predict_set, threshold_sweep
 from smallcovid.io.labeled_zip import extract_labeled_zip
 from smallcovid.app.policy import SERVER_PATHS_OFF
 from smallcovid.inference.report import PAPER_TABLE1
 
 GALLERY_SIZE = 4
-
-
-def default_folder() -> str:
-    """``../shared/data/covid-semiseg/train`` when it exists, else empty."""
-    return "../shared/data/covid-semiseg/train" if SHARED_DATA.is_dir() else ""
 
 
 def data_source() -> str | None:
@@ -42,9 +38,8 @@ def data_source() -> str | None:
     if mode == "Folder on the server":
         if not admin_gate(f"{SERVER_PATHS_OFF}; upload a zip of a labeled set instead", "cmp_admin"):
             return None
-        path = st.text_input("Folder (images/ + masks/ [+ classes/], or a MedSeg NIfTI folder)",
-                             value=default_folder(), key="cmp_path")
-        return path.strip() or None
+        path = data_folder_input("Folder (images/ + masks/ [+ classes/], or a MedSeg NIfTI folder)", "cmp_path")
+        return path or None
     up = st.file_uploader("Zip of images/<stem>.png|jpg|tif and masks/<stem>.png (optional classes/)",
                           type=["zip"], key="cmp_zip")
     return None if up is None else extract_upload(up)
@@ -100,9 +95,9 @@ def table1_display(df: pd.DataFrame) -> pd.DataFrame:
     """Table 1 for reading: ``mean ± std`` cells, pooled values, the paper's numbers."""
     out = pd.DataFrame(index=df.index)
     out["n"] = df["n"]
-    for k, title in zip(analysis.TABLE_METRICS, ("Dice", "precision", "recall", "IoU")):
-        out[title] = [analysis.format_mean_std(m, s) for m, s in zip(df[k], df[f"{k} ±"])]
-    for k in analysis.TABLE_METRICS:
+    for k in TABLE_METRICS:
+        out[METRIC_TITLES[k]] = [analysis.format_mean_std(m, s) for m, s in zip(df[k], df[f"{k} ±"])]
+    for k in TABLE_METRICS:
         out[f"pooled {k}"] = df[f"pooled {k}"].map("{:.3f}".format)
     for c in df.columns:
         if c.endswith(" Dice") or c.startswith("paper "):
@@ -159,8 +154,8 @@ def shipped_cv() -> None:
             continue
         ms = cv_mean_std(card)
         row = {"model": name, "folds": str((card.get("cv") or {}).get("folds", "—"))}
-        for k, title in zip(analysis.TABLE_METRICS, ("Dice", "precision", "recall", "IoU")):
-            row[title] = analysis.format_mean_std(*ms[k]) if k in ms else "—"
+        for k in TABLE_METRICS:
+            row[METRIC_TITLES[k]] = analysis.format_mean_std(*ms[k]) if k in ms else "—"
         rows.append(row)
     if rows:
         st.table(pd.DataFrame(rows).set_index("model"))

@@ -12,20 +12,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import DISCLAIMER, SHARED_DATA, admin_gate, cv_table, ensure_app_shell, show_error
+from pages._shared import DISCLAIMER, admin_gate, cv_table, data_folder_input, ensure_app_shell, show_error
 from smallcovid.app import runview
 from smallcovid.app import viz
 from smallcovid.app.catalog import cv_table_rows
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.training.jobqueue import JobManager, installed_dir
-from smallcovid.training.jobs import Job, jobs_dir
+from smallcovid.data.dataset import detect_format
+from smallcovid.training.jobqueue import JobManager, can_resume, default_install_label, is_installed
+from smallcovid.training.jobs import ACTIVE, Job, jobs_dir
 from smallcovid.models import list_models
 from smallcovid.app.policy import TRAINING_OFF
 from smallcovid.training.config import TrainConfig
 
 IMAGE_SIZES = (32, 64, 128, 192, 256, 320, 384, 512)
-STOPPABLE = ("queued", "running")
-RESUMABLE = ("interrupted", "failed", "cancelled")
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 CANCEL_WAIT_S = 3.0  # grace for the worker to stop between batches before the process group is killed
@@ -41,24 +40,11 @@ def current_manager() -> JobManager:
     return manager(str(jobs_dir() / "jobs.db"))
 
 
-def default_folder() -> str:
-    return "../shared/data/covid-semiseg/train" if SHARED_DATA.is_dir() else ""
-
-
-def check_data_folder(path: str) -> None:
-    """Cheap check that ``path`` looks like a labeled folder or a MedSeg NIfTI folder."""
-    p = Path(path)
-    if not path or not p.is_dir():
-        raise SmallCovidError(f"data folder {path!r} does not exist on the server")
-    if not ((p / "images").is_dir() and (p / "masks").is_dir()) and not (p / "tr_im.nii.gz").is_file():
-        raise SmallCovidError(f"{path} is not a labeled folder; expected images/ and masks/ (or tr_im.nii.gz)")
-
-
 def make_configs(v: dict) -> list[tuple[TrainConfig, str]]:
     """Form values -> (config, job name) per chosen model; raises SmallCovidError on bad values."""
     if not v["models"]:
         raise SmallCovidError("choose at least one model to train")
-    check_data_folder(v["data"])
+    detect_format(v["data"])  # cheap: names only, no image is read
     data = str(Path(v["data"]).resolve())  # the worker may run from another folder
     common = dict(data=data, folds=int(v["folds"]), batch_size=int(v["batch_size"]), image_size=int(v["image_size"]),
                   device=v["device"], seed=int(v["seed"]), final=bool(v["final"]))
@@ -79,7 +65,7 @@ def train_form() -> dict | None:
     defaults = TrainConfig(model=list_models()[0], data=".")
     with st.form("train_form"):
         models = st.multiselect("Model(s)", list_models(), default=[list_models()[0]], key="tr_models")
-        data = st.text_input("Data folder on the server", value=default_folder(), key="tr_data")
+        data = data_folder_input("Data folder on the server", "tr_data")
         c = st.columns(4)
         folds = c[0].number_input("Folds", 2, 20, defaults.folds, key="tr_folds")
         epochs = c[1].number_input("Epochs", 1, 1000, defaults.epochs, key="tr_epochs")
@@ -113,15 +99,10 @@ def stop_job(mgr: JobManager, job_id: int) -> None:
     deadline = time.monotonic() + CANCEL_WAIT_S
     while time.monotonic() < deadline:
         mgr.tick()
-        if mgr.get(job_id).status not in STOPPABLE:
+        if mgr.get(job_id).status not in ACTIVE:
             return
         time.sleep(0.2)
     mgr.kill_now(job_id)
-
-
-def installed_label(job: Job) -> str:
-    """The name :meth:`JobManager.install` gives a job's model by default."""
-    return f"{job.name}-job{job.id}"
 
 
 def draw_results(job: Job) -> None:
@@ -142,7 +123,7 @@ def draw_job(mgr: JobManager, job: Job) -> None:
     st.caption(f"{cfg.get('folds')} folds · {cfg.get('epochs')} epochs · image {cfg.get('image_size')} px · "
                f"batch {cfg.get('batch_size')} · lr {cfg.get('lr')} · protocol {cfg.get('protocol')} · "
                f"data {cfg.get('data')} · run folder {job.run_dir}")
-    if job.status in STOPPABLE:
+    if job.status in ACTIVE:
         st.progress(runview.progress_fraction(job.progress, cfg), text=runview.progress_text(job.progress))
     if job.error and job.status != "done":
         st.error(job.error.splitlines()[0])
@@ -156,18 +137,18 @@ def draw_job(mgr: JobManager, job: Job) -> None:
         with left.popover("Log tail"):
             st.code(tail, language=None)
     # The statuses are exclusive, so at most one action button shows.
-    if job.status in STOPPABLE and right.button("Cancel", key=f"cancel-{job.id}"):
+    if job.status in ACTIVE and right.button("Cancel", key=f"cancel-{job.id}"):
         stop_job(mgr, job.id)
         st.rerun()
-    if job.status in RESUMABLE and right.button("Resume", key=f"resume-{job.id}"):
+    if can_resume(job.status) and right.button("Resume", key=f"resume-{job.id}"):
         mgr.resume(job.id)
         st.rerun()
     if job.status == "done" and cfg.get("final"):
-        if (installed_dir() / f"{installed_label(job)}.safetensors").is_file():
-            st.success(f"Installed as {installed_label(job)}: selectable on the Segment and Compare pages.")
+        if is_installed(job):
+            st.success(f"Installed as {default_install_label(job)}: selectable on the Segment and Compare pages.")
         elif right.button("Use these weights", key=f"install-{job.id}", type="primary"):
             try:
-                mgr.install(job.id, installed_label(job))
+                mgr.install(job.id)
             except SmallCovidError as exc:
                 show_error(exc)
             else:

@@ -15,8 +15,9 @@ def tiny_weights(tmp_path_factory):
 
 @pytest.fixture
 def app_env(tiny_weights, tmp_path, monkeypatch):
-    """Point the app at the tiny weights and a fresh jobs folder; returns the jobs folder."""
+    """Point the app at the tiny weights and a fresh jobs folder, no default data folder; returns the jobs folder."""
     jobs = tmp_path / "jobs"
+    monkeypatch.delenv("SMALLCOVID_DATA_DIR", raising=False)
     monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(tiny_weights))
     monkeypatch.setenv("SMALLCOVID_JOBS_DIR", str(jobs))
     return jobs

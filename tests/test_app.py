@@ -312,6 +312,31 @@ def test_train_rejects_a_missing_data_folder(app_env, tmp_path):
     assert not JobStore(app_env / "jobs.db").list()
 
 
+def test_train_asks_for_a_data_folder_when_the_field_is_empty(app_env):
+    at = new_app().switch_page("pages/train.py").run()
+    assert at.text_input(key="tr_data").value == ""
+    assert any("No data folder set: type one, or set SMALLCOVID_DATA_DIR" in c.value for c in at.caption)
+    at.button[0].click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Enter a data folder: the path is empty"]
+    assert not JobStore(app_env / "jobs.db").list()
+
+
+def test_data_folder_setting_prefills_train_and_compare(app_env, tmp_path, monkeypatch):
+    data = make_labeled_folder(tmp_path / "set", n=4, size=32)
+    monkeypatch.setenv("SMALLCOVID_DATA_DIR", str(data))
+    at = new_app().switch_page("pages/train.py").run()
+    assert at.text_input(key="tr_data").value == str(data)
+    assert not any("No data folder set" in c.value for c in at.caption)
+    at.switch_page("pages/compare.py").run()
+    assert at.text_input(key="cmp_path").value == str(data) and not at.button(key="cmp_run").disabled
+    monkeypatch.delenv("SMALLCOVID_DATA_DIR")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.secrets["data_dir"] = str(data)  # the secrets key, when the variable is unset
+    at.run().switch_page("pages/compare.py").run()
+    assert at.text_input(key="cmp_path").value == str(data)
+
+
 def _finished_job(jobs_dir: Path, data: Path, weights: Path) -> int:
     """A 'done' job row with a run folder as training writes it (history, summary, final model)."""
     from smallcovid.training.config import TrainConfig

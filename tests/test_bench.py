@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from smallcovid.cli.bench import measure_model
+from smallcovid.cli.bench import NO_EPOCH_DATA, data_for_epoch_timing, measure_model
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.cli.benchreport import format_bench
 from smallcovid.models import list_models
 
@@ -17,13 +18,27 @@ KEYS = {"params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "epoc
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_measure_model_reports_every_key(tmp_path, monkeypatch):
+def test_measure_model_reports_every_key(tmp_path, monkeypatch, tiny_data):
     monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(tmp_path))  # no shipped weights: untrained model
-    m = measure_model("smallcovid-net", "cpu", None, quick=True)
+    m = measure_model("smallcovid-net", "cpu", str(tiny_data), quick=True)
     assert KEYS <= set(m)
     assert m["params"] > 1000 and m["flops"] > m["params"]
     assert m["latency_ms"] > 0 and m["throughput_per_s"] > 0 and m["epoch_s"] > 0 and m["peak_mem_mb"] > 10
     assert m["trained_weights"] is False
+
+
+def test_epoch_timing_needs_a_data_folder(tmp_path, monkeypatch, tiny_data):
+    monkeypatch.delenv("SMALLCOVID_DATA_DIR", raising=False)
+    assert data_for_epoch_timing(None) is None and "SMALLCOVID_DATA_DIR" in NO_EPOCH_DATA
+    monkeypatch.setenv("SMALLCOVID_DATA_DIR", str(tiny_data))
+    assert data_for_epoch_timing(None) == str(tiny_data)
+    with pytest.raises(SmallCovidError, match="given: data folder does not exist"):  # --data wins over the variable
+        data_for_epoch_timing(str(tmp_path / "given"))
+    row = {"params": 100, "flops": 10**9, "weights_mb": 1.0, "latency_ms": 10.0, "throughput_per_s": 5.0,
+           "epoch_s": None, "peak_mem_mb": 300.0}
+    text = format_bench({"device": "cpu", "models": {"unet": row, "smallcovid-net": row}})
+    assert "epoch: skipped (no data folder" in text
+    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).rstrip().endswith("—")
 
 
 def test_table_has_ratios_against_unet():

@@ -1,4 +1,4 @@
-"""Command line: ``train.py`` and ``python -m smallcovid predict | evaluate`` as a user runs them.
+"""Command line: ``train.py`` and ``python -m smallcovid predict | evaluate | train`` as a user runs them.
 
 Each command runs in a subprocess (OMP_NUM_THREADS=1) on the tiny labeled folder;
 predict / evaluate use the session's tiny trained run. The four-model training
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,45 @@ def test_train_cli_bad_arguments(tiny_data, tmp_path, capsys, one_thread, args, 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # nothing written
+
+
+def help_flags(text: str) -> list[str]:
+    """The long options a --help text offers, in order of first mention."""
+    return list(dict.fromkeys(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text)))
+
+
+def test_train_subcommand_has_the_same_flags_as_train_py():
+    script = run("train.py", "--help", timeout=120)
+    sub = smallcovid("train", "--help")
+    assert script.returncode == 0 and sub.returncode == 0, script.stderr + sub.stderr
+    flags = help_flags(script.stdout)
+    assert {"--model", "--data", "--folds", "--resume", "--final", "--threads"} <= set(flags)
+    assert help_flags(sub.stdout) == flags
+    assert "--job-id" not in flags and "--jobs-db" not in flags  # internal: set by the app's job executor
+    top = smallcovid("--help")
+    assert all(name in top.stdout for name in ("predict", "evaluate", "bench", "train"))
+
+
+def test_train_subcommand_reports_bad_arguments_like_train_py(tiny_data, tmp_path, capsys, one_thread):
+    from smallcovid.cli.main import main
+
+    argv = ["--threads", "1", "--model", "unet", "--data", str(tiny_data), "--folds", "9",
+            "--out", str(tmp_path / "runs")]
+    rc, _, err = call_main(main, ["train", *argv], capsys)
+    assert rc == 2 and "folds" in err and len(err.strip().splitlines()) == 1, err
+    rc, _, err = call_main(main, ["train", "--threads", "0"], capsys)
+    assert rc == 2 and err.startswith("python -m smallcovid train: error: --threads"), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_console_command_is_declared_and_importable():
+    import importlib
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    target = project["scripts"]["smallcovid"]
+    module, _, attr = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), attr)), target
 
 
 # ------------------------------------------------------------------ predict

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from PIL import Image
 from smallcovid.data.augment import AugmentConfig, augment_batch
 from smallcovid.data.dataset import (
     UNKNOWN_TYPE,
+    default_data_dir,
+    detect_format,
     load_dataset,
     load_splits,
     make_splits,
@@ -65,6 +68,28 @@ def test_missing_folder_and_wrong_layout(tmp_path):
     (tmp_path / "masks").mkdir()
     with pytest.raises(SmallCovidError, match="no .png"):
         load_dataset(tmp_path)
+
+
+def test_detect_format_names_the_layout_without_reading_images(tmp_path, labeled_dir):
+    assert detect_format(labeled_dir) == "folder" and detect_format(str(labeled_dir)) == "folder"
+    for empty in ("", "   "):
+        with pytest.raises(SmallCovidError, match="^Enter a data folder"):
+            detect_format(empty)
+        with pytest.raises(SmallCovidError, match="^Enter a data folder"):
+            load_dataset(empty)
+    with pytest.raises(SmallCovidError, match="nope: data folder does not exist"):
+        detect_format(tmp_path / "nope")
+    with pytest.raises(SmallCovidError, match=r"not a labeled folder; expected images/.*or a MedSeg tr_im.nii.gz"):
+        detect_format(tmp_path)
+    (tmp_path / "tr_im.nii.gz").write_bytes(b"not read")
+    assert detect_format(tmp_path) == "medseg" and detect_format(tmp_path / "tr_im.nii.gz") == "medseg"
+
+
+def test_default_data_dir_from_env_then_secrets(tmp_path):
+    assert default_data_dir({}, None) is None and default_data_dir({"SMALLCOVID_DATA_DIR": "  "}, {"data_dir": ""}) is None
+    assert default_data_dir({}, {"data_dir": str(tmp_path)}) == tmp_path
+    assert default_data_dir({"SMALLCOVID_DATA_DIR": str(tmp_path / "a")}, {"data_dir": str(tmp_path)}) == tmp_path / "a"
+    assert default_data_dir({"SMALLCOVID_DATA_DIR": "~/x"}) == Path("~/x").expanduser()
 
 
 def test_missing_mask(labeled_dir):

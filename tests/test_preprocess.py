@@ -1,4 +1,4 @@
-"""smallcovid.data.preprocess: HU windows, model-input scaling, resizing."""
+"""smallcovid.data.preprocess: HU windows, model-input scaling; and the tests' resizing helpers (tests/resizing.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from smallcovid.data.preprocess import (
     apply_window,
     display_uint8,
     get_window,
-    resize_image,
-    resize_mask,
-    resize_prob,
     to_model_input,
 )
+from resizing import resize_image, resize_mask, resize_prob
 
 
 def test_presets_and_lookup():

@@ -283,3 +283,56 @@ def test_train_cli_reports_disk_full_in_one_line(tiny_data, tmp_path, monkeypatc
     assert rc == 1 and lines == ["error: training stopped: No space left on device"]
     assert "Traceback" not in err
     _assert_no_partial_files(tmp_path / "r")
+
+
+# ------------------------------------------------------------------ structure
+
+ENGINE = ("progress", "tensors", "state", "fold", "cvsummary", "loop")
+
+
+def _training_imports(module: str) -> tuple[set[str], bool]:
+    """(smallcovid.training modules ``module`` imports, whether any import sits inside a function)."""
+    import ast
+
+    tree = ast.parse((REPO / "smallcovid" / "training" / f"{module}.py").read_text())
+    names: set[str] = set()
+    nested = False
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            nested |= any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smallcovid.training."):
+            names.add(node.module.rsplit(".", 1)[1])
+    return names, nested
+
+
+def test_engine_imports_point_one_way():
+    order = {m: i for i, m in enumerate(ENGINE)}
+    for module in ENGINE:
+        deps, nested = _training_imports(module)
+        assert not nested, f"{module}.py imports inside a function"
+        later = {d for d in deps if d in order and order[d] >= order[module]}
+        assert not later, f"{module}.py imports {later}, which come after it in {ENGINE}"
+
+
+def test_public_names_stay_importable():
+    from smallcovid.inference.predictor import resolve_device as old
+    from smallcovid.training import loop, progress, tensors
+    from smallcovid.core.devices import resolve_device
+
+    assert old is resolve_device
+    assert loop.Progress is progress.Progress and loop.TrainingCancelled is progress.TrainingCancelled
+    assert loop.to_tensors is tensors.to_tensors
+
+
+def test_device_resolution_and_description():
+    import torch
+
+    from smallcovid.core.devices import describe_device, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(SmallCovidError, match="tpu"):
+        resolve_device("tpu")
+    text = describe_device(torch.device("cpu"))
+    assert text.startswith("cpu (") and text.endswith(f"{torch.get_num_threads()} threads)")

@@ -15,10 +15,9 @@ import numpy as np
 from scipy import ndimage
 
 from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.vocab import LESION_TYPES, TABLE_METRICS
 from smallcovid.inference.metrics import confusion_counts, scores
 
-TYPE_NAMES = {1: "ground-glass", 2: "consolidation"}
-TABLE_METRICS = ("dice", "precision", "recall", "iou")
 EMPTY_MASK_NOTE = (
     "Empty-mask convention: when prediction and ground truth are both empty, Dice and IoU are 1; "
     "when exactly one of them is empty, they are 0."
@@ -64,7 +63,7 @@ def lesion_stats(
     type_px: dict[str, int] = {}
     if types is not None:
         t = np.asarray(types)
-        type_px = {name: int(((t == k) & mask).sum()) for k, name in TYPE_NAMES.items()}
+        type_px = {name: int(((t == k) & mask).sum()) for k, name in LESION_TYPES.items()}
     return LesionStats(
         area_px=area,
         area_mm2=None if px_mm2 is None else area * px_mm2,

@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from smallcovid.core.vocab import TABLE_METRICS
 from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import list_models
 
 log = logging.getLogger(__name__)
-CV_METRICS = ("dice", "precision", "recall", "iou")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def cv_fold_rows(card: dict, key: str = "at_threshold") -> list[dict]:
     for f in _cv(card).get("per_fold", []) or []:
         m = f.get(key, {}) or {}
         row = {"fold": f.get("fold"), "best epoch": f.get("best_epoch"), "threshold": m.get("threshold")}
-        row.update({k: m.get(k) for k in CV_METRICS})
+        row.update({k: m.get(k) for k in TABLE_METRICS})
         row.update({k.removeprefix("dice_") + " Dice": v for k, v in m.items() if k.startswith("dice_")})
         rows.append(row)
     return rows

@@ -3,7 +3,8 @@
 Per model (each measured in its own subprocess so peak memory is its own):
 parameters, FLOPs per 256x256 slice, weights file size, end-to-end latency for one
 512x512 slice (resize in, forward, resize back; median after warm-up), throughput
-at the best batch size, seconds per training epoch on the 50-slice set, and peak
+at the best batch size, seconds per training epoch on a labeled set (``--data``
+or ``$SMALLCOVID_DATA_DIR``; skipped with a note when neither is set), and peak
 memory (CPU: max resident set size of the process; CUDA: max allocated). Then the
 whole app path for one 512x512 upload: decode, preprocess, every model, overlays.
 """
@@ -13,13 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,11 +26,12 @@ import torch
 from smallcovid.core.errors import SmallCovidError
 
 log = logging.getLogger(__name__)
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "covid-semiseg" / "train"
+NO_EPOCH_DATA = "no data folder (pass --data DIR or set SMALLCOVID_DATA_DIR)"
 
 
 def _predictor(name: str, device: str):
-    from smallcovid.inference.predictor import Predictor, load_predictor, shipped_models, resolve_device
+    from smallcovid.core.devices import resolve_device
+    from smallcovid.inference.predictor import Predictor, load_predictor, shipped_models
     from smallcovid.models import build_model
 
     if name in shipped_models():
@@ -57,7 +57,7 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict:
-    """All figures for one model (run inside a fresh process)."""
+    """All figures for one model (run inside a fresh process); ``epoch_s`` is None without ``data``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from smallcovid.inference.predictor import weights_dir
@@ -85,7 +85,7 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
         secs = _median_time(lambda: (pred.predict_images(batch, batch_size=bs), _sync(dev)), max(3, reps // 3), 1)
         if bs / secs > best_tp:
             best_tp, best_bs = bs / secs, bs
-    epoch_s = _epoch_seconds(name, pred.image_size, dev, data, quick)
+    epoch_s = _epoch_seconds(name, pred.image_size, dev, data, quick) if data else None
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
@@ -95,22 +95,14 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
             "throughput_per_s": best_tp, "best_batch": best_bs, "epoch_s": epoch_s, "peak_mem_mb": peak}
 
 
-def _epoch_seconds(name: str, size: int, dev: torch.device, data: str | None, quick: bool) -> float:
-    """One real training epoch (batch 4, augmentation on) over the 50-slice set at ``size``."""
+def _epoch_seconds(name: str, size: int, dev: torch.device, data: str, quick: bool) -> float:
+    """Seconds for one real training epoch (batch 4, augmentation on) over the labeled set ``data`` at ``size``."""
     from smallcovid.data.augment import AugmentConfig, augment_batch
+    from smallcovid.data.dataset import load_dataset
     from smallcovid.models import build_model
+    from smallcovid.training.tensors import to_tensors
 
-    n = 50
-    if data and Path(data).is_dir():
-        from smallcovid.data.dataset import load_dataset
-        from smallcovid.training.loop import to_tensors
-
-        images, masks, types = to_tensors(load_dataset(data), size)
-    else:  # synthetic stand-in of the same size when the data set is absent
-        g = torch.Generator().manual_seed(0)
-        images = torch.rand(n, 1, size, size, generator=g)
-        masks = (torch.rand(n, 1, size, size, generator=g) > 0.85).float()
-        types = masks[:, 0].long()
+    images, masks, types = to_tensors(load_dataset(data), size)
     kw = {"image_size": size} if name == "mask-rcnn" else {}
     model = build_model(name, **kw).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -161,14 +153,30 @@ def measure_pipeline(device: str, quick: bool) -> dict:
     return {"pipeline_s": _median_time(run, 3 if quick else 7, 1), "models": [p.name for p in preds]}
 
 
+def data_for_epoch_timing(data: str | None) -> str | None:
+    """``data`` or else ``$SMALLCOVID_DATA_DIR``; None when neither is set (epoch timing is skipped).
+
+    Raises:
+        SmallCovidError: the folder given or configured is not a labeled set (see ``detect_format``).
+    """
+    from smallcovid.data.dataset import default_data_dir, detect_format
+
+    chosen = data if data else default_data_dir()
+    if chosen is None:
+        return None
+    detect_format(chosen)
+    return str(chosen)
+
+
 def run_bench(args: argparse.Namespace) -> int:
-    from smallcovid.inference.predictor import resolve_device
+    from smallcovid.core.devices import describe_device, resolve_device
     from smallcovid.models import list_models
 
     dev = resolve_device(args.device)
-    data = args.data or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None)
-    device_desc = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    print(f"benchmarking on {device_desc}; epoch timing on {'the 50-slice set ' + data if data else 'synthetic slices'}", flush=True)
+    data = data_for_epoch_timing(args.data)
+    device_desc = describe_device(dev)
+    print(f"benchmarking on {device_desc}; "
+          + (f"epoch timing on {data}" if data else f"epoch timing skipped: {NO_EPOCH_DATA}"), flush=True)
     results = {}
     for name in list_models():
         cmd = [sys.executable, "-m", "smallcovid.cli.bench", "--one", name, "--device", str(dev)]

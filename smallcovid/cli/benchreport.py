@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 
+def _num(value: float | None, fmt: str, width: int) -> str:
+    """``value`` formatted with ``fmt``, or a right-aligned dash for a skipped figure (None)."""
+    return f"{'—':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+
 def format_bench(doc: dict) -> str:
+    """The bench table (one row per model, ratios against ``unet``); ``epoch_s`` None shows as a dash."""
     models = doc["models"]
     ref = models.get("unet")
     head = (f"{'model':<15}{'params':>11}{'GFLOPs':>8}{'MB':>7}{'latency ms':>11}{'img/s':>7}"
@@ -12,15 +18,19 @@ def format_bench(doc: dict) -> str:
     for name, m in models.items():
         ratio = ""
         if ref:
+            epoch = m["epoch_s"] / ref["epoch_s"] if m.get("epoch_s") and ref.get("epoch_s") else None
             ratio = (f"{m['params'] / ref['params']:>7.3f} {m['latency_ms'] / ref['latency_ms']:>7.2f} "
-                     f"{m['epoch_s'] / ref['epoch_s']:>6.2f}")
+                     f"{_num(epoch, '.2f', 6)}")
         lines.append(f"{name:<15}{m['params']:>11,d}{m['flops'] / 1e9:>8.2f}{m['weights_mb']:>7.1f}"
-                     f"{m['latency_ms']:>11.1f}{m['throughput_per_s']:>7.1f}{m['epoch_s']:>9.1f}"
+                     f"{m['latency_ms']:>11.1f}{m['throughput_per_s']:>7.1f}{_num(m.get('epoch_s'), '.1f', 9)}"
                      f"{m['peak_mem_mb']:>9.0f} | {ratio}")
     p = doc.get("pipeline")
     if p:
         lines.append(f"all {len(p['models'])} models on one 512x512 upload (decode, preprocess, forward, overlays): "
                      f"{p['pipeline_s']:.2f} s")
     lines.append("latency: one 512x512 slice incl. resize in/out, median after warm-up; "
-                 "epoch: 50 slices, batch 4, at each model's input size; untrained weights where none are shipped")
+                 + ("epoch: one pass over the labeled set, batch 4, at each model's input size"
+                    if all(m.get("epoch_s") is not None for m in models.values())
+                    else "epoch: skipped (no data folder: pass --data DIR or set SMALLCOVID_DATA_DIR)")
+                 + "; untrained weights where none are shipped")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
-"""``python -m smallcovid predict | evaluate | bench``.
+"""``smallcovid predict | evaluate | bench | train`` (also ``python -m smallcovid ...``).
 
 stdout is for people, files are for programs. Exit 0 on success, 2 on bad input
-with one line per problem on stderr and no traceback.
+with one line per problem on stderr and no traceback (``train``: see
+:mod:`smallcovid.cli.train` for its other exit codes).
 """
 
 from __future__ import annotations
@@ -13,34 +14,20 @@ import sys
 
 import numpy as np
 
+from smallcovid.cli.args import EXIT_BAD_INPUT, OneLineParser, threshold_arg
 from smallcovid.core.errors import SmallCovidError
 
 log = logging.getLogger(__name__)
-EXIT_BAD_INPUT = 2
+
+__all__ = ["EXIT_BAD_INPUT", "OneLineParser", "build_parser", "console", "main", "threshold_arg"]
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports usage errors as a single line on stderr (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
-def threshold_arg(text: str) -> float:
-    try:
-        t = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"threshold must be a number between 0 and 1, got {text!r}")
-    if not 0.0 < t < 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must be between 0 and 1 (exclusive), got {t}")
-    return t
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
+    from smallcovid.cli import train as train_cli
     from smallcovid.models import list_models
 
     names = list_models()
-    p = OneLineParser(prog="python -m smallcovid", description="SmallCovid: COVID-19 lesion segmentation (research use only).")
+    p = OneLineParser(prog=prog, description="SmallCovid: COVID-19 lesion segmentation (research use only).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     pr = sub.add_parser("predict", help="segment CT slices / volumes")
     pr.add_argument("--model", choices=names, help="model name (default: from --weights)")
@@ -62,12 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--device", default="auto")
     be.add_argument("--data", default=None, help="labeled folder for the training-epoch timing")
     be.add_argument("--quick", action="store_true", help="fewer repetitions (for tests)")
+    tr = sub.add_parser("train", help=train_cli.DESCRIPTION + " (same flags as train.py)",
+                        description=train_cli.DESCRIPTION)
+    train_cli.add_arguments(tr).set_defaults(subparser=tr)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m smallcovid") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from smallcovid.cli import train as train_cli
+
+        # train sets up its own logging (progress lines on stdout)
+        return train_cli.run(args, args.subparser)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
     try:
         if args.command == "predict":
             from smallcovid.cli.predict import run_predict
@@ -81,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     except SmallCovidError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def console() -> int:
+    """The ``smallcovid`` console command (installed by ``pip install -e .``)."""
+    return main(prog="smallcovid")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

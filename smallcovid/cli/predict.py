@@ -2,8 +2,10 @@
 
 For a 2D input ``<stem>``: ``<stem>_prob.png`` (probability x 255, 8-bit),
 ``<stem>_mask.png`` (0 / 255) and ``<stem>_classes.png`` (0 bg, 1 GGO, 2
-consolidation), all at the input's own width and height. For a volume:
-``<stem>_mask.nii.gz`` and ``<stem>_classes.nii.gz`` in the input's geometry.
+consolidation), all at the input's own width and height; a pixel is lesion when
+p >= threshold. For a volume: ``<stem>_mask.nii.gz`` and ``<stem>_classes.nii.gz``
+in the input's geometry, thresholded at 8-bit precision exactly like the app's
+NIfTI download (:func:`smallcovid.inference.volume.threshold_volume`).
 Each file is written atomically; an input that fails writes nothing.
 """
 
@@ -18,7 +20,8 @@ import numpy as np
 from smallcovid import io
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.inference.predictor import Predictor, load_predictor
-from smallcovid.data.preprocess import get_window, to_model_input
+from smallcovid.data.preprocess import get_window
+from smallcovid.inference.volume import predict_volume
 
 
 def output_stem(path: str) -> str:
@@ -61,10 +64,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def predict_one(predictor: Predictor, scan, window, threshold: float, out: Path, stem: str) -> list[str]:
     """Predict one Slice or Volume and write its outputs; returns the file names written."""
     if isinstance(scan, io.Volume):
-        images = [to_model_input(scan.slice(k), window) for k in range(len(scan))]
-        maps = predictor.predict_images(images)
-        mask = np.stack([m.mask(threshold) for m in maps]).astype(np.uint8)
-        classes = np.stack([m.type_map(threshold) for m in maps]).astype(np.uint8)
+        mask, classes = predict_volume(predictor, scan, window).threshold(threshold)
         names = [f"{stem}_mask.nii.gz", f"{stem}_classes.nii.gz"]
         io.write_nifti_mask(out / names[0], mask, like=scan)
         io.write_nifti_mask(out / names[1], classes, like=scan)

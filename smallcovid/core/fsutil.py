@@ -1,11 +1,13 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename.
+"""Atomic file writes (temporary file in the same folder, then rename) and file hashes.
 
 A crash or a full disk therefore never leaves a half-written file under the final name.
-Also: :class:`SessionScratch`, the per-session temporary folder of the app.
+Also: :func:`sha256_file`, the checksum model cards and training checkpoints record,
+and :class:`SessionScratch`, the per-session temporary folder of the app.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -51,6 +53,42 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 (64 characters) of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sha256(folder: str | os.PathLike) -> str:
+    """Hex SHA-256 of a folder's content: every regular file's relative path and SHA-256.
+
+    It hashes the ``sha256sum``-style listing ``<file sha256>  <relative/posix/path>\n``
+    of every regular file below ``folder``, sorted by path (symlinks are neither
+    followed nor listed), so the same files give the same hash wherever the folder
+    lies and whatever their dates. Shell equivalent::
+
+        cd FOLDER && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum | sha256sum
+
+    Model cards record it as ``data_sha256``, the fingerprint of their training data.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    files = []
+    for dirpath, _, names in os.walk(root):  # does not follow symlinked folders
+        for name in names:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink():
+                files.append((path.relative_to(root).as_posix(), path))
+    digest = hashlib.sha256()
+    for rel, path in sorted(files):
+        digest.update(f"{sha256_file(path)}  {rel}\n".encode("utf-8"))
+    return digest.hexdigest()
 
 
 class SessionScratch:

@@ -7,6 +7,9 @@ Two layouts load as the same :class:`LabeledSet`:
 * the MedSeg NIfTI release: ``tr_im.nii.gz`` + ``tr_mask.nii.gz`` (labels 0 bg,
   1 GGO, 2 consolidation, 3 pleural effusion -> folded into 2). Slices are named
   ``medseg_<index>`` like the JPEG re-release of the same data.
+
+:func:`detect_format` tells the two apart without reading an image;
+:func:`default_data_dir` is the configured default folder (``$SMALLCOVID_DATA_DIR``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Mapping
 
 import numpy as np
 
@@ -27,6 +31,57 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 UNKNOWN_TYPE = -100  # ignore index for cross-entropy where lesion types are not labeled
+DATA_DIR_ENV = "SMALLCOVID_DATA_DIR"
+DATA_DIR_SECRET = "data_dir"
+NO_DATA_DIR = f"No data folder set: type one, or set {DATA_DIR_ENV}"  # shown where a default would be
+FOLDER_LAYOUT = "images/<stem>.png|jpg|tif and masks/<stem>.png"
+MEDSEG_IMAGES = "tr_im.nii.gz"
+
+
+def default_data_dir(env: Mapping[str, str] | None = None, secrets: Mapping | None = None) -> Path | None:
+    """The default labeled data folder, or None when none is configured.
+
+    Args:
+        env: environment to read :data:`DATA_DIR_ENV` (``SMALLCOVID_DATA_DIR``) from;
+            default ``os.environ``. It wins over ``secrets``.
+        secrets: optional settings mapping (the app passes Streamlit's secrets) whose
+            :data:`DATA_DIR_SECRET` key (``data_dir``) is used when the variable is unset.
+
+    Returns:
+        The folder as configured (``~`` expanded; not checked for existence), or None
+        when neither setting is given or both are blank.
+    """
+    env = os.environ if env is None else env
+    for value in (env.get(DATA_DIR_ENV), (secrets or {}).get(DATA_DIR_SECRET)):
+        text = "" if value is None else str(value).strip()
+        if text:
+            return Path(text).expanduser()
+    return None
+
+
+def detect_format(path: str | os.PathLike) -> Literal["folder", "medseg"]:
+    """Which labeled layout ``path`` holds, from file names only (no image is read).
+
+    Returns:
+        ``"folder"`` for ``images/`` + ``masks/``; ``"medseg"`` for a folder holding
+        ``tr_im.nii.gz`` or the path of a ``tr_im*`` file itself.
+
+    Raises:
+        SmallCovidError: ``path`` is empty ("Enter a data folder"), does not exist,
+            or holds neither layout (the message names the path and both layouts).
+    """
+    if not os.fspath(path).strip():
+        raise SmallCovidError("Enter a data folder: the path is empty")
+    root = Path(path)
+    if root.is_file() and root.name.startswith("tr_im"):
+        return "medseg"
+    if not root.is_dir():
+        raise SmallCovidError(f"{root}: data folder does not exist")
+    if (root / MEDSEG_IMAGES).is_file():
+        return "medseg"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "folder"
+    raise SmallCovidError(f"{root}: not a labeled folder; expected {FOLDER_LAYOUT} (or a MedSeg {MEDSEG_IMAGES})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,15 +136,13 @@ def load_dataset(path: str | os.PathLike, *, allow_symlinks: bool = False) -> La
             link cannot pull files from outside the data folder).
 
     Raises:
-        SmallCovidError: the folder is missing, empty or inconsistent (message names it).
+        SmallCovidError: the path is empty, the folder is missing, empty or inconsistent
+            (message names it; see :func:`detect_format`).
     """
     root = Path(path)
-    if root.is_file() and root.name.startswith("tr_im"):
-        return _load_medseg(root, root.with_name(root.name.replace("tr_im", "tr_mask")))
-    if not root.is_dir():
-        raise SmallCovidError(f"{root}: data folder does not exist")
-    if (root / "tr_im.nii.gz").is_file():
-        return _load_medseg(root / "tr_im.nii.gz", root / "tr_mask.nii.gz")
+    if detect_format(path) == "medseg":
+        images = root if root.is_file() else root / MEDSEG_IMAGES
+        return _load_medseg(images, images.with_name(images.name.replace("tr_im", "tr_mask")))
     return _load_folder(root, allow_symlinks)
 
 
@@ -103,10 +156,6 @@ def _checked(path: Path, root: Path, allow_symlinks: bool) -> Path:
 
 def _load_folder(root: Path, allow_symlinks: bool) -> LabeledSet:
     images_dir, masks_dir, classes_dir = root / "images", root / "masks", root / "classes"
-    if not images_dir.is_dir() or not masks_dir.is_dir():
-        raise SmallCovidError(
-            f"{root}: not a labeled folder; expected images/<stem>.png|jpg|tif and masks/<stem>.png"
-        )
     image_files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not image_files:
         raise SmallCovidError(f"{images_dir}: no .png, .jpg or .tif images found")

@@ -12,11 +12,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from smallcovid.core.vocab import LESION_TYPES
 from smallcovid.data.dataset import LabeledSet, Sample
 from smallcovid.inference.predictor import Predictor, ProbMaps
 from smallcovid.inference.metrics import Counts, Summary, confusion_counts, scores, summarize
 
-TYPE_LABELS = {1: "ground-glass", 2: "consolidation"}
 DEFAULT_SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 0.96, 0.05))
 
 
@@ -58,14 +58,14 @@ def evaluate_maps(maps: Sequence[ProbMaps], samples: Sequence[Sample], threshold
     if len(maps) != len(samples):
         raise ValueError(f"{len(maps)} predictions for {len(samples)} samples")
     parts = []
-    type_parts: dict[int, list[Counts]] = {1: [], 2: []}
+    type_parts: dict[int, list[Counts]] = {t: [] for t in LESION_TYPES}
     for m, s in zip(maps, samples):
         if m.lesion.shape != s.mask.shape:
             raise ValueError(f"{s.stem}: prediction {m.lesion.shape} vs mask {s.mask.shape}")
         parts.append(confusion_counts(m.mask(threshold), s.mask))
         if s.types is not None:
             pred_types = m.type_map(threshold)
-            for t in (1, 2):
+            for t in LESION_TYPES:
                 type_parts[t].append(confusion_counts(pred_types == t, s.types == t))
     counts = Counts.concat(parts)
     type_dice = {}
@@ -75,7 +75,7 @@ def evaluate_maps(maps: Sequence[ProbMaps], samples: Sequence[Sample], threshold
         c = Counts.concat(cs)
         present = (c.tp + c.fn) > 0
         d = scores(c)["dice"][present]
-        type_dice[TYPE_LABELS[t]] = {
+        type_dice[LESION_TYPES[t]] = {
             # None (JSON null) when no image contains the type: strict JSON has no NaN.
             "mean": float(d.mean()) if d.size else None,
             "std": float(d.std()) if d.size else None,

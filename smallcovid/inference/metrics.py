@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from segmentation_models_pytorch.metrics import get_stats
 
-METRIC_NAMES = ("dice", "precision", "recall", "iou", "specificity")
+from smallcovid.core.vocab import METRIC_NAMES  # noqa: F401  (the keys of scores(); re-exported)
 
 
 @dataclass(frozen=True)

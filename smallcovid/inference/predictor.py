@@ -21,8 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from smallcovid.core.devices import resolve_device  # also imported from here by pages/
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.models import SegmentationModel, list_models, num_parameters
+from smallcovid.models import SegmentationModel, list_models, num_parameters, pad_to_multiple
 from smallcovid.models.fuse import optimize_for_inference, uses_channels_last
 from smallcovid.data.preprocess import Window, to_model_input
 
@@ -57,17 +58,6 @@ def shipped_models() -> list[str]:
     return [n for n in list_models() if (d / f"{n}.safetensors").is_file() and (d / f"{n}.json").is_file()]
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu`` / ``cuda`` as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise SmallCovidError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SmallCovidError(f"device {device!r} was requested but no CUDA GPU is available")
-    return torch.device(device)
-
-
 @dataclass(frozen=True, eq=False)
 class ProbMaps:
     """Model output for one image at the image's own size.
@@ -87,13 +77,13 @@ class ProbMaps:
         return self.lesion >= threshold
 
     @cached_property
-    def _kind(self) -> np.ndarray:
+    def kind(self) -> np.ndarray:
         """(H, W) uint8 most likely lesion type (1 GGO, 2 consolidation), independent of the threshold."""
         return (np.argmax(self.types[1:], axis=0) + 1).astype(np.uint8)
 
     def type_map(self, threshold: float) -> np.ndarray:
         """(H, W) uint8: 0 outside the lesion mask, else 1 (GGO) or 2 (consolidation)."""
-        return np.where(self.mask(threshold), self._kind, np.uint8(0)).astype(np.uint8)
+        return np.where(self.mask(threshold), self.kind, np.uint8(0)).astype(np.uint8)
 
 
 class Predictor:
@@ -123,9 +113,8 @@ class Predictor:
         self.threshold = float(threshold)
         self.card = card or {}
         self.name = name or model.name
-        mult = model.size_multiple()
-        # Pad the square input up to the architecture's multiple; crop afterwards.
-        self._padded = -(-self.image_size // mult) * mult
+        # The square input is padded up to this multiple (pad_to_multiple); outputs are cropped back.
+        self._multiple = model.size_multiple()
         self._lock = threading.Lock()  # one forward pass at a time when serialize_inference()
 
     @torch.no_grad()
@@ -145,15 +134,13 @@ class Predictor:
                     for im in chunk
                 ]
             ).to(self.device)
-            pad = self._padded - s
-            if pad:
-                x = F.pad(x, (0, pad, 0, pad))
+            x, crop = pad_to_multiple(x, self._multiple)
             if self._channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._lock if serialize_inference() else _NO_LOCK:
                 with torch.autocast("cuda", enabled=self.device.type == "cuda"):
                     pred = self.model.predict(x)
-            probs = torch.cat([pred.lesion_prob, pred.type_prob], dim=1)[:, :, :s, :s].float().cpu()
+            probs = torch.cat([pred.lesion_prob, pred.type_prob], dim=1)[:, :, crop[0], crop[1]].float().cpu()
             batch_secs = time.perf_counter() - t0
             for i, im in enumerate(chunk):
                 t1 = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from smallcovid.core.vocab import LESION_TYPES, TABLE_METRICS
+
 PAPER_TABLE1 = {  # Dice / precision / recall reported by the SmallCovid-Net paper (test split)
     "mask-rcnn": (0.680, 0.686, 0.633),
     "unet": (0.720, 0.519, 0.767),
@@ -16,9 +18,9 @@ def format_table(results: dict) -> str:
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         s = r.summary
-        cells = [f"{s.mean[k]:.3f}±{s.std[k]:.3f}" for k in ("dice", "precision", "recall", "iou")]
-        pooled = " ".join(f"{s.pooled[k]:.3f}" for k in ("dice", "precision", "recall", "iou"))
+        cells = [f"{s.mean[k]:.3f}±{s.std[k]:.3f}" for k in TABLE_METRICS]
+        pooled = " ".join(f"{s.pooled[k]:.3f}" for k in TABLE_METRICS)
         types = " ".join(f"{r.type_dice[t]['mean']:.3f}" if r.type_dice.get(t, {}).get("mean") is not None else "  -  "
-                         for t in ("ground-glass", "consolidation"))
+                         for t in LESION_TYPES.values())
         lines.append(f"{name:<15}{r.threshold:>5.2f}  " + "  ".join(f"{c:>13}" for c in cells) + f"  | {pooled:<25} | {types}")
     return "\n".join(lines)

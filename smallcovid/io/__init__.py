@@ -1,7 +1,7 @@
 """Reading user files: PNG/JPG/TIFF, DICOM and NIfTI into one :class:`Slice` / :class:`Volume` type.
 
 ``readers`` picks the decoder from the file's content, ``decoders`` turns bytes
-into arrays, ``validate`` holds the input limits and safe writes, and
+into arrays, ``validate`` holds the input limits and content checks, and
 ``labeled_zip`` unpacks an uploaded labeled dataset safely. A new file format
 gets a decoder in ``decoders`` and a branch in ``readers.read_scan``.
 """

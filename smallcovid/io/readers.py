@@ -26,6 +26,7 @@ import numpy as np
 from smallcovid.io import decoders as _d
 from smallcovid.io import validate as _v
 from smallcovid.core.errors import InputFileError, SmallCovidError
+from smallcovid.core.fsutil import atomic_write_bytes
 
 Units = Literal["hu", "display", "raw"]
 _UNITS = ("hu", "display", "raw")
@@ -231,7 +232,7 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
         raise SmallCovidError(f"{os.fspath(path)}: write_png needs a (H, W) uint8 array, got {arr.dtype} {arr.shape}")
     buf = BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    _v.atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_nifti_mask(path: str | os.PathLike, mask: np.ndarray, like: Volume) -> None:
@@ -239,7 +240,7 @@ def write_nifti_mask(path: str | os.PathLike, mask: np.ndarray, like: Volume) ->
 
     Gzip-compressed unless ``path`` ends in ``.nii``; see :func:`nifti_mask_data`.
     """
-    _v.atomic_write(path, nifti_mask_data(mask, like, gz=not os.fspath(path).endswith(".nii"), name=os.fspath(path)))
+    atomic_write_bytes(path, nifti_mask_data(mask, like, gz=not os.fspath(path).endswith(".nii"), name=os.fspath(path)))
 
 
 def nifti_mask_data(mask: np.ndarray, like: Volume, gz: bool = True, name: str = "mask") -> bytes:

@@ -273,14 +273,3 @@ def format_values(values: np.ndarray, show: int = 8) -> str:
     vals = [f"{v:g}" if isinstance(v, float) else str(v) for v in values[:show].tolist()]
     rest = len(values) - show
     return ", ".join(vals) + (f" and {rest} more" if rest > 0 else "")
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    Readers never see a partial file; on any failure the temp file is removed and
-    an existing ``path`` is left untouched.
-    """
-    from smallcovid.core.fsutil import atomic_write_bytes
-
-    atomic_write_bytes(path, data)

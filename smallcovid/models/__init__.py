@@ -1,8 +1,7 @@
 """Model registry and architectures: ``smallcovid-net``, ``unet``, ``segnet``, ``mask-rcnn``."""
 
+from smallcovid.core.vocab import NUM_TYPES, TYPE_NAMES
 from smallcovid.models.base import (
-    NUM_TYPES,
-    TYPE_NAMES,
     Prediction,
     SegmentationModel,
     num_parameters,

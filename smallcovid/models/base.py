@@ -3,7 +3,8 @@
 Tensors:
     images       (N, 1, H, W) float32 in [0, 1] (lung-windowed CT).
     lesion_mask  (N, 1, H, W) float32 in {0, 1}: any lesion.
-    lesion_types (N, H, W)    int64 in {0, 1, 2}: background, ground-glass, consolidation.
+    lesion_types (N, H, W)    int64 in {0, 1, 2}: background, ground-glass, consolidation
+                              (ids and names: :mod:`smallcovid.core.vocab`).
 
 Outputs of :meth:`SegmentationModel.predict` (no gradients, eval mode):
     lesion_prob  (N, 1, H, W) float32 in [0, 1]
@@ -19,9 +20,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-NUM_TYPES = 3  # background, ground-glass opacity, consolidation
-TYPE_NAMES = ("background", "ground-glass", "consolidation")
 
 
 @dataclass(frozen=True)

@@ -21,19 +21,12 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from smallcovid.core.errors import InputFileError, SmallCovidError
+from smallcovid.core.fsutil import atomic_path, atomic_write_text, sha256_file
 from smallcovid.models.base import SegmentationModel, num_parameters
 from smallcovid.models.registry import build_model
 
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, then move it into place."""
-    from smallcovid.core.fsutil import atomic_path
-
-    with atomic_path(path) as tmp:
-        write(str(tmp))
 
 
 def _json_default(value: Any) -> Any:
@@ -43,14 +36,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"model card value of type {type(value).__name__} is not JSON-serialisable")
-
-
-def _sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(
@@ -87,7 +72,8 @@ def save_weights(
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
         tensors[key] = value.contiguous().clone()
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
 
     float_dtypes = sorted(
         {str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()}
@@ -99,12 +85,12 @@ def save_weights(
         "params": num_parameters(model),
         "weights_file": path.name,
         "weights_dtype": ",".join(float_dtypes),
-        "sha256": _sha256_file(path),
+        "sha256": sha256_file(path),
         "smallcovid_version": __version__,
     }
     text = json.dumps(full_card, indent=2, default=_json_default) + "\n"
     card_path = path.with_suffix(CARD_SUFFIX)
-    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(card_path, text)
     # Return what a reader will see (tuples in configs come back as lists).
     return json.loads(text)
 

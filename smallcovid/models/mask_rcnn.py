@@ -33,7 +33,8 @@ from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.models.base import NUM_TYPES, Prediction, SegmentationModel
+from smallcovid.core.vocab import NUM_TYPES
+from smallcovid.models.base import Prediction, SegmentationModel
 
 _BACKBONES = ("resnet18", "resnet34", "resnet50")
 

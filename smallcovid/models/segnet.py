@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.models.base import NUM_TYPES, SegmentationModel
+from smallcovid.core.vocab import NUM_TYPES
+from smallcovid.models.base import SegmentationModel
 
 # (output channels at width 1.0, number of 3x3 convs) per VGG16 block.
 _VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.models.base import NUM_TYPES, SegmentationModel
+from smallcovid.core.vocab import NUM_TYPES
+from smallcovid.models.base import SegmentationModel
 
 
 @dataclass(frozen=True)

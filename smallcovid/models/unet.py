@@ -14,7 +14,8 @@ import segmentation_models_pytorch as smp
 import torch
 
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.models.base import NUM_TYPES, SegmentationModel
+from smallcovid.core.vocab import NUM_TYPES
+from smallcovid.models.base import SegmentationModel
 
 
 @dataclass(frozen=True)

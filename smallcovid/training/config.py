@@ -82,10 +82,12 @@ class TrainConfig:
         return TrainConfig(**base)
 
     def to_json(self) -> str:
+        """The config as indented JSON: ``config.json`` of a run, and part of final model cards."""
         return json.dumps(dataclasses.asdict(self), indent=1)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_json` (after ``json.loads``); unknown keys raise :class:`SmallCovidError`."""
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         unknown = sorted(set(d) - fields)
         if unknown:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from smallcovid.training.loop import Progress
+from smallcovid.training.progress import Progress
 
 
 def _hms(seconds: float | None) -> str:

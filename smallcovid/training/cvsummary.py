@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shlex
-from pathlib import Path
 
 import numpy as np
-import torch
 
+from smallcovid.core.devices import describe_device
 from smallcovid.data.dataset import LabeledSet
 from smallcovid.inference.evaluation import best_threshold, evaluate_maps, predict_set, threshold_sweep
 from smallcovid.core.fsutil import atomic_write_text
+from smallcovid.core.vocab import METRIC_NAMES
 from smallcovid.inference.predictor import Predictor, ProbMaps
 from smallcovid.models import num_parameters
+from smallcovid.models.checkpoint import load_weights, save_weights
 from smallcovid.training.config import TrainConfig
+from smallcovid.training.fold import FoldContext, RunContext, fold_dir, train_fold
 
 log = logging.getLogger(__name__)
-REPORTED = ("dice", "precision", "recall", "iou", "specificity")
+REPORTED = METRIC_NAMES
 
 
 def reproduce_command(cfg: TrainConfig) -> str:
@@ -47,22 +48,17 @@ def reproduce_command(cfg: TrainConfig) -> str:
     return shlex.join(parts)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[str]]]) -> dict:
+    """Evaluate every fold's best model out of fold; write each ``metrics.json``, the final
+    model (when ``cfg.final``) and ``summary.json``; returns the summary.
 
-
-def finish_run(cfg: TrainConfig, data: LabeledSet, splits, out: Path, *, device, clock,
-               progress=None, should_stop=None) -> dict:
-    """Evaluate every fold's best model out of fold, write ``summary.json`` and the final model."""
-    from smallcovid.models.checkpoint import load_weights
-    from smallcovid.training.loop import Progress
-
+    ``splits`` holds one ``{"train": stems, "val": stems}`` per fold, in fold order.
+    """
+    cfg, out, device = run.cfg, run.out, run.device
     fold_maps: list[list[ProbMaps]] = []
     fold_sets: list[LabeledSet] = []
     for k, split in enumerate(splits, start=1):
-        model, card = load_weights(out / f"fold_{k}" / f"{cfg.model}.safetensors", device=str(device))
+        model, card = load_weights(fold_dir(out, k) / f"{cfg.model}.safetensors", device=str(device))
         pred = Predictor(model, image_size=cfg.image_size, threshold=cfg.threshold, device=device)
         val = data.subset(split["val"])
         fold_maps.append(predict_set(pred, val))
@@ -78,12 +74,12 @@ def finish_run(cfg: TrainConfig, data: LabeledSet, splits, out: Path, *, device,
         thr_k = best_threshold(threshold_sweep(others_maps, others))
         at_paper = evaluate_maps(maps, val.samples, cfg.threshold)
         tuned = evaluate_maps(maps, val.samples, thr_k)
-        hist = (out / f"fold_{k}" / "resume" / "resume.json")
+        hist = fold_dir(out, k) / "resume" / "resume.json"
         best_epoch = json.loads(hist.read_text())["meta"]["best_epoch"] if hist.is_file() else None
         metrics = {"fold": k, "n_val": len(val), "best_epoch": best_epoch,
                    "at_threshold": {"threshold": cfg.threshold, **at_paper.to_dict()},
                    "tuned": {"threshold": thr_k, **tuned.to_dict()}}
-        atomic_write_text(out / f"fold_{k}" / "metrics.json", json.dumps(metrics, indent=1))
+        atomic_write_text(fold_dir(out, k) / "metrics.json", json.dumps(metrics, indent=1))
         per_fold.append(metrics)
     summary = {
         "model": cfg.model,
@@ -95,19 +91,19 @@ def finish_run(cfg: TrainConfig, data: LabeledSet, splits, out: Path, *, device,
         "tuned": _mean_std(per_fold, "tuned"),
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
-        "elapsed_s": clock.elapsed(),
-        "device": device_name(device),
+        "elapsed_s": run.clock.elapsed(),
+        "device": describe_device(device),
         "command": reproduce_command(cfg),
     }
     if cfg.final:
-        summary["final"] = _train_final(cfg, data, out, summary, device, clock, progress, should_stop)
+        summary["final"] = _train_final(run, data, summary)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    if progress is not None:
-        progress(Progress("done", 0, len(splits), elapsed_s=clock.elapsed(), eta_s=0.0))
+    run.report("done", 0, eta_s=0.0)
     return summary
 
 
 def _row(m: dict) -> dict:
+    """Flatten one fold's metrics block (as in ``metrics.json``) into a table row of means."""
     row = {k: m["mean"][k] for k in REPORTED}
     row["pooled_dice"] = m["pooled"]["dice"]
     row["threshold"] = m["threshold"]
@@ -117,6 +113,7 @@ def _row(m: dict) -> dict:
 
 
 def _mean_std(per_fold: list[dict], key: str) -> dict:
+    """Mean and std over folds of each :func:`_row` column; None where no fold has a value."""
     rows = [_row(m[key]) for m in per_fold]
     out = {}
     for name in rows[0]:
@@ -128,10 +125,9 @@ def _mean_std(per_fold: list[dict], key: str) -> dict:
     return out
 
 
-def _train_final(cfg, data, out, summary, device, clock, progress, should_stop) -> dict:
-    from smallcovid.training.loop import train_fold
-
-    final_dir = out / "final"
+def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> dict:
+    """Train the final model on all slices; its card carries the CV results and the threshold."""
+    cfg = run.cfg
     card = {
         "model": cfg.model,
         "threshold_note": "recommended threshold chosen on out-of-fold predictions",
@@ -140,11 +136,10 @@ def _train_final(cfg, data, out, summary, device, clock, progress, should_stop) 
         "cv": {k: summary[k] for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds")},
         "command": summary["command"],
     }
-    model = train_fold(cfg, data, None, final_dir, fold=0, folds=cfg.folds, device=device, clock=clock,
-                       progress=progress, should_stop=should_stop, card=card)
-    from smallcovid.models.checkpoint import save_weights
-
+    ctx = FoldContext(run, fold=0, card=card)
+    model = train_fold(ctx, data, None)
+    # Saved again over the training checkpoint: only now are the threshold and the time known.
     card.update(input_size=cfg.image_size, threshold=summary["recommended_threshold"],
-                params=num_parameters(model), training_time_s=clock.elapsed())
-    final_card = save_weights(model, final_dir / f"{cfg.model}.safetensors", card=card)
-    return {"weights": str(final_dir / f"{cfg.model}.safetensors"), "sha256": final_card.get("sha256")}
+                params=num_parameters(model), training_time_s=run.clock.elapsed())
+    final_card = save_weights(model, ctx.weights_path, card=card)
+    return {"weights": str(ctx.weights_path), "sha256": final_card.get("sha256")}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.core.fsutil import atomic_write_text
+from smallcovid.core.fsutil import atomic_path, atomic_write_text
 from smallcovid.training.jobs import ACTIVE, CANCEL_GRACE_S, Job, JobStore, LocalExecutor, _alive, jobs_dir
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.loop import Progress
@@ -114,7 +114,7 @@ class JobManager:
     def resume(self, job_id: int) -> None:
         """Queue an interrupted, failed or cancelled job again; it continues from its checkpoints."""
         job = self.store.get(job_id)
-        if job.status in ACTIVE or job.status == "done":
+        if not can_resume(job.status):
             raise SmallCovidError(f"job {job_id} is {job.status}; only stopped jobs can resume")
         self.store.update(job_id, status="queued", error=None, cancel_requested=None, finished=None)
         self.tick()
@@ -125,22 +125,46 @@ class JobManager:
         src = Path(job.run_dir) / "final" / f"{job.model}.safetensors"
         if job.status != "done" or not src.is_file():
             raise SmallCovidError(f"job {job_id} has no final model (train with 'final model' on and let it finish)")
-        name = safe_name(label or f"{job.name}-job{job_id}")
-        dest_dir = installed_dir()
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{name}.safetensors"
-        tmp = dest_dir / f".{name}.safetensors.tmp"
-        shutil.copyfile(src, tmp)
-        tmp.replace(dest)
+        name = safe_name(label or default_install_label(job))
+        dest = installed_weights(name)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
         card = json.loads(src.with_suffix(".json").read_text())
         card.update(weights_file=dest.name, installed_from_job=job_id, label=name)
         atomic_write_text(dest.with_suffix(".json"), json.dumps(card, indent=1))
         return dest
 
 
+def can_resume(status: str) -> bool:
+    """Whether a job with ``status`` may be resumed: it stopped (interrupted, failed, cancelled), not done."""
+    return status not in ACTIVE and status != "done"
+
+
 def installed_dir() -> Path:
     """Folder of models installed from finished jobs (selectable in the Segment page)."""
     return jobs_dir() / "installed"
+
+
+def default_install_label(job: Job) -> str:
+    """The label :meth:`JobManager.install` gives a job's model when none is given: ``<job name>-job<id>``."""
+    return f"{job.name}-job{job.id}"
+
+
+def installed_weights(label: str) -> Path:
+    """Weights file of the installed model ``label``: ``<installed_dir()>/<label>.safetensors``.
+
+    Raises:
+        SmallCovidError: ``label`` is not a safe name (see :func:`safe_name`).
+    """
+    return installed_dir() / f"{safe_name(label)}.safetensors"
+
+
+def is_installed(job: Job) -> bool:
+    """Whether ``job``'s model is installed under :func:`default_install_label` (False for an unusable label)."""
+    try:
+        return installed_weights(default_install_label(job)).is_file()
+    except SmallCovidError:
+        return False
 
 
 class JobReporter:

@@ -1,11 +1,12 @@
 """Training jobs: a persisted queue in SQLite (WAL), one OS process per job.
 
-A job's worker is ``python train.py --resume <run_dir> --job-id N --jobs-db DB``
-started in its own process session, so it survives the app (or a browser tab)
-going away. The worker reports progress into the table and checks the cancel
-flag between batches; :meth:`JobManager.tick` reaps finished processes, marks
-rows whose process vanished as "interrupted", escalates an unheeded cancel to a
-process-group signal and starts queued jobs (``max_running`` at a time).
+A job's worker is ``python -m smallcovid train --resume <run_dir> --job-id N --jobs-db DB``
+(the package's own entry point, the same code as ``train.py``), started in its own
+process session, so it survives the app (or a browser tab) going away. The worker
+reports progress into the table and checks the cancel flag between batches;
+:meth:`JobManager.tick` reaps finished processes, marks rows whose process vanished
+as "interrupted", escalates an unheeded cancel to a process-group signal and starts
+queued jobs (``max_running`` at a time).
 
 Executors: :class:`LocalExecutor` runs jobs on this machine; a cluster executor
 (one task per fold) can implement the same three methods later.
@@ -163,7 +164,7 @@ def _alive(pid: int | None, job_id: int) -> bool:
 
 
 class LocalExecutor:
-    """Starts each job as ``train.py`` in a new process session on this machine."""
+    """Starts each job as ``python -m smallcovid train`` in a new process session on this machine."""
 
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen] = {}
@@ -171,7 +172,7 @@ class LocalExecutor:
     def start(self, job: Job, db_path: Path) -> int:
         run = Path(job.run_dir)
         run.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(REPO / "train.py"), "--resume", str(run), "--job-id", str(job.id),
+        cmd = [sys.executable, "-m", "smallcovid", "train", "--resume", str(run), "--job-id", str(job.id),
                "--jobs-db", str(db_path)]
         with open(run / "train.log", "ab") as logf:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT,

@@ -8,7 +8,6 @@ complete pair in place, and a damaged file is detected on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -18,16 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from smallcovid.core.fsutil import atomic_path, atomic_write_text
+from smallcovid.core.fsutil import sha256_file as _sha256
 
 log = logging.getLogger(__name__)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> None:

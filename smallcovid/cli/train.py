@@ -1,0 +1,167 @@
+"""``smallcovid train`` (also ``python -m smallcovid train`` and ``python train.py``): k-fold training.
+
+    smallcovid train --model smallcovid-net --data data/covid-semiseg/train --folds 5 --final
+
+Writes runs/<run-id>/ (config.json, splits.json, fold_<k>/, summary.json, final/).
+Interrupted? Run ``smallcovid train --resume runs/<run-id>`` to continue.
+Exit codes: 0 done, 1 out of memory / disk full, 2 bad input, 3 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from smallcovid.cli.args import EXIT_BAD_INPUT, OneLineParser, threshold_arg
+from smallcovid.core.errors import SmallCovidError
+
+EXIT_FAILED = 1
+EXIT_CANCELLED = 3
+DESCRIPTION = "k-fold training of a SmallCovid model"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The training flags, shared by ``train.py`` and the ``train`` subcommand."""
+    from smallcovid.models import list_models
+
+    p.add_argument("--model", choices=list_models())
+    p.add_argument("--data", help="labeled folder (images/ + masks/ [+ classes/]) or MedSeg NIfTI folder")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, help="epochs per fold (default 60; paper protocol 20)")
+    p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass; paper 600)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-3; paper 1e-4)")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--threshold", type=threshold_arg, default=0.8)
+    p.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0 = off)")
+    p.add_argument("--device", default="auto", help="auto (CUDA with mixed precision when present), cpu, cuda")
+    p.add_argument("--out", default="runs", help="parent folder of the run folder (default runs/)")
+    p.add_argument("--run-id", help="run folder name (default <model>-<timestamp>)")
+    p.add_argument("--resume", help="continue an interrupted run folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--protocol", choices=["default", "paper"], default="default")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--groups", help="JSON {stem: patient} or CSV stem,patient for GroupKFold")
+    p.add_argument("--splits", help="reuse a splits.json from another run (same folds for every model)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
+                   help="architecture option, e.g. filters=24 (repeatable)")
+    p.add_argument("--final", action="store_true", help="also train on all data and write final/ weights + card")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)")
+    p.add_argument("--job-id", type=int, help=argparse.SUPPRESS)  # set by the app's job executor
+    p.add_argument("--jobs-db", help=argparse.SUPPRESS)
+    return p
+
+
+def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    """A stand-alone parser for the training flags (``train.py``)."""
+    return add_arguments(OneLineParser(prog=prog, description=DESCRIPTION))
+
+
+def config_from_args(args: argparse.Namespace):
+    """(TrainConfig, run folder) from parsed flags; raises SmallCovidError on bad input."""
+    from smallcovid.training.config import TrainConfig
+
+    if args.resume:
+        cfg_file = Path(args.resume) / "config.json"
+        if not cfg_file.is_file():
+            raise SmallCovidError(f"{args.resume}: not a run folder (no config.json)")
+        return TrainConfig.from_dict(json.loads(cfg_file.read_text())), Path(args.resume)
+    if not args.model or not args.data:
+        raise SmallCovidError("--model and --data are required (or --resume RUN_DIR)")
+    options = {}
+    for item in args.model_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SmallCovidError(f"--model-option {item!r} must look like key=value")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    kw = dict(model=args.model, data=str(args.data), folds=args.folds, batch_size=args.batch_size,
+              image_size=args.image_size, threshold=args.threshold, patience=args.patience,
+              device=args.device, seed=args.seed, augment=not args.no_augment, final=args.final,
+              groups=args.groups, splits=args.splits, model_config=options)
+    for name in ("epochs", "lr", "steps_per_epoch"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    cfg = TrainConfig.paper(**kw) if args.protocol == "paper" else TrainConfig(**kw)
+    run_id = args.run_id or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in run_id or run_id.startswith("."):
+        raise SmallCovidError(f"--run-id {run_id!r} must be a plain folder name")
+    return cfg, Path(args.out) / run_id
+
+
+def _env_threads() -> int | None:
+    """OMP_NUM_THREADS when it is a plain positive number (jobs started by the app inherit it)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _raise_cancelled(signum, frame):
+    from smallcovid.training.loop import TrainingCancelled
+
+    raise TrainingCancelled("stopped by signal")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Train as the parsed flags say; returns the exit code."""
+    # Log lines are progress for people (stdout); stderr carries only the one-line error.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads or _env_threads() or os.cpu_count() or 1)
+    from smallcovid.training.console import ConsoleProgress, format_summary
+    from smallcovid.training.loop import TrainingCancelled, train
+
+    job = None
+    try:
+        cfg, run_dir = config_from_args(args)
+        reporter, stop = ConsoleProgress(), None
+        if args.job_id is not None:
+            from smallcovid.training.jobqueue import JobReporter
+
+            job = JobReporter(args.jobs_db, args.job_id, run_dir)
+            signal.signal(signal.SIGTERM, _raise_cancelled)
+            reporter, stop = job.wrap(reporter), job.should_stop
+        print(f"run folder: {run_dir}", flush=True)
+        summary = train(cfg, run_dir, progress=reporter, should_stop=stop)
+    except TrainingCancelled as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        if job:
+            job.finish("cancelled", str(exc))
+        return EXIT_CANCELLED
+    except SmallCovidError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if job:
+            job.finish("failed", str(exc))
+        return EXIT_BAD_INPUT
+    except (MemoryError, OSError) as exc:
+        # Out of memory or disk full: fail this job with the reason; checkpoints stay valid.
+        reason = "out of memory" if isinstance(exc, MemoryError) else f"{exc.strerror or exc}"
+        print(f"error: training stopped: {reason}", file=sys.stderr)
+        if job:
+            job.finish("failed", f"training stopped: {reason}")
+        return EXIT_FAILED
+    except BaseException as exc:
+        if job:
+            job.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    if job:
+        job.finish("done")
+    print(format_summary(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    """``train.py [flags]``: parse and train; returns the exit code."""
+    parser = build_parser(prog)
+    return run(parser.parse_args(argv), parser)

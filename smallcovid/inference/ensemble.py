@@ -1,0 +1,85 @@
+"""Fold ensembles: the k fold models of one architecture, probabilities averaged.
+
+A cross-validation run leaves one model per fold; averaging their probability
+maps usually beats the single final model. Members run uncalibrated; the
+ensemble applies one calibration (the architecture card's) to the average.
+Shipped fold models live in ``weights/<name>-folds/fold_<k>.safetensors`` (+ card);
+a training run folder's ``fold_<k>/`` works too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.data.preprocess import Window, to_model_input
+from smallcovid.inference.predictor import Predictor, ProbMaps
+from smallcovid.models.calibration import Calibration
+
+log = logging.getLogger(__name__)
+
+ENSEMBLES = ("none", "folds")
+
+
+class EnsemblePredictor:
+    """Averages the maps of several :class:`Predictor` s of one architecture.
+
+    Has the predictor interface the app, CLI and evaluation use: ``name``,
+    ``threshold``, ``card``, ``image_size``, ``params``, :meth:`predict_images`,
+    :meth:`predict_scan`.
+    """
+
+    def __init__(self, members: Sequence[Predictor], *, card: dict, threshold: float,
+                 calibration: Calibration | None = None) -> None:
+        if len(members) < 2:
+            raise SmallCovidError(f"a fold ensemble needs at least 2 models, got {len(members)}")
+        names = {m.name for m in members}
+        if len(names) != 1:
+            raise SmallCovidError(f"a fold ensemble mixes architectures: {', '.join(sorted(names))}")
+        self.members = list(members)
+        self.name = members[0].name
+        self.card = card
+        self.threshold = float(threshold)
+        self.calibration = calibration or Calibration()
+        self.image_size = members[0].image_size
+        self.params = sum(m.params for m in members)
+        self.device = members[0].device
+
+    def predict_images(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[ProbMaps]:
+        """Mean of the members' maps for each (H, W) image in [0, 1], then calibrated."""
+        t0 = time.perf_counter()
+        per_member = [m.predict_images(images, batch_size=batch_size) for m in self.members]
+        secs = (time.perf_counter() - t0) / max(1, len(images))
+        out = []
+        for i in range(len(images)):
+            lesion = np.mean([pm[i].lesion for pm in per_member], axis=0)
+            types = np.mean([pm[i].types for pm in per_member], axis=0).astype(np.float32)
+            out.append(ProbMaps(lesion=self.calibration.apply(lesion), types=types, seconds=secs))
+        return out
+
+    def predict_scan(self, scan, window: Window | None = None) -> ProbMaps:
+        """Predict one :class:`smallcovid.io.Slice` (HU inputs are windowed first)."""
+        return self.predict_images([to_model_input(scan, window)])[0]
+
+
+def fold_weight_files(source: str | os.PathLike, name: str) -> list[Path]:
+    """The fold models' weights files in ``source`` (a run folder or a shipped ``<name>-folds/``).
+
+    Raises:
+        SmallCovidError: fewer than two fold models found.
+    """
+    src = Path(source)
+    files = sorted(src.glob(f"fold_*/{name}.safetensors")) or sorted(src.glob("fold_*.safetensors"))
+    files = [f for f in files if f.with_suffix(".json").is_file()]
+    if len(files) < 2:
+        raise SmallCovidError(
+            f"{src}: no fold models of {name!r} found (expected fold_<k>/{name}.safetensors or "
+            f"fold_<k>.safetensors, each with its .json card)"
+        )
+    return files

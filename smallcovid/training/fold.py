@@ -1,0 +1,281 @@
+"""Training one fold: start or resume, run epochs, validate, keep the best, stop early.
+
+Reading order: :func:`train_fold` is the whole story in a few lines; each step below
+it owns one concern — :func:`_resume_or_start` (resume), :func:`_run_epoch` and
+:func:`_train_step` (batches, learning-rate schedule, mixed precision via
+:class:`_MixedPrecision`), :func:`_after_epoch` (validation, best-epoch choice,
+checkpointing, the epoch's progress event) and :func:`_stopped_early` (patience).
+
+A fold folder (:func:`fold_dir`) holds ``<model>.safetensors`` + ``.json`` (best epoch),
+``history.csv`` and ``resume/`` (last completed epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.fsutil import atomic_write_text
+from smallcovid.data.augment import AugmentConfig, augment_batch
+from smallcovid.data.dataset import LabeledSet
+from smallcovid.models import SegmentationModel, build_model
+from smallcovid.models.checkpoint import load_weights, save_weights
+from smallcovid.training.config import TrainConfig
+from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled
+from smallcovid.training.state import load_state, save_state
+from smallcovid.training.tensors import Tensors, to_tensors, validate
+
+log = logging.getLogger(__name__)
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr"]
+
+
+def fold_dir(out: Path, fold: int) -> Path:
+    """Folder of fold ``fold`` (1-based) in run folder ``out``; fold 0 is ``final/``."""
+    return out / ("final" if fold == 0 else f"fold_{fold}")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every fold of one run shares and nothing changes during the run.
+
+    ``folds`` is the number of cross-validation folds (reported in progress events,
+    also by the final model). ``clock`` is the one mutable member: the run's ETA.
+    """
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    clock: Clock
+    folds: int
+    progress: ProgressFn | None = None
+    should_stop: StopFn | None = None
+
+    def report(self, kind: str, fold: int, **fields: Any) -> None:
+        """Send one :class:`Progress` event to the listener, if any, stamped with the run clock."""
+        if self.progress is None:
+            return
+        elapsed = self.clock.elapsed()
+        fields.setdefault("eta_s", self.clock.eta())
+        self.progress(Progress(kind, fold, self.folds, elapsed_s=elapsed, **fields))
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """One fold of a run: ``fold`` is 1-based, 0 is the final all-data model.
+
+    ``card`` holds extra model-card fields for the fold's saved weights.
+    """
+
+    run: RunContext
+    fold: int
+    card: Mapping[str, Any] | None = None
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.run.cfg
+
+    @property
+    def dir(self) -> Path:
+        """This fold's folder, see :func:`fold_dir`."""
+        return fold_dir(self.run.out, self.fold)
+
+    @property
+    def weights_path(self) -> Path:
+        """The best epoch's weights, ``<dir>/<model>.safetensors`` (card next to it)."""
+        return self.dir / f"{self.cfg.model}.safetensors"
+
+    def report(self, kind: str, epoch: int, step: int, steps: int, **losses: float | None) -> None:
+        """A ``"batch"`` or ``"epoch"`` event of this fold."""
+        self.run.report(kind, self.fold, epoch=epoch, epochs=self.cfg.epochs, step=step, steps=steps, **losses)
+
+
+class _MixedPrecision:
+    """fp16 autocast + loss scaling on CUDA; on CPU both are disabled pass-throughs.
+
+    The scaler is not part of the resume state: it recalibrates within a few steps.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.enabled = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+    def autocast(self) -> torch.autocast:
+        """Context for the forward pass and loss."""
+        return torch.autocast("cuda", enabled=self.enabled)
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backpropagate the (scaled) scalar ``loss`` and take one optimiser step."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+@dataclass
+class FoldState:
+    """What changes while a fold trains.
+
+    ``meta`` is the JSON half of the resume record (keys ``epoch`` — last completed,
+    0 before the first — ``best``, ``best_epoch`` and ``history``, one row per epoch);
+    its layout is part of the run-folder format.
+    """
+
+    model: SegmentationModel
+    optimizer: torch.optim.Optimizer
+    amp: _MixedPrecision
+    train_t: Tensors
+    val_t: Tensors | None  # None: the final all-data model, nothing to validate on
+    steps: int  # batches per epoch
+    meta: dict[str, Any]
+
+
+def train_fold(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None) -> SegmentationModel:
+    """Train (or finish training) one fold; returns its chosen model on the run's device.
+
+    ``val_set=None`` trains the final all-data model, which keeps its last epoch.
+    """
+    state = _resume_or_start(ctx, train_set, val_set)
+    while state.meta["epoch"] < ctx.cfg.epochs and not _stopped_early(ctx, state):
+        started = time.perf_counter()
+        row = _run_epoch(ctx, state)
+        _after_epoch(ctx, state, row, started)
+    if state.meta["epoch"] < ctx.cfg.epochs:
+        log.info("fold %d: early stop at epoch %d (best %d)", ctx.fold, state.meta["epoch"], state.meta["best_epoch"])
+        ctx.run.clock.skip(ctx.cfg.epochs - state.meta["epoch"])
+    best, _ = load_weights(ctx.weights_path, device=str(ctx.run.device))
+    return best
+
+
+def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None) -> FoldState:
+    """Build the model and optimizer, then restore the last completed epoch if ``resume/`` has one."""
+    cfg, device = ctx.cfg, ctx.run.device
+    # Seeded per fold, before the model is built, so a fold's initial weights do not
+    # depend on which folds ran (or were skipped) before it in this process.
+    torch.manual_seed(cfg.seed * 1000 + ctx.fold)
+    model = new_model(cfg).to(device)
+    optimizer = make_optimizer(cfg, model)
+    train_t = to_tensors(train_set, cfg.image_size)
+    val_t = to_tensors(val_set, cfg.image_size) if val_set is not None else None
+    steps = cfg.steps_per_epoch or math.ceil(len(train_set) / cfg.batch_size)
+    meta = load_state(ctx.dir / "resume", model, optimizer) or {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": []}
+    ctx.run.clock.skip(meta["epoch"])  # epochs finished before an interruption
+    return FoldState(model, optimizer, _MixedPrecision(device), train_t, val_t, steps, meta)
+
+
+def _stopped_early(ctx: FoldContext, state: FoldState) -> bool:
+    """Patience ran out: ``patience`` epochs since the best one. Also true for a resumed
+    fold that had stopped early, so resuming never trains it further."""
+    patience, m = ctx.cfg.patience, state.meta
+    return bool(patience) and state.val_t is not None and m["epoch"] > 0 and m["epoch"] - m["best_epoch"] >= patience
+
+
+def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
+    """Train one epoch; returns its history row without validation columns."""
+    cfg = ctx.cfg
+    epoch = state.meta["epoch"] + 1
+    # One generator per (seed, fold, epoch) drives batch order and augmentation, so a
+    # resumed epoch replays exactly the batches an uninterrupted run would have seen.
+    g = torch.Generator().manual_seed(hash((cfg.seed, ctx.fold, epoch)) % (2**31))
+    state.model.train()
+    n = len(state.train_t[0])
+    order = torch.cat([torch.randperm(n, generator=g) for _ in range(math.ceil(state.steps * cfg.batch_size / n))])
+    aug = AugmentConfig(enabled=cfg.augment)
+    losses: list[float] = []
+    for step in range(state.steps):
+        if ctx.run.should_stop is not None and ctx.run.should_stop():
+            raise TrainingCancelled(f"fold {ctx.fold} cancelled at epoch {epoch}")
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        batch = augment_batch(state.train_t[0][idx], state.train_t[1][idx], state.train_t[2][idx], aug, g)
+        losses.append(_train_step(ctx, state, batch, epoch, (epoch - 1) * state.steps + step))
+        ctx.report("batch", epoch, step + 1, state.steps, train_loss=sum(losses) / len(losses))
+    return {"epoch": epoch, "train_loss": sum(losses) / len(losses), "lr": state.optimizer.param_groups[0]["lr"]}
+
+
+def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, global_step: int) -> float:
+    """One optimiser step on ``batch`` (images, masks, types); returns the loss."""
+    cfg, device = ctx.cfg, ctx.run.device
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr_at(cfg, global_step, cfg.epochs * state.steps)
+    x, m, t = batch
+    with state.amp.autocast():
+        loss = state.model.loss(x.to(device), m.to(device), t.to(device))
+    if not torch.isfinite(loss):
+        raise SmallCovidError(f"fold {ctx.fold}: loss became {loss.item()} at epoch {epoch}; lower the learning rate")
+    state.amp.backward_and_step(loss, state.optimizer)
+    return float(loss.detach())
+
+
+def _after_epoch(ctx: FoldContext, state: FoldState, row: dict[str, Any], started: float) -> None:
+    """Validate, keep the best epoch, checkpoint, then report the epoch."""
+    cfg, meta, epoch = ctx.cfg, state.meta, row["epoch"]
+    if state.val_t is not None:
+        row.update(validate(state.model, state.val_t, cfg.threshold, ctx.run.device))
+    score = row.get("val_dice_best", epoch)  # all-data model: the latest epoch always wins
+    improved = score > meta["best"]
+    if improved:
+        meta["best"], meta["best_epoch"] = score, epoch
+    meta["history"].append(row)
+    meta["epoch"] = epoch
+    _checkpoint(ctx, state, save_best=improved)
+    ctx.run.clock.tick(time.perf_counter() - started)
+    ctx.report("epoch", epoch, state.steps, state.steps, train_loss=row["train_loss"],
+               val_loss=row.get("val_loss"), val_dice=row.get("val_dice"))
+
+
+def _checkpoint(ctx: FoldContext, state: FoldState, *, save_best: bool) -> None:
+    """Write the epoch to disk: best weights (when it improved), ``history.csv``, then ``resume/``.
+
+    ``resume/`` goes last: if a write fails, the fold resumes from the previous epoch
+    and rewrites the files before it.
+    """
+    epoch = state.meta["epoch"]
+    if save_best:
+        card = {**(ctx.card or {}), "input_size": ctx.cfg.image_size, "threshold": ctx.cfg.threshold,
+                "epoch": epoch, "fold": ctx.fold}
+        save_weights(state.model, ctx.weights_path, card=card)
+    _write_history(ctx.dir / "history.csv", state.meta["history"])
+    save_state(ctx.dir / "resume", state.model, state.optimizer, state.meta)
+
+
+def new_model(cfg: TrainConfig) -> SegmentationModel:
+    """A freshly initialised model of ``cfg.model`` with ``cfg.model_config`` (uses the torch RNG)."""
+    overrides = dict(cfg.model_config)
+    if cfg.model == "mask-rcnn":
+        overrides.setdefault("image_size", cfg.image_size)
+    return build_model(cfg.model, **overrides)
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW, or plain SGD (no momentum) for the paper's "gradient descent"."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate at 0-based global ``step`` of ``total``: constant for the paper protocol,
+    else linear warm-up over the first 5% of steps, then cosine down to 2% of ``cfg.lr``."""
+    if cfg.protocol == "paper":
+        return cfg.lr
+    warm = max(1, total // 20)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,268 @@
+"""DICOM series -> Volume: grouping, ordering, spacing, HU, affine, stems and errors.
+
+Series are built from pydicom's real CT fixture (``CT_small.dcm``, 128x128, pixel spacing
+0.661468 mm, axial orientation, RescaleIntercept -1024) with distinct pixels per slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from smallcovid.core.errors import InputFileError
+from smallcovid.io import Volume, nifti_mask_data
+from smallcovid.io import validate as _v
+from smallcovid.io.series import (SeriesVolume, group_series, read_series, read_series_folder,
+                                  series_stem, unique_stem)
+
+FIXTURE = get_testdata_file("CT_small.dcm")
+UID_A = "1.2.826.0.1.3680043.8.498.11111111"
+UID_B = "1.2.826.0.1.3680043.8.498.22222222"
+STEP = 2.5
+PIX = 0.661468
+
+
+def _base() -> pydicom.Dataset:
+    return pydicom.dcmread(FIXTURE)
+
+
+def _write(path, k, uid=UID_A, z0=-75.7, step=STEP, **changes) -> None:
+    """Slice k of a series: z = z0 + k * step, pixels = fixture + 10 * k (stored values)."""
+    ds = _base()
+    ds.SeriesInstanceUID = uid
+    ds.SOPInstanceUID = f"{uid}.{k + 1}"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.InstanceNumber = k + 1
+    x, y, _ = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y, z0 + k * step]
+    ds.SliceLocation = z0 + k * step
+    ds.PixelData = (ds.pixel_array.astype(np.int16) + 10 * k).tobytes()
+    for key, value in changes.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _series(folder, n=7, shuffle=True, **kw) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    order = list(range(n))
+    if shuffle:
+        random.Random(3).shuffle(order)  # file names do not follow slice order
+    paths = []
+    for i, k in enumerate(order):
+        path = folder / f"img{i:02d}.dcm"
+        _write(path, k, **kw)
+        paths.append(path)
+    random.Random(5).shuffle(paths)
+    return paths
+
+
+def _expected(k: int) -> np.ndarray:
+    ds = _base()
+    return ds.pixel_array.astype(np.float32) + 10 * k - 1024
+
+
+def test_series_is_sorted_by_position_with_hu_and_spacing(tmp_path):
+    paths = _series(tmp_path / "scan")
+    vol = read_series(paths)
+    assert isinstance(vol, Volume) and isinstance(vol, SeriesVolume)
+    assert vol.voxels.shape == (7, 128, 128) and vol.voxels.dtype == np.float32
+    assert vol.units == "hu"
+    for k in range(7):
+        np.testing.assert_array_equal(vol.voxels[k], _expected(k))
+    assert vol.spacing == pytest.approx((STEP, PIX, PIX))
+    assert vol.series_uid == UID_A
+    assert vol.source == series_stem(UID_A)
+    assert [int(pydicom.dcmread(tmp_path / "scan" / f).InstanceNumber) for f in vol.files] == list(range(1, 8))
+
+
+def test_affine_maps_voxels_to_ras_positions(tmp_path):
+    vol = read_series(_series(tmp_path / "scan"))
+    ipp0 = np.array([-158.135803, -179.035797, -75.7])
+    for k, r, c in [(0, 0, 0), (3, 5, 0), (6, 0, 9), (6, 127, 127)]:
+        # DICOM: P = IPP_k + c * col_spacing * row_cosine + r * row_spacing * col_cosine (LPS)
+        lps = ipp0 + np.array([c * PIX, r * PIX, k * STEP])
+        ras = vol.affine @ np.array([r, c, k, 1.0])  # NIfTI index order: data[r, c, k] == voxels[k, r, c]
+        np.testing.assert_allclose(ras[:3], [-lps[0], -lps[1], lps[2]], atol=1e-4)
+
+
+def test_exported_nifti_mask_keeps_series_geometry(tmp_path):
+    import gzip
+
+    import nibabel
+
+    vol = read_series(_series(tmp_path / "scan"))
+    mask = np.zeros(vol.voxels.shape, np.uint8)
+    mask[2, 10, 20] = 1
+    img = nibabel.Nifti1Image.from_bytes(gzip.decompress(nifti_mask_data(mask, vol)))
+    np.testing.assert_allclose(img.affine, vol.affine, atol=1e-4)
+    assert np.asarray(img.dataobj)[10, 20, 2] == 1
+    assert nibabel.aff2axcodes(img.affine) == ("P", "L", "S")  # rows go posterior, columns to the left
+
+
+def test_oblique_affine_matches_nibabel_dicom_wrapper(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+        from nibabel.nicom.dicomwrappers import wrapper_from_data
+
+    c, s = np.cos(0.3), np.sin(0.3)
+    iop = [c, s, 0.0, 0.0, 0.0, -1.0]  # rows tilted in the axial plane, columns pointing feet-wards
+    _write(tmp_path / "obl.dcm", 0, ImageOrientationPatient=iop)
+    vol = read_series([tmp_path / "obl.dcm"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = wrapper_from_data(pydicom.dcmread(tmp_path / "obl.dcm")).affine  # LPS, axes (row, col, slice)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ vol.affine
+    np.testing.assert_allclose(lps[:3, [0, 1, 3]], ref[:3, [0, 1, 3]], atol=1e-4)
+    np.testing.assert_allclose(np.abs(lps[:3, 2]), np.abs(ref[:3, 2]), atol=1e-4)  # slice axis: 5 mm along the normal
+
+
+def test_reversed_positions_and_bytes_sources(tmp_path):
+    # Slice k at z = -75.7 - 2.5 k: sorted ascending along the normal, slice 0 is the last written.
+    paths = _series(tmp_path / "scan", step=-STEP)
+    vol = read_series([(p.name, p.read_bytes()) for p in paths])
+    for j in range(7):
+        np.testing.assert_array_equal(vol.voxels[j], _expected(6 - j))
+    assert vol.spacing[0] == pytest.approx(STEP)
+    np.testing.assert_allclose(vol.affine[:3, 3], [158.135803, 179.035797, -75.7 - 6 * STEP], atol=1e-4)
+    np.testing.assert_allclose(vol.affine[:3, 2], [0, 0, STEP], atol=1e-6)
+
+
+def test_positions_missing_falls_back_to_instance_number(tmp_path, caplog):
+    paths = _series(tmp_path / "scan", ImagePositionPatient=None)
+    with caplog.at_level(logging.WARNING, logger="smallcovid.io.series"):
+        vol = read_series(paths)
+    for k in range(7):
+        np.testing.assert_array_equal(vol.voxels[k], _expected(k))
+    assert vol.affine is None
+    assert vol.spacing == pytest.approx((5.0, PIX, PIX))  # SpacingBetweenSlices of the fixture
+    assert "InstanceNumber" in caplog.text
+
+
+def test_single_file_is_a_volume_of_depth_one(tmp_path):
+    vol = read_series([FIXTURE])
+    assert vol.voxels.shape == (1, 128, 128)
+    assert vol.spacing == pytest.approx((5.0, PIX, PIX))
+    assert vol.affine is not None
+
+
+def test_uneven_spacing_warns_and_uses_median(tmp_path, caplog):
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    for i, z in enumerate([0.0, 2.5, 5.0, 7.5, 12.5]):  # one slice missing
+        _write(folder / f"s{i}.dcm", i, z0=z, step=0.0)
+    with caplog.at_level(logging.WARNING, logger="smallcovid.io.series"):
+        vol = read_series(sorted(folder.iterdir()))
+    assert vol.spacing[0] == pytest.approx(2.5)
+    assert "median" in caplog.text
+
+
+def test_per_slice_rescale_intercept(tmp_path):
+    paths = _series(tmp_path / "scan", n=3, shuffle=False)
+    _write(paths[1], 1, RescaleIntercept=-1000)
+    vol = read_series(paths)
+    np.testing.assert_array_equal(vol.voxels[1], _expected(1) + 24)
+
+
+def test_folder_with_two_series_is_grouped_never_mixed(tmp_path):
+    folder = tmp_path / "study"
+    _series(folder, n=4)
+    for k in range(3):
+        _write(folder / f"other{k}.dcm", k, uid=UID_B, z0=100.0)
+    (folder / "notes.txt").write_text("not dicom")
+    (folder / ".DS_Store").write_bytes(b"\0" * 64)
+    (folder / "empty").write_bytes(b"")
+    shutil.copy(get_testdata_file("DICOMDIR"), folder / "DICOMDIR")
+    (folder / "blob.bin").write_bytes(b"\1" * 4096)
+    groups = group_series(sorted(p for p in folder.iterdir() if p.suffix == ".dcm"))
+    assert sorted(groups) == [UID_A, UID_B]
+    assert len(groups[UID_A]) == 4 and len(groups[UID_B]) == 3
+    vols = read_series_folder(folder)
+    stem = series_stem(UID_A)  # both UIDs start with the same 8 characters: never merged
+    assert set(vols) == {stem, stem + "-2"}
+    a, b = sorted(vols.values(), key=lambda v: len(v), reverse=True)
+    assert (a.series_uid, len(a), b.series_uid, len(b)) == (UID_A, 4, UID_B, 3)
+    with pytest.raises(InputFileError, match="mixes 2 DICOM series"):
+        read_series(sorted(p for p in folder.iterdir() if p.suffix == ".dcm"))
+
+
+def test_folder_with_one_series_is_named_after_the_folder(tmp_path):
+    folder = tmp_path / "patient 7"
+    _series(folder, n=3)
+    vols = read_series_folder(folder)
+    assert list(vols) == ["patient 7"]
+    assert vols["patient 7"].source == "patient 7"
+
+
+def test_stem_rules():
+    stem = series_stem(UID_A)
+    assert stem.startswith("series-") and len(stem) == len("series-") + 8
+    assert stem == "series-" + UID_A[:8]
+    assert unique_stem(stem, {stem}) == stem + "-2" and unique_stem(stem, {stem, stem + "-2"}) == stem + "-3"
+    assert series_stem(UID_A, folder="/data/case01/") == "case01"
+    vol = SeriesVolume(np.zeros((1, 8, 8)), "hu", series_uid=UID_A)
+    assert series_stem(vol) == stem
+    with pytest.raises(ValueError):
+        series_stem("")
+
+
+def test_slice_of_other_size_is_a_clear_error(tmp_path):
+    paths = _series(tmp_path / "scan", n=4, shuffle=False)
+    ds = pydicom.dcmread(paths[2])
+    ds.PixelData = ds.pixel_array[:64, :64].copy().tobytes()
+    ds.Rows, ds.Columns = 64, 64
+    ds.save_as(paths[2])
+    with pytest.raises(InputFileError, match=paths[2].name + r": has size 64x64 pixels but the other .* 128x128"):
+        read_series(paths)
+
+
+def test_truncated_slice_is_a_clear_error(tmp_path):
+    paths = _series(tmp_path / "scan", n=3, shuffle=False)
+    paths[1].write_bytes(paths[1].read_bytes()[:-5000])
+    with pytest.raises(InputFileError, match=paths[1].name + r": .*(truncated|corrupt)"):
+        read_series(paths)
+
+
+def test_other_orientation_is_a_clear_error(tmp_path):
+    paths = _series(tmp_path / "scan", n=3, shuffle=False)
+    _write(paths[0], 0, ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+    with pytest.raises(InputFileError, match=paths[0].name + ": has orientation"):
+        read_series(paths)
+
+
+def test_duplicate_positions_are_an_error(tmp_path):
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    for k in range(3):
+        _write(folder / f"s{k}.dcm", k, z0=0.0, step=0.0)
+    with pytest.raises(InputFileError, match="same position"):
+        read_series(sorted(folder.iterdir()))
+
+
+def test_non_dicom_and_dicomdir_files_raise_naming_the_file(tmp_path):
+    paths = _series(tmp_path / "scan", n=2)
+    txt = tmp_path / "scan" / "readme.dcm"
+    txt.write_text("hello, this is not a DICOM file at all")
+    with pytest.raises(InputFileError, match=r"readme\.dcm: is not a valid DICOM file"):
+        group_series(paths + [txt])
+    dicomdir = get_testdata_file("DICOMDIR")
+    with pytest.raises(InputFileError, match="DICOMDIR"):
+        group_series(paths + [dicomdir])
+    with pytest.raises(InputFileError, match=r"upload\.bin: is not a valid DICOM file"):
+        read_series([("upload.bin", b"\x89PNG\r\n\x1a\n" + b"\0" * 64)])
+
+
+def test_voxel_limit_is_checked_before_decoding(tmp_path, monkeypatch):
+    paths = _series(tmp_path / "scan", n=3)
+    monkeypatch.setattr(_v, "MAX_VOXELS", 2 * 128 * 128)
+    with pytest.raises(InputFileError, match=f"has {3 * 128 * 128} voxels, more than the limit"):
+        read_series(paths)
