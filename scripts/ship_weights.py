@@ -46,9 +46,12 @@ def main() -> int:
         training_time_s=summary.get("elapsed_s"),
         device=summary["device"],
         command=summary["command"],
-        trained_on="../shared/data/covid-semiseg/train (50 slices, MedSeg COVID-19 CT segmentation data via COVID-SemiSeg)",
+        trained_on=f"COVID-SemiSeg training split ({summary['n_slices']} slices, MedSeg COVID-19 CT segmentation data)",
         note="research use only, not a medical device",
     )
+    if summary.get("calibration"):  # calibrated: the best out-of-fold threshold on calibrated maps
+        card.update(calibration=summary["calibration"], threshold=summary["calibration"]["threshold"],
+                    threshold_uncalibrated=summary["recommended_threshold"])
     dest = Path(a.out) / f"{name}.safetensors"
     written = save_weights(model, dest, card=card, dtype=torch.float16 if a.fp16 else None)
     shipped, _ = load_weights(dest)

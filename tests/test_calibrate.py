@@ -50,3 +50,12 @@ def test_calibrated_maps_change_only_the_lesion_channel_and_bad_input_raises():
         calibrate_folds([maps], [samples])
     with pytest.raises(ValueError, match="platt or operating-point"):
         calibrate_folds([maps, maps], [samples, samples], method="isotonic")
+
+
+def test_platt_default_lowers_ece_and_picks_a_threshold_on_calibrated_maps():
+    rng = np.random.default_rng(5)
+    folds = [_fold(rng) for _ in range(3)]
+    out = calibrate_folds([f[0] for f in folds], [f[1] for f in folds])
+    assert out["method"] == "platt" and out["ece_after"] < out["ece_before"]
+    assert 0.1 <= out["threshold"] <= 0.95 and all("dice_at_threshold" in f for f in out["per_fold"])
+    assert out["dice_at_threshold"]["mean"] > out["dice_at_target"]["mean"] - 1e-9

@@ -24,6 +24,7 @@ __all__ = ["EXIT_BAD_INPUT", "OneLineParser", "build_parser", "console", "main",
 
 def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     from smallcovid.cli import train as train_cli
+    from smallcovid.inference.ensemble import ENSEMBLES
     from smallcovid.models import list_models
 
     names = list_models()
@@ -37,6 +38,8 @@ def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     pr.add_argument("--threshold", type=threshold_arg, help="probability threshold (default: the model card's)")
     pr.add_argument("--window", default="lung", help="HU window preset for DICOM/NIfTI (default lung)")
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    pr.add_argument("--ensemble", choices=ENSEMBLES, default="none",
+                    help="folds: average the architecture's fold models (shipped, or the run folder's)")
     ev = sub.add_parser("evaluate", help="Table 1 (Dice, precision, recall, IoU) on a labeled folder")
     ev.add_argument("--model", required=True, choices=[*names, "all"])
     ev.add_argument("--weights", help="weights file or run folder (single model only)")
@@ -44,6 +47,8 @@ def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=threshold_arg, help="probability threshold (default: each model card's)")
     ev.add_argument("--json", help="also write the results as JSON to this file")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--ensemble", choices=ENSEMBLES, default="none",
+                    help="folds: average the architecture's fold models (shipped, or the run folder's)")
     be = sub.add_parser("bench", help="parameters, latency and training throughput of every model")
     be.add_argument("--json", help="also write the results as JSON to this file")
     be.add_argument("--device", default="auto")
@@ -88,7 +93,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from smallcovid.data.dataset import load_dataset
     from smallcovid.inference.evaluation import evaluate
     from smallcovid.core.fsutil import atomic_write_text
-    from smallcovid.inference.predictor import load_predictor, shipped_models
+    from smallcovid.inference.ensemble import load_model
+    from smallcovid.inference.predictor import shipped_models
     from smallcovid.inference.report import format_table
 
     if args.model == "all":
@@ -102,7 +108,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = load_dataset(args.data)
     results = {}
     for name in names:
-        pred = load_predictor(name, weights=args.weights, device=args.device)
+        pred = load_model(name, weights=args.weights, device=args.device, ensemble=args.ensemble)
         results[name] = evaluate(pred, data, threshold=args.threshold)
     print(f"{len(data)} labeled slices from {args.data}; a pixel is lesion when p >= threshold")
     print(format_table(results))

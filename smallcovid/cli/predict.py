@@ -19,7 +19,8 @@ import numpy as np
 
 from smallcovid import io
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.inference.predictor import Predictor, load_predictor
+from smallcovid.inference.ensemble import load_model
+from smallcovid.inference.predictor import Predictor
 from smallcovid.data.preprocess import get_window
 from smallcovid.inference.volume import predict_volume
 
@@ -41,7 +42,7 @@ def run_predict(args: argparse.Namespace) -> int:
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise SmallCovidError(f"several inputs would write outputs named {dupes[0]!r}; rename them")
-    predictor = load_predictor(args.model, weights=args.weights, device=args.device)
+    predictor = load_model(args.model, weights=args.weights, device=args.device, ensemble=args.ensemble)
     threshold = args.threshold if args.threshold is not None else predictor.threshold
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -17,10 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
+from smallcovid.core.devices import resolve_device
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.preprocess import Window, to_model_input
-from smallcovid.inference.predictor import Predictor, ProbMaps
+from smallcovid.inference.predictor import DEFAULT_THRESHOLD, Predictor, ProbMaps, load_predictor, weights_dir
 from smallcovid.models.calibration import Calibration
+from smallcovid.models.checkpoint import load_weights, read_card
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,48 @@ def fold_weight_files(source: str | os.PathLike, name: str) -> list[Path]:
             f"fold_<k>.safetensors, each with its .json card)"
         )
     return files
+
+
+def shipped_folds_dir(name: str) -> Path:
+    """Where the shipped fold models of ``name`` live: ``weights/<name>-folds/``."""
+    return weights_dir() / f"{name}-folds"
+
+
+def load_ensemble(name: str, *, weights: str | os.PathLike | None = None, device: str = "auto") -> EnsemblePredictor:
+    """The fold ensemble of ``name``: shipped fold models, or those of a training run folder.
+
+    The ensemble's threshold and calibration come from the architecture's card:
+    the shipped ``weights/<name>.json``, or the run's ``final/`` card when ``weights``
+    is a finished run folder (else fold 1's card, uncalibrated).
+
+    Raises:
+        SmallCovidError: fewer than two fold models, or unreadable weights.
+    """
+    dev = resolve_device(device)
+    source = Path(weights) if weights is not None else shipped_folds_dir(name)
+    members = []
+    for path in fold_weight_files(source, name):
+        model, card = load_weights(path, device=str(dev))
+        if card.get("architecture") != name:
+            raise SmallCovidError(f"{path}: holds a {card.get('architecture')!r} model, not {name!r}")
+        members.append(Predictor(model, image_size=int(card.get("input_size", 256)), card=card,
+                                 device=dev, calibration=Calibration()))
+    if weights is None:
+        card = read_card(weights_dir() / f"{name}.json")
+    else:
+        final = source / "final" / f"{name}.json"
+        card = read_card(final) if final.is_file() else members[0].card
+    return EnsemblePredictor(members, card=card, threshold=float(card.get("threshold", DEFAULT_THRESHOLD)),
+                             calibration=Calibration.from_dict(card.get("calibration")))
+
+
+def load_model(name: str | None = None, *, weights: str | os.PathLike | None = None, device: str = "auto",
+               ensemble: str = "none") -> Predictor | EnsemblePredictor:
+    """:func:`~smallcovid.inference.predictor.load_predictor` or, with ``ensemble="folds"``, :func:`load_ensemble`."""
+    if ensemble not in ENSEMBLES:
+        raise SmallCovidError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
+    if ensemble == "none":
+        return load_predictor(name, weights=weights, device=device)
+    if name is None:
+        raise SmallCovidError("a fold ensemble needs a model name (--model)")
+    return load_ensemble(name, weights=weights, device=device)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from smallcovid.core.devices import resolve_device  # also imported from here by pages/
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.models import SegmentationModel, list_models, num_parameters, pad_to_multiple
+from smallcovid.models.calibration import Calibration
 from smallcovid.models.fuse import optimize_for_inference, uses_channels_last
 from smallcovid.data.preprocess import Window, to_model_input
 
@@ -104,6 +105,7 @@ class Predictor:
         card: dict | None = None,
         device: torch.device | str = "cpu",
         name: str | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.params = num_parameters(model)  # before BN folding removes the BN parameters
@@ -113,6 +115,9 @@ class Predictor:
         self.threshold = float(threshold)
         self.card = card or {}
         self.name = name or model.name
+        # Lesion probabilities are calibrated as the card says unless told otherwise
+        # (fold ensembles run their members raw and calibrate the average).
+        self.calibration = Calibration.from_dict(self.card.get("calibration")) if calibration is None else calibration
         # The square input is padded up to this multiple (pad_to_multiple); outputs are cropped back.
         self._multiple = model.size_multiple()
         self._lock = threading.Lock()  # one forward pass at a time when serialize_inference()
@@ -140,7 +145,8 @@ class Predictor:
             with self._lock if serialize_inference() else _NO_LOCK:
                 with torch.autocast("cuda", enabled=self.device.type == "cuda"):
                     pred = self.model.predict(x)
-            probs = torch.cat([pred.lesion_prob, pred.type_prob], dim=1)[:, :, crop[0], crop[1]].float().cpu()
+            lesion = self.calibration.apply_torch(pred.lesion_prob.float())
+            probs = torch.cat([lesion, pred.type_prob.float()], dim=1)[:, :, crop[0], crop[1]].cpu()
             batch_secs = time.perf_counter() - t0
             for i, im in enumerate(chunk):
                 t1 = time.perf_counter()

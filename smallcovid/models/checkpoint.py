@@ -116,7 +116,8 @@ def _resolve(path: Path) -> tuple[Path, Path | None]:
     )
 
 
-def _read_card(card_path: Path) -> dict:
+def read_card(card_path: Path) -> dict:
+    """A model card as a dict; raises InputFileError naming the file when missing or malformed."""
     if not card_path.is_file():
         raise InputFileError(card_path, "model card not found (it must sit next to the weights file)")
     try:
@@ -148,7 +149,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
             the message is one sentence naming the file.
     """
     card_path, weights_path = _resolve(Path(path))
-    card = _read_card(card_path)
+    card = read_card(card_path)
     if weights_path is None:
         # Only the file name is taken from the card, so a card cannot point elsewhere.
         name = str(card.get("weights_file") or card_path.stem + WEIGHTS_SUFFIX)

@@ -15,14 +15,15 @@ import numpy as np
 
 from smallcovid.core.devices import describe_device
 from smallcovid.data.dataset import LabeledSet
-from smallcovid.inference.evaluation import best_threshold, evaluate_maps, predict_set, threshold_sweep
+from smallcovid.inference.evaluation import best_threshold, evaluate_maps, threshold_sweep
 from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.core.vocab import METRIC_NAMES
-from smallcovid.inference.predictor import Predictor, ProbMaps
 from smallcovid.models import num_parameters
-from smallcovid.models.checkpoint import load_weights, save_weights
+from smallcovid.models.checkpoint import save_weights
+from smallcovid.training.calibrate import calibrate_folds
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.fold import FoldContext, RunContext, fold_dir, train_fold
+from smallcovid.training.oof import oof_maps
 
 log = logging.getLogger(__name__)
 REPORTED = METRIC_NAMES
@@ -55,14 +56,7 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
     ``splits`` holds one ``{"train": stems, "val": stems}`` per fold, in fold order.
     """
     cfg, out, device = run.cfg, run.out, run.device
-    fold_maps: list[list[ProbMaps]] = []
-    fold_sets: list[LabeledSet] = []
-    for k, split in enumerate(splits, start=1):
-        model, card = load_weights(fold_dir(out, k) / f"{cfg.model}.safetensors", device=str(device))
-        pred = Predictor(model, image_size=cfg.image_size, threshold=cfg.threshold, device=device)
-        val = data.subset(split["val"])
-        fold_maps.append(predict_set(pred, val))
-        fold_sets.append(val)
+    fold_maps, fold_sets = oof_maps(out, cfg, data, splits, device)
     all_maps = [m for ms in fold_maps for m in ms]
     all_samples = [s for vs in fold_sets for s in vs.samples]
     sweep = threshold_sweep(all_maps, all_samples)
@@ -91,6 +85,7 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "tuned": _mean_std(per_fold, "tuned"),
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
+        "calibration": _calibration(fold_maps, fold_sets),
         "elapsed_s": run.clock.elapsed(),
         "device": describe_device(device),
         "command": reproduce_command(cfg),
@@ -100,6 +95,15 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     run.report("done", 0, eta_s=0.0)
     return summary
+
+
+def _calibration(fold_maps, fold_sets) -> dict | None:
+    """Nested out-of-fold calibration (see :mod:`smallcovid.training.calibrate`), or None when it cannot be fitted."""
+    try:
+        return calibrate_folds(fold_maps, [vs.samples for vs in fold_sets])
+    except ValueError as exc:  # e.g. a run whose validation slices hold no lesion at all
+        log.warning("no calibration fitted: %s", exc)
+        return None
 
 
 def _row(m: dict) -> dict:
@@ -141,5 +145,9 @@ def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> dict:
     # Saved again over the training checkpoint: only now are the threshold and the time known.
     card.update(input_size=cfg.image_size, threshold=summary["recommended_threshold"],
                 params=num_parameters(model), training_time_s=run.clock.elapsed())
+    if summary.get("calibration"):
+        # Calibrated probabilities: the threshold is the best out-of-fold one on calibrated maps.
+        card.update(calibration=summary["calibration"], threshold=summary["calibration"]["threshold"],
+                    threshold_uncalibrated=summary["recommended_threshold"])
     final_card = save_weights(model, ctx.weights_path, card=card)
     return {"weights": str(ctx.weights_path), "sha256": final_card.get("sha256")}
