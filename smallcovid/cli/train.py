@@ -51,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--splits", help="reuse a splits.json from another run (same folds for every model)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
                    help="architecture option, e.g. filters=24 (repeatable)")
+    p.add_argument("--precision", choices=["auto", "bf16"], default="auto",
+                   help="auto: fp16 autocast on CUDA, fp32 on CPU; bf16: bf16 autocast (+ channels-last on CPU)")
+    p.add_argument("--unlabeled", help="folder of unlabeled slices: semi-supervised training (teacher -> student)")
+    p.add_argument("--pseudo-keep", type=float, default=0.5,
+                   help="fraction of unlabeled slices the student trains on, most confident first (default 0.5)")
+    p.add_argument("--student-epochs", type=int, help="student epochs per fold (default: --epochs)")
     p.add_argument("--final", action="store_true", help="also train on all data and write final/ weights + card")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)")
     p.add_argument("--job-id", type=int, help=argparse.SUPPRESS)  # set by the app's job executor
@@ -86,7 +92,9 @@ def config_from_args(args: argparse.Namespace):
     kw = dict(model=args.model, data=str(args.data), folds=args.folds, batch_size=args.batch_size,
               image_size=args.image_size, threshold=args.threshold, patience=args.patience,
               device=args.device, seed=args.seed, augment=not args.no_augment, final=args.final,
-              groups=args.groups, splits=args.splits, model_config=options)
+              groups=args.groups, splits=args.splits, model_config=options, precision=args.precision,
+              unlabeled=str(args.unlabeled) if args.unlabeled else None, pseudo_keep=args.pseudo_keep,
+              student_epochs=args.student_epochs)
     for name in ("epochs", "lr", "steps_per_epoch"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)

@@ -11,6 +11,7 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.models import list_models, make_config
 
 PROTOCOLS = ("default", "paper")
+PRECISIONS = ("auto", "bf16")
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,19 @@ class TrainConfig:
     groups: str | None = None
     splits: str | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
+    # "auto": fp16 autocast on CUDA, fp32 on CPU; "bf16": bf16 autocast (+ channels-last on CPU) everywhere.
+    precision: str = "auto"
+    unlabeled: str | None = None  # folder of unlabeled slices: semi-supervised (teacher -> student) training
+    pseudo_keep: float = 0.5  # fraction of unlabeled slices kept, most confident first
+    student_epochs: int | None = None  # student epochs per fold (None: same as epochs)
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
             raise SmallCovidError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
         if self.protocol not in PROTOCOLS:
             raise SmallCovidError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.precision not in PRECISIONS:
+            raise SmallCovidError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise SmallCovidError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         checks = [
@@ -61,6 +69,8 @@ class TrainConfig:
             ("steps_per_epoch", self.steps_per_epoch is None or self.steps_per_epoch >= 1, "at least 1"),
             ("patience", self.patience >= 0, "0 (off) or more"),
             ("weight_decay", self.weight_decay >= 0, "0 or more"),
+            ("pseudo_keep", 0 < self.pseudo_keep <= 1, "in (0, 1]"),
+            ("student_epochs", self.student_epochs is None or self.student_epochs >= 1, "at least 1"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -80,6 +90,11 @@ class TrainConfig:
                     weight_decay=0.0, protocol="paper", augment=False, patience=0)
         base.update(kw)
         return TrainConfig(**base)
+
+    @property
+    def epochs_per_fold(self) -> int:
+        """Epochs one fold trains in all: teacher and student with unlabeled data, else ``epochs``."""
+        return self.epochs + ((self.student_epochs or self.epochs) if self.unlabeled else 0)
 
     def to_json(self) -> str:
         """The config as indented JSON: ``config.json`` of a run, and part of final model cards."""

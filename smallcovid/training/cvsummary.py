@@ -22,8 +22,10 @@ from smallcovid.models import num_parameters
 from smallcovid.models.checkpoint import save_weights
 from smallcovid.training.calibrate import calibrate_folds
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import FoldContext, RunContext, fold_dir, train_fold
+from smallcovid.training.fold import FoldContext, RunContext, fold_dir
 from smallcovid.training.oof import oof_maps
+from smallcovid.training.pseudo import recipe
+from smallcovid.training.semi import train_model
 
 log = logging.getLogger(__name__)
 REPORTED = METRIC_NAMES
@@ -44,6 +46,12 @@ def reproduce_command(cfg: TrainConfig) -> str:
         parts += ["--no-augment"]
     for k, v in cfg.model_config.items():
         parts += ["--model-option", f"{k}={json.dumps(v)}"]
+    if cfg.precision != "auto":
+        parts += ["--precision", cfg.precision]
+    if cfg.unlabeled:
+        parts += ["--unlabeled", cfg.unlabeled, "--pseudo-keep", str(cfg.pseudo_keep)]
+        if cfg.student_epochs:
+            parts += ["--student-epochs", str(cfg.student_epochs)]
     if cfg.final:
         parts += ["--final"]
     return shlex.join(parts)
@@ -86,6 +94,8 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
         "calibration": _calibration(fold_maps, fold_sets),
+        "semi_supervised": recipe(cfg.unlabeled, cfg.pseudo_keep, cfg.student_epochs or cfg.epochs)
+        if cfg.unlabeled else None,
         "elapsed_s": run.clock.elapsed(),
         "device": describe_device(device),
         "command": reproduce_command(cfg),
@@ -138,10 +148,11 @@ def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> dict:
         "training": {"data": cfg.data, "n_slices": len(data), "protocol": cfg.protocol,
                      "config": json.loads(cfg.to_json()), "device": summary["device"]},
         "cv": {k: summary[k] for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds")},
+        "semi_supervised": summary.get("semi_supervised"),
         "command": summary["command"],
     }
     ctx = FoldContext(run, fold=0, card=card)
-    model = train_fold(ctx, data, None)
+    model = train_model(ctx, data, None, run.pool)
     # Saved again over the training checkpoint: only now are the threshold and the time known.
     card.update(input_size=cfg.image_size, threshold=summary["recommended_threshold"],
                 params=num_parameters(model), training_time_s=run.clock.elapsed())

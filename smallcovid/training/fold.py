@@ -30,6 +30,7 @@ from smallcovid.data.dataset import LabeledSet
 from smallcovid.models import SegmentationModel, build_model
 from smallcovid.models.checkpoint import load_weights, save_weights
 from smallcovid.training.config import TrainConfig
+from smallcovid.training.pseudo import STRONG_AUGMENT
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled
 from smallcovid.training.state import load_state, save_state
 from smallcovid.training.tensors import Tensors, to_tensors, validate
@@ -58,6 +59,7 @@ class RunContext:
     folds: int
     progress: ProgressFn | None = None
     should_stop: StopFn | None = None
+    pool: torch.Tensor | None = None  # unlabeled slices (N, 1, S, S) for semi-supervised runs
 
     def report(self, kind: str, fold: int, **fields: Any) -> None:
         """Send one :class:`Progress` event to the listener, if any, stamped with the run clock."""
@@ -78,15 +80,22 @@ class FoldContext:
     run: RunContext
     fold: int
     card: Mapping[str, Any] | None = None
+    stage: str = ""  # "" (supervised), "teacher" or "student" (semi-supervised)
 
     @property
     def cfg(self) -> TrainConfig:
         return self.run.cfg
 
     @property
+    def epochs(self) -> int:
+        """Epochs of this stage: a student trains ``student_epochs`` (default ``epochs``)."""
+        return (self.cfg.student_epochs or self.cfg.epochs) if self.stage == "student" else self.cfg.epochs
+
+    @property
     def dir(self) -> Path:
-        """This fold's folder, see :func:`fold_dir`."""
-        return fold_dir(self.run.out, self.fold)
+        """This fold's folder (see :func:`fold_dir`); a teacher lives in its ``teacher/``."""
+        base = fold_dir(self.run.out, self.fold)
+        return base / "teacher" if self.stage == "teacher" else base
 
     @property
     def weights_path(self) -> Path:
@@ -95,22 +104,28 @@ class FoldContext:
 
     def report(self, kind: str, epoch: int, step: int, steps: int, **losses: float | None) -> None:
         """A ``"batch"`` or ``"epoch"`` event of this fold."""
-        self.run.report(kind, self.fold, epoch=epoch, epochs=self.cfg.epochs, step=step, steps=steps, **losses)
+        self.run.report(kind, self.fold, epoch=epoch, epochs=self.epochs, step=step, steps=steps,
+                        stage=self.stage, **losses)
 
 
 class _MixedPrecision:
-    """fp16 autocast + loss scaling on CUDA; on CPU both are disabled pass-throughs.
+    """The run's arithmetic: ``precision="auto"`` is fp16 autocast + loss scaling on CUDA
+    and plain fp32 on CPU; ``"bf16"`` is bf16 autocast on either (no scaling needed:
+    bf16 has fp32's exponent range).
 
     The scaler is not part of the resume state: it recalibrates within a few steps.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.enabled = device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+    def __init__(self, device: torch.device, precision: str = "auto") -> None:
+        self.device_type = device.type
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        self.enabled = precision == "bf16" or device.type == "cuda"
+        use_scaler = self.enabled and self.dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
     def autocast(self) -> torch.autocast:
         """Context for the forward pass and loss."""
-        return torch.autocast("cuda", enabled=self.enabled)
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Backpropagate the (scaled) scalar ``loss`` and take one optimiser step."""
@@ -136,39 +151,56 @@ class FoldState:
     val_t: Tensors | None  # None: the final all-data model, nothing to validate on
     steps: int  # batches per epoch
     meta: dict[str, Any]
+    pseudo: Tensors | None = None  # a student's pseudo-labeled slices, mixed into every batch
 
 
-def train_fold(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None) -> SegmentationModel:
+def train_fold(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None, *,
+               pseudo: Tensors | None = None, init: Path | None = None) -> SegmentationModel:
     """Train (or finish training) one fold; returns its chosen model on the run's device.
 
     ``val_set=None`` trains the final all-data model, which keeps its last epoch.
+    A student gets ``pseudo`` (pseudo-labeled slices) and starts from the weights at ``init``.
     """
-    state = _resume_or_start(ctx, train_set, val_set)
-    while state.meta["epoch"] < ctx.cfg.epochs and not _stopped_early(ctx, state):
+    state = _resume_or_start(ctx, train_set, val_set, init)
+    state.pseudo = pseudo
+    while state.meta["epoch"] < ctx.epochs and not _stopped_early(ctx, state):
         started = time.perf_counter()
         row = _run_epoch(ctx, state)
         _after_epoch(ctx, state, row, started)
-    if state.meta["epoch"] < ctx.cfg.epochs:
+    if state.meta["epoch"] < ctx.epochs:
         log.info("fold %d: early stop at epoch %d (best %d)", ctx.fold, state.meta["epoch"], state.meta["best_epoch"])
-        ctx.run.clock.skip(ctx.cfg.epochs - state.meta["epoch"])
+        ctx.run.clock.skip(ctx.epochs - state.meta["epoch"])
     best, _ = load_weights(ctx.weights_path, device=str(ctx.run.device))
     return best
 
 
-def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None) -> FoldState:
-    """Build the model and optimizer, then restore the last completed epoch if ``resume/`` has one."""
+def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None,
+                     init: Path | None = None) -> FoldState:
+    """Build the model (from ``init``'s weights if given) and optimizer, then restore the
+    last completed epoch if ``resume/`` has one."""
     cfg, device = ctx.cfg, ctx.run.device
     # Seeded per fold, before the model is built, so a fold's initial weights do not
     # depend on which folds ran (or were skipped) before it in this process.
     torch.manual_seed(cfg.seed * 1000 + ctx.fold)
-    model = new_model(cfg).to(device)
+    model = new_model(cfg)
+    if init is not None:
+        start, _ = load_weights(init)
+        model.load_state_dict(start.state_dict())
+    model = model.to(device)
+    if _channels_last(cfg, model, device):
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
     train_t = to_tensors(train_set, cfg.image_size)
     val_t = to_tensors(val_set, cfg.image_size) if val_set is not None else None
     steps = cfg.steps_per_epoch or math.ceil(len(train_set) / cfg.batch_size)
     meta = load_state(ctx.dir / "resume", model, optimizer) or {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": []}
     ctx.run.clock.skip(meta["epoch"])  # epochs finished before an interruption
-    return FoldState(model, optimizer, _MixedPrecision(device), train_t, val_t, steps, meta)
+    return FoldState(model, optimizer, _MixedPrecision(device, cfg.precision), train_t, val_t, steps, meta)
+
+
+def _channels_last(cfg: TrainConfig, model: SegmentationModel, device: torch.device) -> bool:
+    """bf16 training on CPU runs dense models channels-last (oneDNN's fast path); Mask R-CNN stays NCHW."""
+    return cfg.precision == "bf16" and device.type == "cpu" and model.channels_last_inference
 
 
 def _stopped_early(ctx: FoldContext, state: FoldState) -> bool:
@@ -184,7 +216,8 @@ def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
     epoch = state.meta["epoch"] + 1
     # One generator per (seed, fold, epoch) drives batch order and augmentation, so a
     # resumed epoch replays exactly the batches an uninterrupted run would have seen.
-    g = torch.Generator().manual_seed(hash((cfg.seed, ctx.fold, epoch)) % (2**31))
+    key = (cfg.seed, ctx.fold, epoch) if ctx.stage != "student" else (cfg.seed, ctx.fold, epoch, "student")
+    g = torch.Generator().manual_seed(hash(key) % (2**31))
     state.model.train()
     n = len(state.train_t[0])
     order = torch.cat([torch.randperm(n, generator=g) for _ in range(math.ceil(state.steps * cfg.batch_size / n))])
@@ -195,19 +228,31 @@ def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
             raise TrainingCancelled(f"fold {ctx.fold} cancelled at epoch {epoch}")
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         batch = augment_batch(state.train_t[0][idx], state.train_t[1][idx], state.train_t[2][idx], aug, g)
+        if state.pseudo is not None:
+            batch = _with_pseudo(batch, state.pseudo, cfg.batch_size, g)
         losses.append(_train_step(ctx, state, batch, epoch, (epoch - 1) * state.steps + step))
         ctx.report("batch", epoch, step + 1, state.steps, train_loss=sum(losses) / len(losses))
     return {"epoch": epoch, "train_loss": sum(losses) / len(losses), "lr": state.optimizer.param_groups[0]["lr"]}
+
+
+def _with_pseudo(batch: Tensors, pseudo: Tensors, n: int, g: torch.Generator) -> Tensors:
+    """``batch`` plus ``n`` pseudo-labeled slices drawn at random, strongly augmented."""
+    idx = torch.randint(0, len(pseudo[0]), (n,), generator=g)
+    extra = augment_batch(pseudo[0][idx], pseudo[1][idx], pseudo[2][idx], STRONG_AUGMENT, g)
+    return tuple(torch.cat([a, b]) for a, b in zip(batch, extra))  # type: ignore[return-value]
 
 
 def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, global_step: int) -> float:
     """One optimiser step on ``batch`` (images, masks, types); returns the loss."""
     cfg, device = ctx.cfg, ctx.run.device
     for group in state.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, global_step, cfg.epochs * state.steps)
+        group["lr"] = lr_at(cfg, global_step, ctx.epochs * state.steps)
     x, m, t = batch
+    x = x.to(device)
+    if _channels_last(cfg, state.model, device):
+        x = x.contiguous(memory_format=torch.channels_last)
     with state.amp.autocast():
-        loss = state.model.loss(x.to(device), m.to(device), t.to(device))
+        loss = state.model.loss(x, m.to(device), t.to(device))
     if not torch.isfinite(loss):
         raise SmallCovidError(f"fold {ctx.fold}: loss became {loss.item()} at epoch {epoch}; lower the learning rate")
     state.amp.backward_and_step(loss, state.optimizer)

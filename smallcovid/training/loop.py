@@ -25,7 +25,9 @@ from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.data.dataset import LabeledSet, load_dataset, load_splits, make_splits, read_groups, save_splits
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.cvsummary import finish_run
-from smallcovid.training.fold import FoldContext, RunContext, fold_dir, train_fold
+from smallcovid.training.fold import FoldContext, RunContext, fold_dir
+from smallcovid.training.pseudo import load_unlabeled
+from smallcovid.training.semi import train_model
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled
 from smallcovid.training.tensors import to_tensors
 
@@ -55,7 +57,8 @@ def train(
     """
     out = Path(out_dir)
     cfg_path = out / "config.json"
-    if cfg_path.is_file() and json.loads(cfg_path.read_text()) != json.loads(cfg.to_json()):
+    # Compared as configs, not as text: a run folder written before a field existed holds its default.
+    if cfg_path.is_file() and TrainConfig.from_dict(json.loads(cfg_path.read_text())) != cfg:
         raise SmallCovidError(f"{out}: holds a run with a different configuration; choose another --out")
     # Data and splits are checked before the run folder is made: a refused run leaves nothing behind.
     device = resolve_device(cfg.device)
@@ -64,14 +67,16 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_path, cfg.to_json())
     save_splits(out / "splits.json", splits, cfg.seed)
-    clock = Clock(total_epochs=cfg.epochs * (len(splits) + int(cfg.final)))
-    run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop)
+    clock = Clock(total_epochs=cfg.epochs_per_fold * (len(splits) + int(cfg.final)))
+    pool = load_unlabeled(cfg.unlabeled, cfg.image_size) if cfg.unlabeled else None
+    run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop,
+                     pool=pool)
     for k, split in enumerate(splits, start=1):
         # metrics.json is written only by finish_run, after every fold's training ended.
         if (fold_dir(out, k) / "metrics.json").is_file():
-            clock.skip(cfg.epochs)
+            clock.skip(cfg.epochs_per_fold)
             continue
-        train_fold(FoldContext(run, fold=k), data.subset(split["train"]), data.subset(split["val"]))
+        train_model(FoldContext(run, fold=k), data.subset(split["train"]), data.subset(split["val"]), pool)
     return finish_run(run, data, splits)
 
 

@@ -32,6 +32,7 @@ class Progress:
     val_dice: float | None = None
     elapsed_s: float = 0.0
     eta_s: float | None = None
+    stage: str = ""  # semi-supervised runs: "teacher" or "student"
 
 
 class TrainingCancelled(Exception):

@@ -1,0 +1,34 @@
+"""Train one fold's model: supervised, or teacher -> pseudo-labels -> student with unlabeled data.
+
+:func:`train_model` is what the run loop and the final model call; without an
+unlabeled pool it is exactly :func:`~smallcovid.training.fold.train_fold`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from smallcovid.data.dataset import LabeledSet
+from smallcovid.models import SegmentationModel
+from smallcovid.training.fold import FoldContext, train_fold
+from smallcovid.training.pseudo import pseudo_label
+
+
+def train_model(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None,
+                pool: torch.Tensor | None = None) -> SegmentationModel:
+    """The fold's model (saved at ``ctx.weights_path``).
+
+    With ``pool`` ((N, 1, S, S) unlabeled slices at the run's input size): a teacher
+    trains on ``train_set`` only (in ``<fold>/teacher/``), labels the pool, and a
+    student started from the teacher trains on ``train_set`` plus the kept
+    pseudo-labeled slices. ``val_set`` only chooses each stage's best epoch; it is
+    never trained on and never labeled.
+    """
+    if pool is None:
+        return train_fold(ctx, train_set, val_set)
+    teacher_ctx = FoldContext(ctx.run, ctx.fold, card=ctx.card, stage="teacher")
+    teacher = train_fold(teacher_ctx, train_set, val_set)
+    pseudo = pseudo_label(teacher, pool, ctx.run.device, keep=ctx.cfg.pseudo_keep)
+    del teacher
+    student_ctx = FoldContext(ctx.run, ctx.fold, card=ctx.card, stage="student")
+    return train_fold(student_ctx, train_set, val_set, pseudo=pseudo, init=teacher_ctx.weights_path)

@@ -1,0 +1,102 @@
+"""Semi-supervised training (teacher -> pseudo-labels -> student) and bf16 training on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.training import semi
+from smallcovid.training.loop import train
+from smallcovid.training.pseudo import load_unlabeled, pseudo_label, unlabeled_files, unlabeled_hash
+
+
+@pytest.fixture
+def unlabeled_dir(tmp_path):
+    """Five unlabeled 8-bit slices of odd sizes with a bright blob each."""
+    folder = tmp_path / "unlabeled" / "images"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(41, 37), (50, 50), (33, 47), (45, 45), (39, 52)]):
+        img = rng.integers(0, 60, (h, w)).astype(np.uint8)
+        img[h // 3: h // 3 + 9, w // 4: w // 4 + 11] = 200
+        Image.fromarray(img).save(folder / f"Data-1_vol{i % 2}_{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder.parent
+
+
+def test_unlabeled_folder_loading_and_hash(unlabeled_dir, tmp_path):
+    files = unlabeled_files(unlabeled_dir)
+    assert [f.suffix for f in files] == [".png"] * 5  # images/ found, the text file skipped
+    x = load_unlabeled(unlabeled_dir, 32)
+    assert x.shape == (5, 1, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    h = unlabeled_hash(unlabeled_dir)
+    (files[0]).write_bytes(files[0].read_bytes() + b"\0")
+    assert unlabeled_hash(unlabeled_dir) != h
+    with pytest.raises(SmallCovidError, match="does not exist"):
+        unlabeled_files(tmp_path / "nowhere")
+
+
+def test_pseudo_labels_keep_the_most_confident_and_mark_unsure_types():
+    class Sure(torch.nn.Module):
+        """Probability 0.99 in a square for the first image, 0.55 (unsure) for the second."""
+
+        def predict(self, x):
+            p = torch.zeros(x.shape[0], 1, *x.shape[-2:])
+            p[0, :, 2:6, 2:6] = 0.99
+            p[1:, :, 2:6, 2:6] = 0.55
+            types = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+            types[:, 2] = 1.0
+            return type("P", (), {"lesion_prob": p, "type_prob": types})()
+
+    images = torch.rand(2, 1, 8, 8)
+    x, m, t = pseudo_label(Sure(), images, torch.device("cpu"), keep=0.5)
+    assert x.shape[0] == 1 and torch.equal(x[0], images[0])
+    assert m[0, 0, 2:6, 2:6].eq(1).all() and m.sum() == 16 and t[0, 3, 3] == 2
+    x, m, t = pseudo_label(Sure(), images, torch.device("cpu"), keep=1.0)
+    assert (t[1, 2:6, 2:6] == -100).all()  # unsure pixels carry no lesion type
+    with pytest.raises(SmallCovidError, match="keep fraction"):
+        pseudo_label(Sure(), images, torch.device("cpu"), keep=0)
+
+
+def test_semi_supervised_run_never_trains_on_its_validation_slices(tiny_cfg, unlabeled_dir, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    seen = []
+    real = semi.train_fold
+
+    def spy(ctx, train_set, val_set, **kw):
+        seen.append((ctx.fold, ctx.stage, set(train_set.stems), set(val_set.stems) if val_set else set(),
+                     None if kw.get("pseudo") is None else kw["pseudo"][0].shape[0]))
+        return real(ctx, train_set, val_set, **kw)
+
+    monkeypatch.setattr(semi, "train_fold", spy)
+    cfg = tiny_cfg(epochs=1, student_epochs=1, unlabeled=str(unlabeled_dir), pseudo_keep=0.6, final=True)
+    summary = train(cfg, tmp_path / "run")
+    assert [(f, s) for f, s, *_ in seen] == [(1, "teacher"), (1, "student"), (2, "teacher"), (2, "student"),
+                                             (0, "teacher"), (0, "student")]
+    for fold, stage, train_stems, val_stems, n_pseudo in seen:
+        assert not train_stems & val_stems
+        assert n_pseudo == (3 if stage == "student" else None)  # ceil(0.6 * 5) pool slices, never labeled ones
+    for k in (1, 2):
+        assert (tmp_path / "run" / f"fold_{k}" / "teacher" / "smallcovid-net.safetensors").is_file()
+        assert (tmp_path / "run" / f"fold_{k}" / "smallcovid-net.safetensors").is_file()
+    rec = summary["semi_supervised"]
+    assert rec["n_unlabeled"] == 5 and rec["unlabeled_sha256"] == unlabeled_hash(unlabeled_dir)
+    card = json.loads((tmp_path / "run" / "final" / "smallcovid-net.json").read_text())
+    assert card["semi_supervised"]["unlabeled_sha256"] == rec["unlabeled_sha256"]
+    assert "--unlabeled" in summary["command"] and "--student-epochs 1" in summary["command"]
+
+
+def test_bf16_training_on_cpu_runs_and_records_its_precision(tiny_cfg, tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_cfg(epochs=1, precision="bf16")
+    summary = train(cfg, tmp_path / "run")
+    hist = (tmp_path / "run" / "fold_1" / "history.csv").read_text().splitlines()
+    loss = float(hist[1].split(",")[1])
+    assert np.isfinite(loss) and "--precision bf16" in summary["command"]
+    with pytest.raises(SmallCovidError, match="precision must be one of"):
+        tiny_cfg(precision="fp8")
