@@ -21,11 +21,31 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from smallcovid.core.fsutil import tree_sha256  # noqa: E402
 from smallcovid.data.dataset import load_dataset  # noqa: E402
 from smallcovid.inference.predictor import Predictor  # noqa: E402
 from smallcovid.models.checkpoint import load_weights, save_weights  # noqa: E402
 
 COMPUTED = {"architecture", "config", "params", "weights_file", "weights_dtype", "sha256", "smallcovid_version"}
+
+
+def _dataset_name(path: str) -> str:
+    """``/any/where/covid-semiseg/train`` -> ``covid-semiseg/train``: cards name data, not machines' paths."""
+    return "/".join(Path(path).resolve().parts[-2:])
+
+
+def _without_local_paths(card: dict, run: Path) -> dict:
+    """The card with the run's data folders replaced by dataset names (``data/<name>`` in the command)."""
+    cfg = json.loads((run / "config.json").read_text())
+    text = json.dumps(card)
+    for key in ("data", "unlabeled"):
+        if cfg.get(key):
+            name = _dataset_name(cfg[key])
+            text = text.replace(json.dumps(cfg[key])[1:-1], name)  # the path as it appears inside JSON strings
+    out = json.loads(text)
+    out["command"] = out["command"].replace(" --data covid-semiseg", " --data data/covid-semiseg").replace(
+        " --unlabeled covid-semiseg", " --unlabeled data/covid-semiseg")
+    return out
 
 
 def main() -> int:
@@ -52,10 +72,13 @@ def main() -> int:
     if summary.get("calibration"):  # calibrated: the best out-of-fold threshold on calibrated maps
         card.update(calibration=summary["calibration"], threshold=summary["calibration"]["threshold"],
                     threshold_uncalibrated=summary["recommended_threshold"])
+    data_dir = json.loads((run / "config.json").read_text())["data"]
+    card = _without_local_paths(card, run)
+    card["data_sha256"] = tree_sha256(data_dir)
     dest = Path(a.out) / f"{name}.safetensors"
     written = save_weights(model, dest, card=card, dtype=torch.float16 if a.fp16 else None)
     shipped, _ = load_weights(dest)
-    data = load_dataset(json.loads((run / "config.json").read_text())["data"])
+    data = load_dataset(data_dir)
     images = [s.image for s in data.samples[:10]]
     ref = Predictor(model, image_size=card["input_size"]).predict_images(images)
     new = Predictor(shipped, image_size=card["input_size"]).predict_images(images)
