@@ -2,11 +2,11 @@
 # Train the four shipped models: 5-fold CV on the same seeded splits (seed 0), then a final
 # all-data model per architecture (the commands recorded in each weights/<name>.json card).
 # Usage: bash scripts/train_all.sh [DATA]    Logs: runs/<model>-cv.log
-# Budgets fit the 2-core CPU of a working session (about 2 hours in all); the three
-# larger models train at 160 px, SmallCovid-Net at 192 px (one conv per decoder block).
+# Budgets fit a 2-core CPU (about 2 hours in all); the three larger models train at
+# 160 px, SmallCovid-Net at 192 px (one conv per decoder block).
 set -eu
 cd "$(dirname "$0")/.."
-DATA=${1:-../shared/data/covid-semiseg/train}
+DATA=${1:-${SMALLCOVID_DATA_DIR:?give the labeled folder as the first argument or set SMALLCOVID_DATA_DIR}}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p runs
 common=(--data "$DATA" --folds 5 --seed 0 --final --threads 2)

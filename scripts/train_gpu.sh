@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The shipped recipe for all four models on one CUDA GPU: 5-fold CV on the seed-0 splits
+# + a final all-data model each, 256 px, mixed precision (fp16 autocast), semi-supervised
+# with the unlabeled pool when it is given. Sized for about 9 minutes on one large GPU
+# (16 CPU cores feed the four runs, which share the GPU).
+#
+#   OUT=/tmp/gpu-out bash scripts/train_gpu.sh DATA [UNLABELED]
+#
+# Writes $OUT/runs/<model>-gpu/ (the run folders), $OUT/logs/<model>.log, and
+# $OUT/weights/<model>.safetensors + .json (the final models, via ship_weights.py).
+set -u
+cd "$(dirname "$0")/.."
+DATA=${1:?labeled folder}
+UNL=${2:-}
+OUT=${OUT:?set OUT to the output folder}
+PY=${PYTHON:-.venv/bin/python}
+BUDGET_S=${BUDGET_S:-510}   # hard stop per run; an interrupted run can be resumed with --resume
+mkdir -p "$OUT/runs" "$OUT/logs" "$OUT/weights"
+semi=()
+[ -n "$UNL" ] && semi=(--unlabeled "$UNL" --pseudo-keep 0.5)
+common=(--data "$DATA" --folds 5 --seed 0 --final --device cuda --image-size 256 --threads 4 --out "$OUT/runs")
+run() {  # name, then train.py flags
+  local name=$1; shift
+  timeout "$BUDGET_S" $PY train.py --model "$name" --run-id "$name-gpu" "${common[@]}" "${semi[@]}" "$@" \
+    > "$OUT/logs/$name.log" 2>&1
+  echo "$name: exit $? after ${SECONDS}s" >> "$OUT/logs/summary.txt"
+}
+run smallcovid-net --epochs 150 --student-epochs 100 --lr 2e-3 --model-option decoder_convs=1 &
+run unet --epochs 80 --student-epochs 60 --lr 1e-3 &
+run segnet --epochs 80 --student-epochs 60 --lr 2e-3 &
+run mask-rcnn --epochs 50 --student-epochs 30 --lr 2e-3 &
+wait
+for name in smallcovid-net unet segnet mask-rcnn; do
+  [ -f "$OUT/runs/$name-gpu/summary.json" ] || continue
+  fp16=(); [ "$name" = unet ] || [ "$name" = mask-rcnn ] && fp16=(--fp16)
+  $PY scripts/ship_weights.py "$OUT/runs/$name-gpu" --out "$OUT/weights" "${fp16[@]}" >> "$OUT/logs/ship.log" 2>&1
+done
+cat "$OUT/logs/summary.txt"
