@@ -216,7 +216,8 @@ def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
     epoch = state.meta["epoch"] + 1
     # One generator per (seed, fold, epoch) drives batch order and augmentation, so a
     # resumed epoch replays exactly the batches an uninterrupted run would have seen.
-    key = (cfg.seed, ctx.fold, epoch) if ctx.stage != "student" else (cfg.seed, ctx.fold, epoch, "student")
+    # Ints only: str hashes are salted per process, which would break resume and Ray retries.
+    key = (cfg.seed, ctx.fold, epoch) if ctx.stage != "student" else (cfg.seed, ctx.fold, epoch, 1)
     g = torch.Generator().manual_seed(hash(key) % (2**31))
     state.model.train()
     n = len(state.train_t[0])
