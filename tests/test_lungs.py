@@ -206,3 +206,15 @@ def test_real_slices_lesion_coverage():
     assert inside / total >= 0.97, inside / total           # display path
     assert inside_f / total >= 0.97, inside_f / total       # HU, emulated full field
     assert 0.4 < np.mean(frac) < 0.85
+
+
+@pytest.mark.parametrize("cols", [(0.05, 0.95), (0.0, 1.0)])
+def test_table_touching_the_bottom_border_keeps_outside_air_out(cols):
+    hu, p = chest(h=160, w=192)
+    h, w = hu.shape
+    hu[p["table"]] = -1000.0
+    table = np.zeros((h, w), bool)
+    table[int(0.93 * h):, int(cols[0] * w):int(cols[1] * w)] = True  # the table reaches the image edge
+    hu[table] = 100.0
+    lab = lung_masks_hu(hu, (1.0, 1.0))
+    check_chest(lab, {**p, "table": table})

@@ -52,6 +52,7 @@ AIR_HU = -320.0          # air-like: lung parenchyma (~ -850) and faint ground-g
 WORK_MM = 2.5            # working pixel size: a 300x512x512 volume takes ~1 s on 2 cores
 MIN_SIDE = 16            # smaller images carry no resolvable chest -> all-zero mask
 FULL_FIELD_BORDER = 0.8  # share of air on the image border above which the field is full
+FULL_FIELD_SIDE = 0.9    # ... or the share of air on each of two sides
 DISPLAY_FOV_MM = 300.0   # assumed span of a crop's long side (crops hug the lungs)
 SCAN_FOV_MM = 350.0      # assumed span of a full field's long side
 ISLAND_NEAR_MM = 20.0    # islands this close to a lung's main hull join that hull
@@ -83,7 +84,8 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
         lr_axis, right_first: the side convention (module docstring).
         cropped: True for a crop inside the body (air on the image border may be
             lung), False for a full field of view (air on the border is outside the
-            patient); None: full field if >= 80 % of the border pixels are air.
+            patient); None: full field if >= 80 % of the border pixels are air, or
+            >= 90 % of each of two sides (a table can cover the others).
 
     Returns:
         (H, W) or (Z, H, W) uint8: 0 background, 1 right lung, 2 left lung.
@@ -105,7 +107,7 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
     if min(h, w) < MIN_SIDE or z == 0:
         return zeros
     if cropped is None:
-        cropped = float(np.mean(border_ids(vol) < AIR_HU)) < FULL_FIELD_BORDER
+        cropped = not _full_field(vol)
     if spacing_mm is None:
         sp = ((DISPLAY_FOV_MM if cropped else SCAN_FOV_MM) / max(h, w),) * 2
     # Strided sampling (block centres) costs ~10x less than block means, and the
@@ -120,6 +122,14 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
     out = np.repeat(side, np.r_[np.full(nr - 1, fr), h - fr * (nr - 1)], axis=1)
     out = np.repeat(out, np.r_[np.full(nc - 1, fc), w - fc * (nc - 1)], axis=2)
     return out.reshape(hu.shape)
+
+
+def _full_field(vol: np.ndarray) -> bool:
+    """Whether (Z, h, w) HU shows the whole body in air: most of the border is air, or at
+    least two whole sides are (a scanner table may fill the third and fourth)."""
+    sides = (vol[:, 0], vol[:, -1], vol[:, :, 0], vol[:, :, -1])
+    air_sides = sum(float(np.mean(s < AIR_HU)) >= FULL_FIELD_SIDE for s in sides)
+    return float(np.mean(border_ids(vol) < AIR_HU)) >= FULL_FIELD_BORDER or air_sides >= 2
 
 
 def lung_masks_display(img8: np.ndarray, *, lr_axis: int | None = None, right_first: bool = True,
