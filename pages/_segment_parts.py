@@ -1,30 +1,31 @@
-"""Parts of the Segment page: session caches, the overlay panels, the metric and quantity tables, downloads.
+"""Parts of the Segment page: session caches, the in-browser viewer (overlays, metrics, quantities), downloads.
 
-Split out of ``pages/segment.py`` to keep each file short; widgets only, the
-computation is in :mod:`smallcovid.app.viz`, :mod:`smallcovid.app.analysis` and :mod:`smallcovid.app.uploads`.
+Split out of ``pages/segment.py`` to keep each file short; widgets only, the computation is in
+:mod:`smallcovid.app.viewer`, :mod:`smallcovid.app.viz`, :mod:`smallcovid.app.analysis` and
+:mod:`smallcovid.app.uploads`. The viewer itself is ``pages/components/overlay/`` (no build step).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._shared import predictor
 from smallcovid.app import analysis
 from smallcovid.app import uploads
+from smallcovid.app import viewer
 from smallcovid.app import viz
 from smallcovid.app.catalog import ModelEntry
 from smallcovid.core.vocab import LESION_TYPES, METRIC_TITLES
 from smallcovid.io import Slice, Volume
 from smallcovid.inference.metrics import type_dice
 from smallcovid.data.preprocess import Window
-from smallcovid.inference.volume import predict_volume, threshold_volume
-
-PANELS_PER_ROW = 3
+from smallcovid.inference.framing import lungs_for
 
 
 def session_cache(name: str) -> OrderedDict:
@@ -41,47 +42,70 @@ def remember(cache: OrderedDict, key, value, limit: int):
     return value
 
 
-# ------------------------------------------------------------------ whole volume
+# ------------------------------------------------------------------ the viewer (overlays, metrics, quantities)
 
-def segment_volume(entry: ModelEntry, vol: Volume, window: Window | None) -> np.ndarray:
-    """Lesion probabilities of every slice -> (D, H, W) uint8 levels (``prob_levels``), with a progress bar.
+_COMPONENT_DIR = Path(__file__).resolve().parent / "components" / "overlay"
+_overlay = st.components.v2.component(
+    "smallcovid_overlay",
+    js=(_COMPONENT_DIR / "overlay.js").read_text(encoding="utf-8"),
+    css=(_COMPONENT_DIR / "overlay.css").read_text(encoding="utf-8"),
+)
+VIEW_KEY = "seg_view"  # the viewer's settled state: threshold (None = default), opacity, types, cards
+VIEWER_CACHE_ENTRIES = 2
 
-    Thresholded with :func:`smallcovid.inference.volume.threshold_volume`, like the CLI's volume masks.
+
+def view_state() -> dict:
+    """The viewer's last settled state (``smallcovid.app.viewer.DEFAULT_VIEW`` keys)."""
+    return viewer.default_view(st.session_state.get(VIEW_KEY))
+
+
+def _store_view() -> None:
+    """The viewer sent its settled state: keep it for the downloads and the volume results."""
+    value = st.session_state.get("seg_overlay")
+    view = value.get("view") if hasattr(value, "get") else None
+    if isinstance(view, dict):
+        st.session_state[VIEW_KEY] = viewer.default_view(view)
+
+
+def viewer_payload(maps: dict, display: np.ndarray, cards: dict, default: float, sl: Slice, slice_id: str,
+                   window: Window | None, truth, truth_types, truth_name: str, truth_row: dict | None) -> dict:
+    """The viewer's data for this slice, built once per (slice, models, window, truth) and kept in the session."""
+    wkey = None if window is None else (window.width, window.level)
+    key = (slice_id, wkey, tuple((k, id(m)) for k, m in maps.items()), tuple(sorted(cards.items())), default,
+           None if truth is None else (id(truth), truth_name))
+    cache = session_cache("viewer_cache")
+    if key not in cache:
+        lungs = lungs_for(sl)
+        ident = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+        payload = viewer.build_payload(display, maps, cards, default_threshold=default, truth=truth,
+                                       truth_types=truth_types, spacing=sl.spacing, truth_name=truth_name,
+                                       lungs=lungs, truth_row=truth_row, key=ident)
+        remember(cache, key, payload, VIEWER_CACHE_ENTRIES)
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def draw_viewer(payload: dict) -> None:
+    """Threshold / opacity / type controls, one overlay per model, disagreement, before/after, tables.
+
+    All in the browser (``pages/components/overlay``): moving a control recolours and
+    recomputes there; the settled state comes back as ``st.session_state["seg_view"]``.
     """
-    bar = st.progress(0.0, text=f"Segmenting {len(vol)} slices with {entry.label}…")
-    probs = predict_volume(predictor(entry), vol, window, keep_types=False,
-                           progress=lambda done, n: bar.progress(done / n, text=f"Segmented {done} of {n} slices"))
-    bar.empty()
-    return probs.levels
+    _overlay(key="seg_overlay", data={**payload, "view": view_state()}, default={"view": None},
+             on_view_change=_store_view)
 
 
-# ------------------------------------------------------------------ output
-
-def draw_panels(display: np.ndarray, maps: dict, thr: dict, opacity: float, show_types: bool,
-                truth: np.ndarray | None) -> None:
-    """Scan, one overlay per model and (two or more models) the disagreement map, all the same size."""
-    panels = [(display, "scan")]
-    for label, m in maps.items():
-        img = (viz.overlay(display, types=m.type_map(thr[label]), opacity=opacity, truth=truth) if show_types
-               else viz.overlay(display, mask=m.mask(thr[label]), opacity=opacity, truth=truth))
-        panels.append((img, label))
-    if len(maps) >= 2:
-        panels.append((viz.disagreement_overlay(display, [m.mask(thr[k]) for k, m in maps.items()], opacity),
-                       "disagreement: lesion votes per pixel"))
-    for start in range(0, len(panels), PANELS_PER_ROW):
-        cols = st.columns(PANELS_PER_ROW)
-        for col, (img, caption) in zip(cols, panels[start:start + PANELS_PER_ROW]):
-            col.image(img, caption=caption, width="stretch")
-    legend = ["<span style='color:#00e6ff'>□</span> ground truth (outline)"] if truth is not None else []
-    if show_types:
-        legend += [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {n}"
-                   for (r, g, b), n in zip(viz.TYPE_RGB.values(), LESION_TYPES.values())]
+def draw_cli_caption(thr: dict, with_truth: bool) -> None:
+    """The command line that gives the same numbers (metrics with ground truth, masks without)."""
+    same = len(set(thr.values())) == 1
+    flag = f" --threshold {next(iter(thr.values())):g}" if same else ""
+    if with_truth:
+        st.caption("The same figures from the command line, for a folder holding this image and its mask: "
+                   f"`python -m smallcovid evaluate --model all --data DIR{flag}`. Without `--threshold` it "
+                   "uses each model card's threshold (the *Card thresholds* toggle).")
     else:
-        legend.append("<span style='color:#%02x%02x%02x'>■</span> lesion" % viz.LESION_RGB)
-    if len(maps) >= 2:
-        legend += [f"<span style='color:{c}'>■</span> {t} models" for t, c in viz.disagreement_legend(len(maps))]
-    if legend:
-        st.caption(" &nbsp; ".join(legend), unsafe_allow_html=True)
+        st.caption(f"The same masks from the command line: `python -m smallcovid predict --model MODEL{flag} "
+                   "--out DIR IMAGE`.")
 
 
 def metrics_frame(maps: dict, thr: dict, truth: np.ndarray, truth_types: np.ndarray | None) -> pd.DataFrame:
@@ -96,66 +120,44 @@ def metrics_frame(maps: dict, thr: dict, truth: np.ndarray, truth_types: np.ndar
     return df.rename(columns=METRIC_TITLES)
 
 
-def draw_metrics(df: pd.DataFrame, truth_name: str, thr: dict) -> None:
-    best = str(df["Dice"].idxmax())
-    st.subheader("Agreement with the ground truth")
-    st.dataframe(df.style.format("{:.3f}").apply(
-        lambda row: ["background-color: rgba(40, 200, 80, 0.25); font-weight: bold" if row.name == best else ""
-                     for _ in row], axis=1), width="stretch")
-    st.caption(f"Ground truth: {truth_name}. Best Dice: **{best}** ({df.loc[best, 'Dice']:.3f}). "
-               f"{analysis.EMPTY_MASK_NOTE}")
-    same = len(set(thr.values())) == 1
-    flag = f" --threshold {next(iter(thr.values())):g}" if same else ""
-    st.caption("The same figures from the command line, for a folder holding this image and its mask: "
-               f"`python -m smallcovid evaluate --model all --data DIR{flag}`. Without `--threshold` it "
-               "uses each model card's threshold (the *Card thresholds* toggle).")
-
-
-def stats_frame(maps: dict, thr: dict, spacing, truth=None, truth_types=None) -> pd.DataFrame:
-    """Lesion quantities per model (and the ground truth when given)."""
-    rows = [analysis.stats_row(label, analysis.lesion_stats(m.mask(thr[label]), m.type_map(thr[label]), spacing),
-                               m.seconds)
-            for label, m in maps.items()]
+def results_table(maps: dict, thr: dict, truth, truth_types, stats: pd.DataFrame) -> pd.DataFrame:
+    """The Metrics CSV: per model its threshold, the agreement metrics (with ground truth) and the quantities."""
+    table = stats
     if truth is not None:
-        rows.append(analysis.stats_row("ground truth", analysis.lesion_stats(truth, truth_types, spacing)))
-    return pd.DataFrame(rows).set_index("model")
-
-
-def stats_formats(df: pd.DataFrame) -> dict[str, str]:
-    """Column -> format: whole pixels and counts, 2 decimals for %, 1 for mm² and ms."""
-    return {c: "{:.0f}" if "(px)" in c or c == "separate lesions" else "{:.2f}" if "%" in c else "{:.1f}"
-            for c in df.columns}
+        table = metrics_frame(maps, thr, truth, truth_types).join(stats, how="outer")
+    table = table.copy()
+    table.insert(0, "threshold", [thr.get(str(i)) for i in table.index])
+    return table
 
 
 def draw_downloads(maps: dict, display: np.ndarray, thr: dict, opacity: float, stem: str, scan_key: str,
-                   table: pd.DataFrame, scan, sl: Slice, window: Window | None, entries: list[ModelEntry]) -> None:
+                   table, scan, sl: Slice, window: Window | None, entries: list[ModelEntry],
+                   show_types: bool = True) -> None:
+    """Mask / overlay PNG of one model and the metrics CSV, at the viewer's settled thresholds.
+
+    ``table`` is the CSV's DataFrame or a function returning it (built only when downloaded).
+    """
     st.subheader("Downloads")
     label = st.selectbox("Model", list(maps), key="download_model")
     m = maps[label]
     t = thr[label]
     mask = m.mask(t)
-    over = viz.overlay(display, types=m.type_map(t), opacity=opacity)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}_{label}")
+
+    def over() -> bytes:
+        kw = {"types": m.type_map(t)} if show_types else {"mask": mask}
+        return viz.png_bytes(viz.overlay(display, opacity=opacity, **kw))
+
+    def csv() -> bytes:
+        return (table() if callable(table) else table).to_csv().encode()
+
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("Mask PNG", lambda: viz.png_bytes(mask), f"{safe}_mask.png", "image/png", key="dl_mask")
-    c2.download_button("Overlay PNG", lambda: viz.png_bytes(over), f"{safe}_overlay.png", "image/png", key="dl_overlay")
-    c3.download_button("Metrics CSV", table.to_csv().encode(), f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}_metrics.csv",
-                       "text/csv", key="dl_csv")
-    if isinstance(scan, Volume):
-        entry = next(e for e in entries if e.label == label)
-        wkey = None if window is None else (window.width, window.level)
-        vkey = (scan_key, entry.key, entry.mtime, wkey)
-        vols = session_cache("volume_probs")
-        if vkey not in vols:
-            if c4.button(f"Segment all {len(scan)} slices", key="dl_volume_run",
-                         help="Runs the chosen model on the whole volume for the NIfTI mask download."):
-                remember(vols, vkey, segment_volume(entry, scan, window), 1)
-                st.rerun()
-        else:
-            probs = vols[vkey]
-            c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(threshold_volume(probs, t)[0], scan),
-                               f"{safe}_mask.nii.gz", "application/gzip", key="dl_nifti")
-    elif sl.source.lower().endswith((".nii", ".nii.gz")):
+    c1.download_button("Mask PNG", lambda: viz.png_bytes(mask), f"{safe}_mask.png", "image/png", key="dl_mask",
+                       help=f"{label} at threshold {t:g}")
+    c2.download_button("Overlay PNG", over, f"{safe}_overlay.png", "image/png", key="dl_overlay")
+    c3.download_button("Metrics CSV", csv, f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}_metrics.csv",
+                       "text/csv", key="dl_csv", help="Every model's threshold, metrics and lesion quantities")
+    if not isinstance(scan, Volume) and sl.source.lower().endswith((".nii", ".nii.gz")):
         like = uploads.as_volume(sl)
         c4.download_button("Mask NIfTI", lambda: uploads.nifti_mask_bytes(mask[None], like), f"{safe}_mask.nii.gz",
                            "application/gzip", key="dl_nifti")

@@ -148,6 +148,16 @@ def public_notice() -> None:
                    "in a private temporary folder) and deleted when you leave; training and server folders are off.")
 
 
+def upload_limit_mb() -> int | None:
+    """The uploaders' per-file limit in MB when the policy caps lower than ``server.maxUploadSize`` (public mode).
+
+    Passed as ``st.file_uploader(max_upload_size=...)``, so the uploader's own "… MB per
+    file" text and its client-side check say the policy's limit (``None``: the server's).
+    """
+    pol = policy()
+    return max(1, int(pol.max_upload_bytes // 2**20)) if pol.public else None
+
+
 def check_upload(upload) -> None:
     """Refuse an upload over the policy's size cap before reading it (raises InputFileError)."""
     policy().check_upload(upload.name, int(upload.size))

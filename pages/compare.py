@@ -13,13 +13,13 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import (DISCLAIMER, admin_gate, admin_unlocked, check_upload, data_folder_input, ensure_app_shell,
-                           model_picker, policy, predictor, session_scratch, show_error)
+                           model_picker, policy, predictor, session_scratch, show_error, upload_limit_mb)
 from smallcovid.app import analysis
 from smallcovid.app import viz
-from smallcovid.app.catalog import cv_mean_std, shipped_cards
+from smallcovid.app.catalog import cv_mean_std, default_threshold, shipped_cards
 from smallcovid.data.dataset import load_dataset
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.core.vocab import METRIC_TITLES, TABLE_METRICS
+from smallcovid.core.vocab import TABLE_METRICS
 from smallcovid.inference.evaluation import evaluate_maps, predict_set, threshold_sweep
 from smallcovid.io.labeled_zip import extract_labeled_zip
 from smallcovid.app.policy import SERVER_PATHS_OFF
@@ -41,7 +41,7 @@ def data_source() -> str | None:
         path = data_folder_input("Folder (images/ + masks/ [+ classes/], or a MedSeg NIfTI folder)", "cmp_path")
         return path or None
     up = st.file_uploader("Zip of images/<stem>.png|jpg|tif and masks/<stem>.png (optional classes/)",
-                          type=["zip"], key="cmp_zip")
+                          type=["zip"], key="cmp_zip", max_upload_size=upload_limit_mb())
     return None if up is None else extract_upload(up)
 
 
@@ -91,27 +91,42 @@ def table1(results: dict) -> pd.DataFrame:
     return pd.DataFrame(analysis.table1_rows(results, PAPER_TABLE1)).set_index("model")
 
 
-def table1_display(df: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 for reading: ``mean ± std`` cells, pooled values, the paper's numbers."""
-    out = pd.DataFrame(index=df.index)
-    out["n"] = df["n"]
-    for k in TABLE_METRICS:
-        out[METRIC_TITLES[k]] = [analysis.format_mean_std(m, s) for m, s in zip(df[k], df[f"{k} ±"])]
-    for k in TABLE_METRICS:
-        out[f"pooled {k}"] = df[f"pooled {k}"].map("{:.3f}".format)
+TITLES = {"dice": "Dice", "precision": "Precision", "recall": "Recall", "iou": "IoU"}  # sentence case, one style
+
+
+def table1_display(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 for reading, in two parts that each fit a 1400 px window without scrolling.
+
+    Returns (main, more): main = n, ``mean ± std`` of Dice / Precision / Recall / IoU and the
+    paper's Dice / Precision / Recall; more = the pooled figures and the per-type Dice.
+    Headers in sentence case ("Pooled Dice", "Paper precision", "Ground-glass Dice").
+    """
+    main = pd.DataFrame(index=df.index)
+    main["n"] = df["n"]
+    for k, title in TITLES.items():
+        main[title] = [analysis.format_mean_std(m, s) for m, s in zip(df[k], df[f"{k} ±"])]
+    more = pd.DataFrame(index=df.index)
+    for k, title in TITLES.items():
+        more[f"Pooled {title if k in ('dice', 'iou') else title.lower()}"] = df[f"pooled {k}"].map("{:.3f}".format)
     for c in df.columns:
-        if c.endswith(" Dice") or c.startswith("paper "):
-            out[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    return out
+        if c.endswith(" Dice"):
+            more[c[:1].upper() + c[1:]] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+        elif c.startswith("paper "):
+            k = c.removeprefix("paper ")
+            main[f"Paper {TITLES[k] if k == 'dice' else k}"] = df[c].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}")
+    return main, more
 
 
 def draw_results(cmp: dict, thr: float) -> None:
     results = results_at(cmp, thr)
     st.subheader(f"Table 1 — {len(cmp['samples'])} images, threshold {thr:.2f}")
     df = table1(results)
-    st.dataframe(table1_display(df), width="stretch")
-    st.caption("Mean ± std over images; pooled = counts summed over all images first. The paper's numbers are on "
-               f"its own 10-slice test split, so they are context, not a like-for-like comparison. "
+    main, more = table1_display(df)
+    st.dataframe(main, width="stretch")
+    st.caption("Mean ± std over images. The paper's numbers are on its own 10-slice test split, so they are "
+               "context, not a like-for-like comparison.")
+    st.dataframe(more, width="stretch")
+    st.caption(f"Pooled = counts summed over all images first; per-type Dice over the images that contain the type. "
                f"{analysis.EMPTY_MASK_NOTE}")
     st.download_button("Table 1 as CSV", df.to_csv().encode(), "table1.csv", "text/csv", key="cmp_csv")
     stems = [s.stem for s in cmp["samples"]]
@@ -155,7 +170,7 @@ def shipped_cv() -> None:
         ms = cv_mean_std(card)
         row = {"model": name, "folds": str((card.get("cv") or {}).get("folds", "—"))}
         for k in TABLE_METRICS:
-            row[METRIC_TITLES[k]] = analysis.format_mean_std(*ms[k]) if k in ms else "—"
+            row[TITLES[k]] = analysis.format_mean_std(*ms[k]) if k in ms else "—"
         rows.append(row)
     if rows:
         st.table(pd.DataFrame(rows).set_index("model"))
@@ -173,7 +188,10 @@ def main() -> None:
         show_error(exc)
         path = None
     entries = model_picker("cmp_models")
-    thr = st.slider("Threshold", 0.01, 0.99, 0.80, 0.01, key="cmp_thr")
+    thr = st.slider("Threshold", 0.01, 0.99, default_threshold(entries), 0.01, key="cmp_thr",
+                    help="A pixel is lesion when the model's probability is at least this. Starts at the median of "
+                         "the selected models' card thresholds (calibrated probabilities are comparable across "
+                         "models); the paper used 0.8.")
     if st.button("Run comparison", type="primary", disabled=not (path and entries), key="cmp_run"):
         try:
             st.session_state["cmp"] = run_models(path, entries)

@@ -1,12 +1,22 @@
-"""Models page: one card per shipped model (from weights/<name>.json), beside the paper's numbers."""
+"""Models page: one collapsible card per model (shipped, then trained here), beside the paper's numbers.
+
+Each card: description, facts, cross-validation per fold with mean ± std, per-fold training
+curves (from the card, or the run folder of a model trained here), the calibration
+reliability plot with ECE before/after (cards with ``calibration.reliability``), and the
+paper's reported test results. The research-use disclaimer is in the sidebar of every page.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from pages._shared import DISCLAIMER, admin_unlocked, ensure_app_shell, cv_table
-from smallcovid.app.catalog import card_facts, cv_table_rows, installed_models, paper_vs_ours, read_card, shipped_cards
+from pages._shared import admin_unlocked, ensure_app_shell, cv_table
+from smallcovid.app import runview
+from smallcovid.app import viz
+from smallcovid.app.catalog import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
+                                    cv_table_rows, installed_models, installed_run_dir, paper_vs_ours, read_card,
+                                    shipped_cards)
 from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import get_spec
 from smallcovid.inference.report import PAPER_TABLE1
@@ -18,9 +28,50 @@ def facts_list(card: dict) -> None:
                           for k, v in card_facts(card).items()))
 
 
-def model_card(name: str, card: dict | None) -> None:
-    """One bordered card: description, facts, CV per fold with mean ± std, paper vs ours."""
-    with st.container(border=True):
+def cv_section(card: dict) -> None:
+    rows = cv_table_rows(card)
+    if rows:
+        st.markdown("**Cross-validation, per fold** (at the training threshold; per-type Dice over "
+                    "images that contain the type)")
+        st.table(cv_table(rows))
+    else:
+        st.caption("This card has no cross-validation results.")
+
+
+def curves_section(card: dict, key: str, run_dir: str | None = None) -> None:
+    """Per-fold training curves: stored in the card, else read from the run folder when it is known."""
+    histories = card_histories(card) or (runview.read_histories(run_dir) if run_dir else {})
+    if not histories:
+        return
+    thr = ((card.get("training") or {}).get("config") or {}).get("threshold", 0.8)
+    st.markdown("**Training curves, per fold**" + (f" (run folder {run_dir})" if run_dir and
+                                                   not card_histories(card) else ""))
+    st.plotly_chart(viz.training_curves_figure(histories, threshold=thr), key=f"curves-{key}")
+
+
+def calibration_section(card: dict, key: str) -> None:
+    cal = card_calibration(card)
+    if cal is None:
+        return
+    eces = [f"{w} {cal[f'ece_{w}']:.3f}" for w in ("before", "after") if cal.get(f"ece_{w}") is not None]
+    st.markdown("**Calibration** (" + cal["method"].capitalize() + " scaling fitted on out-of-fold predictions"
+                + (f"; expected calibration error {', '.join(eces)}" if eces else "") + ")")
+    st.plotly_chart(viz.reliability_figure(cal), key=f"reliability-{key}")
+    if cal.get("threshold") is not None:
+        st.caption(f"Recommended threshold on calibrated probabilities: {cal['threshold']:g}. Marker area: the "
+                   "share of pixels in each probability bin.")
+
+
+def paper_section(name: str, card: dict | None) -> None:
+    st.markdown("**The paper's reported test results beside ours**")
+    paper = pd.DataFrame(paper_vs_ours(name, card, PAPER_TABLE1)).set_index("metric")
+    st.table(paper.style.format("{:.3f}", na_rep="—"))
+
+
+def model_card(name: str, card: dict | None, expanded: bool) -> None:
+    """One collapsible card: description, facts, CV per fold, curves, calibration, paper vs ours."""
+    threshold = f" · threshold {card['threshold']}" if card and card.get("threshold") is not None else ""
+    with st.expander(f"**{name}**{threshold}", expanded=expanded, key=f"card-{name}"):
         st.subheader(name)
         st.caption(get_spec(name).description)
         if card is None:
@@ -29,40 +80,42 @@ def model_card(name: str, card: dict | None) -> None:
                     "run's final/ files into weights/.")
         else:
             facts_list(card)
-            rows = cv_table_rows(card)
-            if rows:
-                st.markdown("**Cross-validation, per fold** (at the training threshold; per-type Dice over "
-                            "images that contain the type)")
-                st.table(cv_table(rows))
-            else:
-                st.caption("This card has no cross-validation results.")
-        st.markdown("**The paper's reported test results beside ours**")
-        paper = pd.DataFrame(paper_vs_ours(name, card, PAPER_TABLE1)).set_index("metric")
-        st.table(paper.style.format("{:.3f}", na_rep="—"))
+            cv_section(card)
+            curves_section(card, name)
+            calibration_section(card, name)
+        paper_section(name, card)
 
 
 def installed_section() -> None:
-    """Models installed from training jobs (hidden from visitors in public mode)."""
+    """Models installed from training jobs (hidden from visitors in public mode), same sections as shipped."""
     entries = installed_models() if admin_unlocked() else []
     if not entries:
         return
     st.header("Trained here (installed from the Train page)")
     for e in entries:
         card = read_card(e.weights) or {}
-        with st.container(border=True):
+        with st.expander(f"**{e.label}** · {card.get('architecture', e.name)}", key=f"card-{e.key}"):
             st.subheader(e.label)
             facts_list(card)
+            cv_section(card)
+            curves_section(card, e.key, installed_run_dir(card))
+            calibration_section(card, e.key)
+
+
+def citation() -> None:
+    st.markdown("**References**")
+    st.markdown("\n".join(f"- {c}" for c in (PAPER_CITATION, *DATA_CITATIONS)))
 
 
 def main() -> None:
     ensure_app_shell()
     st.title("Models")
-    st.warning(DISCLAIMER, icon=":material/warning:")
     st.caption("The paper's numbers come from its own 10-slice test split; ours are k-fold cross-validation "
                "means on the training data, so compare them as context, not as a like-for-like result.")
-    for name, card in shipped_cards().items():
-        model_card(name, card)
+    for i, (name, card) in enumerate(shipped_cards().items()):
+        model_card(name, card, expanded=i == 0)
     installed_section()
+    citation()
 
 
 if __name__ == "__main__":

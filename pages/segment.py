@@ -1,27 +1,29 @@
 """Segment page: upload a CT slice (or load the synthetic example), compare the models over it.
 
-Probability maps are computed once per (upload hash, model, window, slice) and kept in
-``st.session_state``; the threshold and opacity sliders only re-threshold and re-colour.
+Probability maps are computed once per (upload hash, model, slice) and kept in
+``st.session_state``; the threshold and opacity sliders only re-threshold and re-colour, and
+the window radio changes only the display. Several DICOM files of one series load as one
+volume; volume parts (series, slice navigation, whole-volume results) are in ``_volume_parts``.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import streamlit as st
 
-from pages._segment_parts import (draw_downloads, draw_metrics, draw_panels, metrics_frame, remember, session_cache,
-                                  stats_formats, stats_frame)
-from pages._shared import DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error
+from pages._segment_parts import (draw_cli_caption, draw_downloads, draw_viewer, remember, results_table,
+                                  session_cache, view_state, viewer_payload)
+from pages._shared import (DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error,
+                           upload_limit_mb)
+from pages._volume_parts import choose_scan, choose_slice, load_scan, quantities_frame, volume_section
 from smallcovid.app import uploads
-from smallcovid.app.catalog import ModelEntry
+from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
+from smallcovid.app.viewer import thresholds_for
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.io import Slice, Volume, read_scan
-from smallcovid.data.phantom import make_phantom
+from smallcovid.io import Slice, Volume
+from smallcovid.data.phantom import make_example
 from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_uint8
 
 PROB_CACHE_ENTRIES = 24  # ProbMaps kept per session (about 4 MB each at 512x512)
-SCAN_CACHE_ENTRIES = 2  # decoded uploads kept per session (a 512x512x300 volume is 300 MB)
 EXAMPLE = "synthetic-phantom"
 WINDOW_CHOICES = ("lung", "mediastinum", "custom")
 
@@ -31,58 +33,23 @@ WINDOW_CHOICES = ("lung", "mediastinum", "custom")
 @st.cache_resource
 def example_phantom():
     """The synthetic example (deterministic, shared by all sessions, never modified)."""
-    return make_phantom(256, seed=0)
+    return make_example()
 
 
 def source_inputs() -> tuple[list, list, str]:
     """Upload widgets and the Example button -> (scan uploads, mask uploads, source)."""
     st.session_state.setdefault("source", "upload")
+    limit = upload_limit_mb()  # public mode: the uploaders say (and check) the policy's lower limit
     left, right = st.columns([3, 2])
     scans = left.file_uploader(
-        "CT slice(s): PNG, JPEG, TIFF, DICOM or NIfTI (.nii / .nii.gz)", accept_multiple_files=True,
-        key="scan_files", on_change=lambda: st.session_state.update(source="upload"))
+        "CT slice(s): PNG, JPEG, TIFF, DICOM or NIfTI (.nii / .nii.gz); the .dcm files of a series load as one volume", accept_multiple_files=True,
+        key="scan_files", on_change=lambda: st.session_state.update(source="upload"), max_upload_size=limit)
     masks = right.file_uploader(
         "Ground-truth mask(s), optional: PNG 0/255 with the image's stem, or NIfTI labels for a volume",
-        accept_multiple_files=True, key="mask_files")
+        accept_multiple_files=True, key="mask_files", max_upload_size=limit)
     left.button("Example", key="example", help="A synthetic CT-like phantom with ground-glass and consolidation lesions",
                 on_click=lambda: st.session_state.update(source="example"))
     return list(scans or []), list(masks or []), st.session_state["source"]
-
-
-def load_scan(upload) -> tuple[str, Slice | Volume]:
-    """Decode an upload once per session -> (content hash, scan); raises SmallCovidError."""
-    cache = session_cache("scan_cache")
-    if upload.file_id not in cache:
-        try:
-            check_upload(upload)  # the size cap (lower in public mode), before reading the bytes
-            data = upload.getvalue()
-            value = (hashlib.sha256(data).hexdigest()[:16], read_scan(data, name=upload.name))
-        except SmallCovidError as exc:
-            value = SmallCovidError(str(exc))  # the message only: no traceback holding the upload
-        remember(cache, upload.file_id, value, SCAN_CACHE_ENTRIES)
-    value = cache[upload.file_id]
-    cache.move_to_end(upload.file_id)
-    if isinstance(value, SmallCovidError):
-        raise value
-    return value
-
-
-def choose_upload(scans: list):
-    """Selectbox over several uploads -> the chosen one."""
-    if len(scans) == 1:
-        return scans[0]
-    names = [f"{i + 1}. {f.name}" for i, f in enumerate(scans)]
-    pick = st.selectbox("Scan", names, key="scan_pick")
-    return scans[names.index(pick)]
-
-
-def choose_slice(scan: Slice | Volume, digest: str) -> tuple[Slice, int | None]:
-    """For a volume, a slice slider -> (slice, index); a 2D scan is returned as is."""
-    if isinstance(scan, Volume):
-        n = len(scan)
-        idx = st.slider(f"Slice (of {n})", 0, n - 1, n // 2, key=f"slice-{digest}") if n > 1 else 0
-        return scan.slice(idx), idx
-    return scan, None
 
 
 def window_picker(sl: Slice) -> Window | None:
@@ -102,31 +69,15 @@ def window_picker(sl: Slice) -> Window | None:
     return Window(float(width), float(level))
 
 
-def _card_threshold(entry: ModelEntry, default: float) -> float:
-    try:
-        return float(predictor(entry).threshold)
-    except SmallCovidError:  # unloadable weights: reported where the model runs
-        return float(default)
-
-
-def view_controls(entries: list[ModelEntry]) -> tuple[dict[str, float], float, bool]:
-    """Threshold (default 0.8) or each model card's threshold, overlay opacity, lesion-type toggle.
-
-    Returns (model label -> threshold, opacity, show types).
-    """
-    c1, c2, c3 = st.columns([2, 2, 1])
-    use_cards = c3.toggle("Card thresholds", value=False, key="card_thresholds",
-                          help="Use each model's recommended threshold from its model card "
-                               "(what `python -m smallcovid evaluate` uses by default).")
-    thr = c1.slider("Threshold", 0.01, 0.99, 0.80, 0.01, key="threshold", disabled=use_cards,
-                    help="A pixel is lesion when the model's probability is at least this (the paper uses 0.8).")
-    opacity = c2.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-    show_types = c3.toggle("Lesion types", value=True, key="show_types",
-                           help="Colour ground-glass (yellow) and consolidation (magenta) separately.")
-    thresholds = {e.label: _card_threshold(e, thr) if use_cards else float(thr) for e in entries}
-    if use_cards:
-        st.caption("Thresholds from the model cards: " + ", ".join(f"{k} {v:g}" for k, v in thresholds.items()))
-    return thresholds, float(opacity), bool(show_types)
+def card_thresholds(entries: list[ModelEntry]) -> dict[str, float]:
+    """Model label -> its card's threshold (the loaded predictor's; the paper's 0.8 when it cannot load)."""
+    out = {}
+    for e in entries:
+        try:
+            out[e.label] = float(predictor(e).threshold)
+        except SmallCovidError:  # unloadable weights: reported where the model runs
+            out[e.label] = PAPER_THRESHOLD
+    return out
 
 
 # ------------------------------------------------------------------ ground truth
@@ -137,8 +88,7 @@ def ground_truth(masks: list, scan_name: str, shape, volume: Volume | None, idx:
         return None
     i = uploads.match_mask([m.name for m in masks], scan_name)
     if i is None:
-        st.warning(f"None of the uploaded masks is named like {scan_name} "
-                   f"(expected {uploads.stem(scan_name)}.png); no metrics shown.")
+        st.warning(uploads.unmatched_mask_message([m.name for m in masks], scan_name), icon=":material/warning:")
         return None
     upload = masks[i]
     key = (upload.file_id, tuple(shape), idx)
@@ -153,19 +103,21 @@ def ground_truth(masks: list, scan_name: str, shape, volume: Volume | None, idx:
 
 # ------------------------------------------------------------------ prediction
 
-def predict(entries: list[ModelEntry], sl: Slice, window: Window | None, scan_key: str) -> dict:
-    """label -> ProbMaps for the slice, from the session cache or by running each model once."""
+def predict(entries: list[ModelEntry], sl: Slice, scan_key: str) -> dict:
+    """label -> ProbMaps for the slice, from the session cache or by running each model once.
+
+    The display window plays no part: models see HU in their own input window.
+    """
     cache = session_cache("prob_cache")
-    wkey = None if window is None else (window.width, window.level)
     out = {}
     for e in entries:
-        key = (scan_key, e.key, e.mtime, wkey)
+        key = (scan_key, e.key, e.mtime)
         if key in cache:
             cache.move_to_end(key)
         else:
             try:
                 with st.spinner(f"Running {e.label}…"):
-                    remember(cache, key, predictor(e).predict_scan(sl, window), PROB_CACHE_ENTRIES)
+                    remember(cache, key, predictor(e).predict_scan(sl), PROB_CACHE_ENTRIES)
             except SmallCovidError as exc:
                 show_error(exc)
                 continue
@@ -190,9 +142,9 @@ def main() -> None:
             truth, truth_types, truth_name = ph.mask, ph.types, "the phantom's true lesions"
             st.info(ph.description, icon=":material/science:")
         elif scans:
-            upload = choose_upload(scans)
-            digest, scan = load_scan(upload)
-            scan_key, stem = digest, uploads.stem(upload.name)
+            choice = choose_scan(scans)
+            digest, scan = load_scan(choice)
+            scan_key, stem = digest, choice.stem
         else:
             st.info("Upload a CT slice, or press **Example** to try a synthetic phantom.")
             return
@@ -209,26 +161,32 @@ def main() -> None:
             gt = None
         if gt is not None:
             truth, truth_types, truth_name = gt
-    thr, opacity, show_types = view_controls(entries)
     if not entries:
         return
-    maps = predict(entries, sl, window, f"{scan_key}:{idx}")
+    slice_id = f"{scan_key}:{idx}"
+    maps = predict(entries, sl, slice_id)
     if not maps:
         return
     display = display_uint8(sl, window)
-    draw_panels(display, maps, thr, opacity, show_types, truth)
-    stats = stats_frame(maps, thr, sl.spacing, truth, truth_types)
-    table = stats
+    cards = card_thresholds([e for e in entries if e.label in maps])
+    default = default_threshold(list(cards.values()))
+    view = view_state()
+    thr = thresholds_for(view, default, cards)
+    truth_row = None
     if truth is not None:
-        mdf = metrics_frame(maps, thr, truth, truth_types)
-        draw_metrics(mdf, truth_name, thr)
-        table = mdf.join(stats, how="outer")
-    st.subheader("Lesion quantities")
-    st.table(stats.style.format(stats_formats(stats), na_rep="—"))
-    if sl.spacing is None:
-        st.caption("Areas in mm² need the pixel spacing, which this file does not record.")
-    draw_downloads(maps, display, thr, opacity, stem, scan_key, table, scan, sl, window, entries)
+        truth_row = quantities_frame({}, {}, sl, slice_id, truth, truth_types).iloc[0].to_dict()
+    draw_viewer(viewer_payload(maps, display, cards, default, sl, slice_id, window, truth, truth_types, truth_name,
+                               truth_row))
+    draw_cli_caption(thr, truth is not None)
 
+    def table():  # built when the CSV is downloaded
+        stats = quantities_frame(maps, thr, sl, slice_id, truth, truth_types)
+        return results_table(maps, thr, truth, truth_types, stats)
+
+    draw_downloads(maps, display, thr, view["opacity"], stem, scan_key, table, scan, sl, window, entries,
+                   show_types=view["types"])
+    if isinstance(scan, Volume) and len(scan) > 1:
+        volume_section(scan, entries, thr, window, scan_key, stem, masks, idx, view["opacity"])
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages._shared import DISCLAIMER, admin_gate, cv_table, data_folder_input, ensure_app_shell, show_error
+from pages._ray_parts import cluster_caption, run_on_picker
 from smallcovid.app import runview
 from smallcovid.app import viz
 from smallcovid.app.catalog import cv_table_rows
@@ -28,6 +29,7 @@ IMAGE_SIZES = (32, 64, 128, 192, 256, 320, 384, 512)
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 CANCEL_WAIT_S = 3.0  # grace for the worker to stop between batches before the process group is killed
+LOG_TAIL_WIDTH = 720  # px: long log lines wrap inside the popover instead of being cut
 
 
 @st.cache_resource
@@ -81,10 +83,11 @@ def train_form() -> dict | None:
                             "(replaces the epochs and learning rate above)", key="tr_paper")
         final = st.checkbox("Also train a final model on all data (needed for “Use these weights”)", value=True,
                             key="tr_final")
+        executor = run_on_picker()  # this machine, or the Ray cluster from the settings
         if not st.form_submit_button("Start training", type="primary"):
             return None
     return dict(models=models, data=data, folds=folds, epochs=epochs, batch_size=batch, lr=lr, image_size=size,
-                device=device, seed=seed, name=name, paper=paper, final=final)
+                device=device, seed=seed, name=name, paper=paper, final=final, executor=executor)
 
 
 def _cuda() -> bool:
@@ -111,10 +114,25 @@ def draw_results(job: Job) -> None:
     rows = cv_table_rows({"cv": summary}) if summary else []
     if not rows:
         return
-    st.markdown(f"**Cross-validation results** (threshold {job.config.get('threshold')})")
+    thr = job.config.get("threshold")
+    st.markdown(f"**Cross-validation results** at threshold {thr} (each fold's best epoch; the solid line of "
+                "the Dice panel)")
     st.table(cv_table(rows))
     st.caption(f"Recommended threshold (chosen on out-of-fold predictions): {summary.get('recommended_threshold')}"
                f" · {summary.get('device')} · {summary.get('elapsed_s', 0) / 60:.1f} min")
+
+
+def draw_outcome(job: Job) -> None:
+    """How a job that stopped ended: a cancel is the user's own choice (neutral), a failure an error."""
+    if job.status == "cancelled":
+        reason = job.error.splitlines()[0].rstrip(".") if job.error else "Cancelled"
+        st.info(f"{reason[:1].upper()}{reason[1:]}. **Resume** continues from the last finished epoch.",
+                icon=":material/stop_circle:")
+    elif job.status == "interrupted":
+        st.warning((job.error or "The job stopped unexpectedly").splitlines()[0] + ". **Resume** continues from the "
+                   "last finished epoch.", icon=":material/warning:")
+    elif job.error and job.status != "done":
+        st.error(job.error.splitlines()[0])
 
 
 def draw_job(mgr: JobManager, job: Job) -> None:
@@ -123,19 +141,19 @@ def draw_job(mgr: JobManager, job: Job) -> None:
     st.caption(f"{cfg.get('folds')} folds · {cfg.get('epochs')} epochs · image {cfg.get('image_size')} px · "
                f"batch {cfg.get('batch_size')} · lr {cfg.get('lr')} · protocol {cfg.get('protocol')} · "
                f"data {cfg.get('data')} · run folder {job.run_dir}")
+    cluster_caption(job)
     if job.status in ACTIVE:
         st.progress(runview.progress_fraction(job.progress, cfg), text=runview.progress_text(job.progress))
-    if job.error and job.status != "done":
-        st.error(job.error.splitlines()[0])
+    draw_outcome(job)
     histories = runview.read_histories(job.run_dir)
     if histories:
-        st.plotly_chart(viz.training_curves_figure(histories), key=f"curves-{job.id}")
+        st.plotly_chart(viz.training_curves_figure(histories, threshold=cfg.get("threshold")), key=f"curves-{job.id}")
     draw_results(job)
     left, right, _ = st.columns([1, 1, 4])
     tail = runview.log_tail(job.log_path, 15)
     if tail:
         with left.popover("Log tail"):
-            st.code(tail, language=None)
+            st.code(tail, language=None, wrap_lines=True, width=LOG_TAIL_WIDTH)
     # The statuses are exclusive, so at most one action button shows.
     if job.status in ACTIVE and right.button("Cancel", key=f"cancel-{job.id}"):
         stop_job(mgr, job.id)
@@ -185,7 +203,8 @@ def main() -> None:
     values = train_form()
     if values is not None:
         try:
-            ids = [current_manager().submit(cfg, name) for cfg, name in make_configs(values)]
+            ids = [current_manager().submit(cfg, name, executor=values.get("executor"))
+                   for cfg, name in make_configs(values)]
         except SmallCovidError as exc:
             show_error(exc)
         else:

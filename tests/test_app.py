@@ -23,6 +23,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+import viewerhelpers as vh
 from apphelpers import blob_slice, fake_cv, make_labeled_folder, png_bytes
 from smallcovid.app import analysis
 from smallcovid.app import uploads
@@ -33,8 +34,9 @@ from smallcovid.io import read_scan
 from smallcovid.training.jobs import JobStore, _alive
 from smallcovid.inference.metrics import dice
 from smallcovid.models import list_models
-from smallcovid.data.phantom import make_phantom
+from smallcovid.data.phantom import make_example, make_phantom
 from smallcovid.data.preprocess import WINDOW_PRESETS
+from smallcovid.inference.report import PAPER_TABLE1
 
 torch.set_num_threads(1)  # a long training may share these cores
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -53,14 +55,23 @@ def segment_app() -> AppTest:
 
 
 def overlay_captions(at: AppTest) -> list[str]:
+    """The panels of the in-browser viewer (scan, one per model, disagreement)."""
+    return vh.panel_captions(at)
+
+
+def image_captions(at: AppTest) -> list[str]:
     return [c for img in at.get("image") for c in img.captions]
 
 
 def metrics_df(at: AppTest):
-    """The per-model metrics table of the Segment page (the one with a Dice column)."""
-    frames = [d.value for d in at.dataframe if "Dice" in d.value.columns]
-    assert frames, "no metrics table shown"
-    return frames[0]
+    """The per-model metrics the viewer shows (from its payload), as a frame indexed by model."""
+    import pandas as pd
+
+    rows = vh.rows(at)
+    assert rows and "dice" in next(iter(rows.values())), "no metrics shown"
+    df = pd.DataFrame(rows.values()).set_index("model")
+    return df.rename(columns={"dice": "Dice", "iou": "IoU", "dice1": "ground-glass Dice",
+                              "dice2": "consolidation Dice"})
 
 
 def predict(name: str, scan, window=None):
@@ -87,37 +98,41 @@ def test_example_gives_overlays_and_metrics_that_follow_the_threshold(app_env):
     captions = overlay_captions(at)
     assert len(captions) == 1 + len(MODELS) + 1  # scan, one overlay per model, disagreement
     assert captions[1:-1] == MODELS and captions[-1].startswith("disagreement")
+    data = vh.viewer_data(at)
+    assert data["default_threshold"] == 0.5  # the median of the (tiny) cards' thresholds, not a fixed 0.8
+    assert data["view"]["threshold"] is None and vh.thresholds(at) == {n: 0.5 for n in MODELS}
 
-    ph = make_phantom(256, seed=0)
+    ph = make_example()
     maps = {n: predict(n, ph.scan, WINDOW_PRESETS["lung"]) for n in MODELS}
     df = metrics_df(at)
     for n in MODELS:
-        assert df.loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.8), ph.mask), abs=1e-12)
+        assert df.loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.5), ph.mask), abs=1e-12)
     cache = at.session_state["prob_cache"]
     cached = {k: id(v) for k, v in cache.items()}
     assert len(cached) == len(MODELS)
+    payload = id(next(iter(at.session_state["viewer_cache"].values())))
 
-    at.slider(key="threshold").set_value(0.45).run()
+    vh.set_view(at, threshold=0.45)  # what the viewer sends once the slider settles
+    assert not at.exception and not at.error
     df2 = metrics_df(at)
     for n in MODELS:
         assert df2.loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.45), ph.mask), abs=1e-12)
         row = analysis.metric_row(maps[n].mask(0.45), ph.mask)
         assert df2.loc[n, "recall"] == pytest.approx(row["recall"]) and df2.loc[n, "IoU"] == pytest.approx(row["iou"])
     assert not np.allclose(df["Dice"], df2["Dice"])
-    # The sliders re-threshold the cached maps: the networks did not run again.
+    # A settled slider re-thresholds nothing on the server: same maps, same payload (the browser recoloured).
     assert {k: id(v) for k, v in at.session_state["prob_cache"].items()} == cached
-    best = df2["Dice"].idxmax()
-    assert any(f"Best Dice: **{best}**" in c.value and "both empty" in c.value for c in at.caption)
+    assert id(next(iter(at.session_state["viewer_cache"].values()))) == payload
     assert any("evaluate --model all --data DIR --threshold 0.45`" in c.value for c in at.caption)
 
-    stats = [t.value for t in at.table if "lesion area (px)" in t.value.columns][0]
+    r = vh.rows(at)["smallcovid-net"]
     m = maps["smallcovid-net"].mask(0.45)
-    assert stats.loc["smallcovid-net", "lesion area (px)"] == m.sum()
-    assert stats.loc["smallcovid-net", "separate lesions"] == analysis.lesion_stats(m).n_lesions
-    assert stats.loc["ground truth", "lesion area (mm²)"] == pytest.approx(
-        ph.mask.sum() * ph.scan.spacing[0] ** 2, abs=0.06)
-    at.toggle(key="card_thresholds").set_value(True).run()  # each card says 0.5
-    assert at.slider(key="threshold").disabled
+    assert r["area"] == m.sum()
+    assert r["lesion area (mm²)"] == pytest.approx(m.sum() * ph.scan.spacing[0] ** 2, abs=0.006)
+    truth_row = data["quantities"]["truth_row"]
+    assert truth_row["lesion area (mm²)"] == pytest.approx(ph.mask.sum() * ph.scan.spacing[0] ** 2, abs=0.006)
+    assert truth_row["separate lesions"] == analysis.lesion_stats(ph.mask).n_lesions
+    vh.set_view(at, cards=True)  # each card says 0.5
     assert any("evaluate --model all --data DIR --threshold 0.5`" in c.value for c in at.caption)
     for n in MODELS:
         assert metrics_df(at).loc[n, "Dice"] == pytest.approx(dice(maps[n].mask(0.5), ph.mask), abs=1e-12)
@@ -125,12 +140,30 @@ def test_example_gives_overlays_and_metrics_that_follow_the_threshold(app_env):
     assert {"Mask PNG", "Overlay PNG", "Metrics CSV"} <= set(labels)
 
 
+def test_metrics_csv_has_each_models_threshold(app_env):
+    """The Metrics CSV names the threshold every row was computed at (card thresholds differ per model)."""
+    import pandas as pd
+
+    from pages._segment_parts import results_table
+
+    ph = make_phantom(96, seed=1)
+    maps = {n: predict(n, ph.scan) for n in MODELS[:2]}
+    thr = {MODELS[0]: 0.3, MODELS[1]: 0.55}
+    stats = pd.DataFrame([{"model": n, "lesion area (mm²)": 1.0} for n in [*maps, "ground truth"]]).set_index("model")
+    table = results_table(maps, thr, ph.mask, ph.types, stats)
+    assert list(table.columns[:2]) == ["threshold", "Dice"]
+    assert table.loc[MODELS[0], "threshold"] == 0.3 and table.loc[MODELS[1], "threshold"] == 0.55
+    assert np.isnan(table.loc["ground truth", "threshold"])
+    assert table.loc[MODELS[1], "Dice"] == pytest.approx(dice(maps[MODELS[1]].mask(0.55), ph.mask))
+    assert table.to_csv().splitlines()[0].startswith("model,threshold,Dice")
+
+
 def test_uploaded_slice_and_mask_give_matching_dice(app_env):
     img, mask = blob_slice(96, seed=7)
     at = segment_app()
     at.file_uploader(key="scan_files").set_value(("case_7.png", png_bytes(img), "image/png"))
     at.file_uploader(key="mask_files").set_value(("case_7.png", png_bytes(mask), "image/png")).run()
-    at.slider(key="threshold").set_value(0.5).run()
+    vh.set_view(at, threshold=0.5)
     assert not at.exception and not at.error
     assert len(overlay_captions(at)) == len(MODELS) + 2
     scan, truth = read_scan(png_bytes(img), "case_7.png"), mask > 0
@@ -166,7 +199,22 @@ def test_mask_of_the_wrong_size_is_named(app_env):
     assert not at.exception
     assert at.error and at.error[0].value.startswith("a_mask.png: ") and "48x48" in at.error[0].value
     assert len(overlay_captions(at)) == len(MODELS) + 2  # the scan is still segmented, without metrics
-    assert not [d for d in at.dataframe if "Dice" in d.value.columns]
+    assert vh.viewer_data(at)["truth"] is None
+
+
+def test_a_mask_of_another_name_is_not_used(app_env):
+    """A single mask whose name does not match the scan's is refused with a warning, not applied."""
+    img, mask = blob_slice(64, seed=2)
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("patient_a.png", png_bytes(img), "image/png"))
+    at.file_uploader(key="mask_files").set_value(("patient_b.png", png_bytes(mask), "image/png")).run()
+    assert not at.exception and not at.error
+    warnings = [w.value for w in at.warning]
+    assert any("patient_b.png is not named like the scan patient_a.png" in w and "patient_a.png or "
+               "patient_a_mask.png" in w for w in warnings), warnings
+    assert vh.viewer_data(at)["truth"] is None and len(overlay_captions(at)) == len(MODELS) + 2
+    at.file_uploader(key="mask_files").set_value(("patient_a_mask.png", png_bytes(mask), "image/png")).run()
+    assert not at.warning and vh.viewer_data(at)["truth"]["name"] == "patient_a_mask.png"
 
 
 def test_nifti_volume_gets_a_slice_slider_and_window_presets(app_env):
@@ -184,13 +232,14 @@ def test_nifti_volume_gets_a_slice_slider_and_window_presets(app_env):
     assert at.radio(key="window").value == "lung"
     scan = read_scan(img.to_bytes(), "chest.nii.gz")
     df = metrics_df(at)
-    expected = dice(predict("smallcovid-net", scan.slice(2), WINDOW_PRESETS["lung"]).mask(0.8), ph.mask)
+    t = vh.thresholds(at)["smallcovid-net"]  # the cards' default (0.5 for the tiny cards)
+    expected = dice(predict("smallcovid-net", scan.slice(2), WINDOW_PRESETS["lung"]).mask(t), ph.mask)
     assert df.loc["smallcovid-net", "Dice"] == pytest.approx(expected, abs=1e-12)
     assert "ground-glass Dice" in df.columns  # the NIfTI labels carry lesion types
 
     n_cached = len(at.session_state["prob_cache"])
     at.radio(key="window").set_value("mediastinum").run()
-    assert len(at.session_state["prob_cache"]) == n_cached + len(MODELS)  # new window -> new input
+    assert len(at.session_state["prob_cache"]) == n_cached  # the window is for display only: no new model run
     at.radio(key="window").set_value("custom").run()
     assert at.number_input(key="win_w").value == 1500 and at.number_input(key="win_l").value == -600
     slider = [s for s in at.slider if s.label.startswith("Slice")][0]
@@ -209,8 +258,8 @@ def test_dicom_upload_offers_window_presets(app_env):
     radio = at.radio(key="window")
     assert radio.value == "lung" and len(radio.options) == 3 and radio.options[0].startswith("lung (W 1500 / L -600)")
     assert len(overlay_captions(at)) == len(MODELS) + 2
-    stats = [t.value for t in at.table if "lesion area (px)" in t.value.columns][0]
-    assert "lesion area (mm²)" in stats.columns  # DICOM pixel spacing is known
+    row = next(iter(vh.rows(at).values()))
+    assert "lesion area (mm²)" in row and "% of lung" in row  # DICOM pixel spacing is known
 
 
 def test_no_weights_means_a_clear_message(app_env, tmp_path, monkeypatch):
@@ -237,14 +286,19 @@ def test_compare_folder_table_matches_evaluation(app_env, tmp_path):
     at.slider(key="cmp_thr").set_value(0.5)
     at.button(key="cmp_run").click().run()
     assert not at.exception and not at.error
-    table = at.dataframe[0].value
+    table, more = at.dataframe[0].value, at.dataframe[1].value
     data = load_dataset(folder)
     for n in ("smallcovid-net", "segnet"):
         r = evaluate_maps(predict_set(load_predictor(n, device="cpu"), data), data.samples, 0.5)
         assert table.loc[n, "Dice"] == analysis.format_mean_std(r.summary.mean["dice"], r.summary.std["dice"])
-        assert float(table.loc[n, "pooled recall"]) == pytest.approx(r.summary.pooled["recall"], abs=5e-4)
+        assert table.loc[n, "Paper Dice"] == f"{PAPER_TABLE1[n][0]:.3f}"
+        assert float(more.loc[n, "Pooled recall"]) == pytest.approx(r.summary.pooled["recall"], abs=5e-4)
+    # One capitalisation style in the headers (sentence case; Dice and IoU are names).
+    for col in [*table.columns, *more.columns]:
+        assert col == "n" or col[0].isupper(), col
+    assert "Precision" in table.columns and "Pooled Dice" in more.columns and "pooled dice" not in more.columns
     assert len(at.get("plotly_chart")) == 2  # box/strip plot and threshold sweep
-    gallery = overlay_captions(at)
+    gallery = image_captions(at)
     assert len(gallery) == 4 * 3 and gallery[0].endswith("ground truth")
     assert any(d.label == "Table 1 as CSV" for d in at.get("download_button"))
     shipped = at.table[-1].value
@@ -302,6 +356,38 @@ def test_train_submits_a_job_and_cancel_stops_its_process(app_env, tmp_path):
     job = JobStore(app_env / "jobs.db").get(1)
     assert job.status == "cancelled" and not _alive(job.pid, job.id)
     assert any(b.key == "resume-1" for b in at.button)
+    # The user's own cancel is neutral news, not a failure: an info box, no red error.
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    if job.error:
+        assert any(job.error.splitlines()[0].rstrip(".")[1:] in i.value and "Resume" in i.value for i in at.info)
+
+
+def test_a_cancelled_job_is_neutral_news_and_a_failed_one_an_error(app_env, tmp_path):
+    from smallcovid.training.config import TrainConfig
+
+    store = JobStore(app_env / "jobs.db")
+    cfg = TrainConfig(model="smallcovid-net", data=str(tmp_path), folds=2, epochs=8, image_size=32, final=True)
+    a = store.add("mine", cfg, tmp_path / "runs" / "a")
+    store.update(a, status="cancelled", error="fold 1 cancelled at epoch 6", finished=time.time())
+    b = store.add("broken", cfg, tmp_path / "runs" / "b")
+    store.update(b, status="failed", error="fold 2: loss became nan at epoch 3; lower the learning rate",
+                 finished=time.time())
+    at = new_app().switch_page("pages/train.py").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["fold 2: loss became nan at epoch 3; lower the learning rate"]
+    assert any(i.value.startswith("Fold 1 cancelled at epoch 6. **Resume**") for i in at.info)
+
+
+def test_compare_with_an_empty_folder_field_asks_for_one(app_env):
+    """An empty data-folder field is not an error about a folder '' that does not exist."""
+    at = new_app().switch_page("pages/compare.py").run()
+    assert at.text_input(key="cmp_path").value == ""
+    assert not at.error and at.button(key="cmp_run").disabled
+    assert any("No data folder set" in c.value for c in at.caption)
+    at.text_input(key="cmp_path").set_value("   ").run()
+    assert not at.error and at.button(key="cmp_run").disabled
+    assert not any("does not exist" in e.value for e in at.error)
 
 
 def test_train_rejects_a_missing_data_folder(app_env, tmp_path):
@@ -382,7 +468,10 @@ def test_models_page_shows_cards_cv_and_the_paper(app_env, tiny_weights):
     at = new_app().switch_page("pages/models.py").run()
     assert not at.exception
     assert [h.value for h in at.subheader] == MODELS
-    assert any("not a medical device" in w.value for w in at.warning)
+    # Each card is a collapsible section (the first one open), and the disclaimer shows once (sidebar).
+    assert [e.label.split("**")[1] for e in at.expander] == MODELS and at.expander[0].proto.expanded
+    assert sum("not a medical device" in w.value for w in at.warning) == 1
+    assert any("Research use only" in w.value for w in at.sidebar.warning)
     card = json.loads((tiny_weights / "smallcovid-net.json").read_text())
     facts = at.markdown[0].value
     assert f"- **parameters:** {card['params']:,}" in facts and "- **input size:** 64 px" in facts
@@ -394,6 +483,37 @@ def test_models_page_shows_cards_cv_and_the_paper(app_env, tiny_weights):
     assert paper.loc["dice", "paper (test split)"] == 0.701
     assert paper.loc["dice", "ours (CV mean)"] == pytest.approx(card["cv"]["at_threshold"]["dice"]["mean"])
     assert any("no cross-validation results" in c.value for c in at.caption)  # segnet's card has none
+    refs = [m.value for m in at.markdown if "SmallCovid-Net" in m.value and "Inf-Net" in m.value]
+    assert refs, "the paper and data references are listed"
+
+
+def test_models_page_curves_and_calibration_from_cards_and_installed_runs(app_env, tiny_weights, tmp_path,
+                                                                          monkeypatch):
+    """A card with curves and reliability curves gets both plots; a model trained here shows its CV table
+    and the curves of its run folder."""
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    card = json.loads((weights / "unet.json").read_text())
+    card["histories"] = {"1": {"epoch": [1, 2], "train_loss": [1.0, 0.8], "val_loss": [1.1, 0.9],
+                               "val_dice": [0.2, 0.4], "val_dice_best": [0.3, 0.5]}}
+    rel = {"confidence": [0.05, 0.5, 0.95], "lesion_fraction": [0.02, 0.4, 0.9], "share": [0.9, 0.05, 0.05]}
+    card["calibration"] = {"method": "platt", "a": 1.0, "b": 0.0, "threshold": 0.45, "ece_before": 0.081,
+                           "ece_after": 0.012, "reliability": {"before": rel, "after": rel}}
+    (weights / "unet.json").write_text(json.dumps(card))
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
+    job_id = _finished_job(app_env, tmp_path, tiny_weights)
+    at = new_app().switch_page("pages/train.py").run()
+    at.button(key=f"install-{job_id}").click().run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception and not at.error
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # unet curves + unet reliability + the installed model's run curves
+    assert any("expected calibration error before 0.081, after 0.012" in m.value for m in at.markdown)
+    assert any("Trained here" in h.value for h in at.header)
+    installed = at.expander[-1]
+    assert "done-job-job1" in installed.label
+    cv = installed.table[0].value  # its card's CV table (it had none before)
+    assert list(cv.index) == ["1", "2", "3", "mean", "std"]
 
 
 def test_whole_volume_nifti_download_and_example_then_upload(app_env):
@@ -405,10 +525,10 @@ def test_whole_volume_nifti_download_and_example_then_upload(app_env):
     assert any("drawn procedurally" in i.value for i in at.info)
     at.file_uploader(key="scan_files").set_value(("vol.nii.gz", vol_img.to_bytes(), "application/gzip")).run()
     assert not any("drawn procedurally" in i.value for i in at.info)  # a new upload replaces the example
-    at.button(key="dl_volume_run").click().run()
+    at.button(key="volume_run").click().run()
     assert not at.exception and not at.error
     assert any(d.label == "Mask NIfTI" for d in at.get("download_button"))
-    probs = list(at.session_state["volume_probs"].values())[0]
+    probs = list(at.session_state["volume_results"].values())[0].levels
     assert probs.shape == (3, 64, 64) and probs.dtype == np.uint8
     # The NIfTI written for download keeps the input geometry.
     vol = read_scan(vol_img.to_bytes(), "vol.nii.gz")
@@ -449,6 +569,7 @@ def test_uploaded_jpeg_dice_matches_the_evaluate_cli(app_env, tiny_weights, tmp_
     at = segment_app()
     at.file_uploader(key="scan_files").set_value((name, image, "image/jpeg"))
     at.file_uploader(key="mask_files").set_value((f"{stem}.png", mask, "image/png")).run()
+    vh.set_view(at, threshold=0.8)  # the viewer's "0.8 (paper)" button
     assert not at.exception and not at.error
     df = metrics_df(at)
     for n in MODELS:
@@ -473,10 +594,10 @@ def test_slider_reruns_never_call_a_model(app_env, monkeypatch):
     at.file_uploader(key="scan_files").set_value(("s.png", png_bytes(img), "image/png")).run()
     assert len(calls) == len(MODELS)
     for thr in (0.3, 0.55, 0.9):
-        at.slider(key="threshold").set_value(thr).run()
-    at.slider(key="opacity").set_value(0.8).run()
-    at.toggle(key="show_types").set_value(False).run()
-    at.toggle(key="card_thresholds").set_value(True).run()
+        vh.set_view(at, threshold=thr)
+    vh.set_view(at, opacity=0.8)
+    vh.set_view(at, types=False)
+    vh.set_view(at, cards=True)
     assert not at.exception and not at.error
     assert len(calls) == len(MODELS)
     assert len(overlay_captions(at)) == len(MODELS) + 2

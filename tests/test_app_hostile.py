@@ -16,6 +16,7 @@ from test_labeled_zip import zip_bytes
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+import viewerhelpers as vh
 from apphelpers import blob_slice, make_labeled_folder, png_bytes
 from bad_inputs import bad_inputs
 from smallcovid.training.jobs import JobStore
@@ -48,7 +49,8 @@ def one_error_naming(at: AppTest, name: str) -> str:
 
 
 def overlay_count(at: AppTest) -> int:
-    return len([c for img in at.get("image") for c in img.captions])
+    """Panels of the Segment viewer (scan, one per model, disagreement); 0 when it is not shown."""
+    return len(vh.panel_captions(at))
 
 
 @pytest.mark.parametrize("name", SCAN_CASES)
@@ -69,7 +71,8 @@ def test_bad_mask_upload_is_named_and_the_scan_is_still_segmented(app_env, name)
     img, _ = blob_slice(64)
     case = CASES[name]
     at = new_app()
-    at.file_uploader(key="scan_files").set_value(("scan.png", png_bytes(img), "image/png"))
+    scan_name = case.name.rsplit(".", 1)[0] + "_scan.png"  # named like the mask, so the mask is read
+    at.file_uploader(key="scan_files").set_value((scan_name, png_bytes(img), "image/png"))
     at.file_uploader(key="mask_files").set_value((case.name, case.data, "image/png")).run()
     one_error_naming(at, name)
     assert overlay_count(at) == len(MODELS) + 2

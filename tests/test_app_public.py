@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import viewerhelpers as vh
 from apphelpers import blob_slice, make_labeled_folder, png_bytes
 from smallcovid.training.jobs import JobStore
 from smallcovid.models import list_models
@@ -143,4 +144,18 @@ def test_uploads_are_capped_lower_in_public_mode(public_env, monkeypatch):
     small, _ = blob_slice(64)
     at.file_uploader(key="scan_files").set_value(("small.png", png_bytes(small), "image/png")).run()
     assert not at.exception and not at.error
-    assert len([c for img in at.get("image") for c in img.captions]) == len(MODELS) + 2
+    assert len(vh.panel_captions(at)) == len(MODELS) + 2
+
+
+def test_uploaders_state_the_public_limit(public_env, app_env, monkeypatch):
+    """The uploaders' own "… MB per file" comes from the policy (50 MB by default), not server.maxUploadSize."""
+    at = page("pages/segment.py")
+    for key in ("scan_files", "mask_files"):
+        assert at.file_uploader(key=key).proto.max_upload_size_mb == 50
+    at = page("pages/compare.py")
+    assert at.file_uploader(key="cmp_zip").proto.max_upload_size_mb == 50
+    monkeypatch.setenv("SMALLCOVID_PUBLIC_MAX_UPLOAD_MB", "20")
+    assert page("pages/segment.py").file_uploader(key="scan_files").proto.max_upload_size_mb == 20
+    monkeypatch.delenv("SMALLCOVID_PUBLIC", raising=False)  # private: the server's setting (400 MB)
+    at = page("pages/segment.py")
+    assert at.file_uploader(key="scan_files").proto.max_upload_size_mb == 400

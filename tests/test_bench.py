@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from smallcovid.cli.bench import NO_EPOCH_DATA, data_for_epoch_timing, measure_model
@@ -15,6 +16,7 @@ from smallcovid.cli.benchreport import format_bench
 from smallcovid.models import list_models
 
 KEYS = {"params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "epoch_s", "peak_mem_mb"}
+VOLUME_KEYS = {"volume_s", "volume_peak_mb"}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -60,5 +62,34 @@ def test_bench_cli_writes_json_for_every_model(tmp_path):
     doc = json.loads(out.read_text())
     assert set(doc["models"]) == set(list_models())
     for m in doc["models"].values():
-        assert KEYS <= set(m)
+        assert KEYS | VOLUME_KEYS <= set(m) and m["volume_s"] > 0
     assert doc["pipeline"]["pipeline_s"] > 0
+    assert doc["volume"]["shape"] == [24, 256, 256]
+
+
+def test_volume_timing_runs_predict_end_to_end(tmp_path, one_thread):
+    from smallcovid.cli.benchvolume import QUICK_SHAPE, measure_volume, synthetic_ct, write_synthetic_nifti
+    from smallcovid.inference.lungs import lung_masks_hu
+    from smallcovid.io import read_scan
+
+    ct = synthetic_ct(6, 96)
+    assert ct.shape == (6, 96, 96) and ct.dtype == np.int16
+    lungs = lung_masks_hu(ct, (0.7 * 512 / 96,) * 2)
+    assert (lungs == 1).any(axis=(1, 2)).all() and (lungs == 2).any(axis=(1, 2)).all()  # lungs on every slice
+    path = write_synthetic_nifti(tmp_path / "ct.nii.gz", QUICK_SHAPE)
+    vol = read_scan(path)
+    assert vol.voxels.shape == QUICK_SHAPE and vol.units == "hu" and vol.spacing == pytest.approx((1.0, 0.7, 0.7))
+    m = measure_volume("smallcovid-net", "cpu", path)
+    assert VOLUME_KEYS <= set(m) and m["volume_s"] > 0 and m["volume_peak_mb"] > 10 and m["volume_files"] == 4
+
+
+def test_table_shows_volume_figures():
+    row = {"params": 100, "flops": 10**9, "weights_mb": 1.0, "latency_ms": 10.0, "throughput_per_s": 5.0,
+           "epoch_s": 2.0, "peak_mem_mb": 300.0}
+    doc = {"device": "cpu", "models": {"unet": {**row, "volume_s": 12.345, "volume_peak_mb": 1400.2},
+                                       "smallcovid-net": row},
+           "volume": {"shape": [300, 512, 512], "file_mb": 85.0}}
+    text = format_bench(doc)
+    assert "12.35" in next(l for l in text.splitlines() if l.startswith("unet")) and "1400" in text
+    assert "300x512x512" in text and "volume s" in text
+    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).count("—") == 2  # no volume figures

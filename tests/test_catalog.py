@@ -82,3 +82,59 @@ def test_progress_fraction_and_text():
     text = runview.progress_text(p)
     assert text == "fold 2/2 · epoch 3/4 · step 5/10 · train loss 0.500 · ETA 5 min"
     assert runview.progress_text({**p, "fold": 0}).startswith("final model (all data)")
+
+
+def test_summary_phase_is_reported_and_shown(tiny_cfg, tmp_path):
+    """Between the last fold and the final model the run reports "summary" steps (no stale ETA), so the
+    Train page's progress moves on instead of freezing at the last fold's "ETA 9 s"."""
+    import torch
+
+    from smallcovid.training.loop import train
+
+    events = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(tiny_cfg(final=True, epochs=1), tmp_path / "run", progress=events.append)
+    finally:
+        torch.set_num_threads(before)
+    kinds = [(e.kind, e.fold) for e in events]
+    first_summary = kinds.index(("summary", 0))
+    last_fold_epoch = max(i for i, k in enumerate(kinds) if k[0] == "epoch" and k[1] == 2)
+    first_final = min(i for i, k in enumerate(kinds) if k[1] == 0 and k[0] in ("batch", "epoch"))
+    assert last_fold_epoch < first_summary < first_final
+    summary = [e for e in events if e.kind == "summary"]
+    assert [e.step for e in summary] == list(range(len(summary)))
+    assert summary[0].stage == "out-of-fold predictions" and summary[-1].stage == "calibration"
+    p = {**summary[1].__dict__}
+    text = runview.progress_text(p)
+    # No "ETA" that ignores this phase: the remaining epochs are named as what comes after it.
+    assert text.startswith("summary: threshold choice (step 2/") and "ETA" not in text
+    assert runview.progress_text({**p, "eta_s": 40.0}).endswith("then the final model, about 40 s")
+    assert "final model" not in runview.progress_text({**p, "eta_s": 0.0})
+    assert runview.progress_fraction(p, {"folds": 2, "epochs": 1, "final": True}) == pytest.approx(2 / 3)
+
+
+def test_default_threshold_is_the_median_card_threshold_rounded_to_005(app_env, tiny_weights):
+    assert catalog.default_threshold([0.3, 0.5, 0.45, 0.25]) == 0.4  # median 0.375 -> 0.40
+    assert catalog.default_threshold([{"threshold": 0.33}]) == 0.35
+    assert catalog.default_threshold([{"threshold": 0.31}, {"threshold": 0.42}, {"no": 1}]) == 0.35
+    assert catalog.default_threshold([]) == catalog.PAPER_THRESHOLD == 0.8  # nothing known: the paper's
+    assert catalog.default_threshold([{"threshold": "x"}, None, 7]) == 0.8
+    assert catalog.default_threshold([0.01]) == 0.05 and catalog.default_threshold([0.99]) == 0.95
+    # entries read their cards (the tiny cards all say 0.5)
+    assert catalog.default_threshold(catalog.available_models()) == 0.5
+
+
+def test_default_threshold_of_the_shipped_cards():
+    """The app's starting value follows the shipped cards (recalibration moves it), never a fixed 0.8."""
+    from pathlib import Path
+
+    weights = Path(__file__).resolve().parent.parent / "weights"
+    cards = [json.loads(p.read_text()) for p in sorted(weights.glob("*.json"))]
+    if not cards:
+        pytest.skip("no shipped cards")
+    values = sorted(float(c["threshold"]) for c in cards)
+    n = len(values)
+    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+    assert abs(catalog.default_threshold(cards) - median) <= 0.025 + 1e-9

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -205,23 +206,78 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     return {"IMG": img, "CT_small": dcm, "VOL": vol}
 
 
+def check_slice_report(out: Path, stem: str, spacing_xy: tuple[float, float] | None) -> None:
+    """``<stem>_report.json`` matches the written PNGs (areas in mm² when the pixel size is known)."""
+    classes = np.asarray(Image.open(out / f"{stem}_classes.png"))
+    lungs = np.asarray(Image.open(out / f"{stem}_lungs.png"))
+    rep = json.loads((out / f"{stem}_report.json").read_text())
+    area = 1.0 if spacing_xy is None else spacing_xy[0] * spacing_xy[1]
+    assert rep["units"]["area"] == ("pixels" if spacing_xy is None else "mm2")
+    assert rep["lung_mm2"] == pytest.approx(np.count_nonzero(lungs) * area, abs=0.01)
+    assert rep["lesion_mm2"] == pytest.approx(np.count_nonzero(classes) * area, abs=0.01)
+    assert rep["ggo_mm2"] == pytest.approx(np.count_nonzero(classes == 1) * area, abs=0.01)
+    inside = np.count_nonzero((classes > 0) & (lungs > 0))
+    lung = np.count_nonzero(lungs)
+    assert rep["involvement_pct"] == (None if lung == 0 else pytest.approx(100 * inside / lung, abs=0.01))
+    assert len(rep["weights_sha256"]) == 64 and rep["date"] and rep["input"]
+
+
 def check_prediction_files(out: Path, inputs: dict[str, Path]) -> None:
     sizes = {"IMG": (45, 61), "CT_small": (128, 128)}
     for stem, (h, w) in sizes.items():
         prob = np.asarray(Image.open(out / f"{stem}_prob.png"))
         mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
         classes = np.asarray(Image.open(out / f"{stem}_classes.png"))
-        assert prob.shape == mask.shape == classes.shape == (h, w)
-        assert prob.dtype == mask.dtype == classes.dtype == np.uint8
+        lungs = np.asarray(Image.open(out / f"{stem}_lungs.png"))
+        assert prob.shape == mask.shape == classes.shape == lungs.shape == (h, w)
+        assert prob.dtype == mask.dtype == classes.dtype == lungs.dtype == np.uint8
         assert set(np.unique(mask)) <= {0, 255} and set(np.unique(classes)) <= {0, 1, 2}
+        assert set(np.unique(lungs)) <= {0, 1, 2}
         np.testing.assert_array_equal(classes > 0, mask > 0)
-    vol = nib.load(inputs["VOL"])
-    for name in ("VOL_mask.nii.gz", "VOL_classes.nii.gz"):
-        pred = nib.load(out / name)
-        assert pred.shape == vol.shape and pred.get_data_dtype() == np.uint8
-        np.testing.assert_allclose(pred.affine, vol.affine)
-    assert set(np.unique(np.asarray(nib.load(out / "VOL_mask.nii.gz").dataobj))) <= {0, 1}
+    check_slice_report(out, "IMG", None)
+    check_slice_report(out, "CT_small", (0.661468, 0.661468))
+    check_volume_outputs(out, "VOL", nib.load(inputs["VOL"]))
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+
+VOLUME_FILES = ("mask.nii.gz", "classes.nii.gz", "lungs.nii.gz", "report.json")
+
+
+def check_volume_outputs(out: Path, stem: str, like) -> dict:
+    """The three NIfTI outputs carry ``like``'s affine and shape; the report matches them. Returns the report."""
+    maps = {}
+    for kind in ("mask", "classes", "lungs"):
+        img = nib.load(out / f"{stem}_{kind}.nii.gz")
+        assert img.shape == tuple(like.shape) and img.get_data_dtype() == np.uint8, (stem, kind)
+        np.testing.assert_allclose(img.affine, like.affine, atol=1e-5)
+        maps[kind] = np.asarray(img.dataobj)
+    mask, classes, lungs = maps["mask"], maps["classes"], maps["lungs"]
+    assert set(np.unique(mask)) <= {0, 1} and set(np.unique(classes)) <= {0, 1, 2} and set(np.unique(lungs)) <= {0, 1, 2}
+    np.testing.assert_array_equal(classes > 0, mask > 0)
+    rep = json.loads((out / f"{stem}_report.json").read_text())
+    zooms = [float(z) for z in like.header.get_zooms()[:3]]
+    assert rep["spacing_mm"] == pytest.approx([zooms[1], zooms[0], zooms[2]], rel=1e-4)  # x = columns = NIfTI axis 1
+    ml = np.prod(rep["spacing_mm"]) / 1000
+    assert rep["lung_ml"] == pytest.approx(np.count_nonzero(lungs) * ml, abs=0.011)
+    assert rep["lesion_ml"] == pytest.approx(np.count_nonzero(mask) * ml, abs=0.011)
+    assert rep["ggo_ml"] == pytest.approx(np.count_nonzero(classes == 1) * ml, abs=0.011)
+    assert rep["consolidation_ml"] == pytest.approx(np.count_nonzero(classes == 2) * ml, abs=0.011)
+    lung = np.count_nonzero(lungs)
+    inside = np.count_nonzero((mask > 0) & (lungs > 0))
+    assert rep["involvement_pct"] == (None if lung == 0 else pytest.approx(100 * inside / lung, abs=0.01))
+    for side, v in (("right", 1), ("left", 2)):
+        n = np.count_nonzero(lungs == v)
+        assert rep["per_lung"][side]["lung_ml"] == pytest.approx(n * ml, abs=0.011)
+        assert rep["per_lung"][side]["lesion_ml"] == pytest.approx(np.count_nonzero((lungs == v) & (mask > 0)) * ml,
+                                                                     abs=0.011)
+    area = rep["spacing_mm"][0] * rep["spacing_mm"][1]
+    assert [s["index"] for s in rep["slices"]] == list(range(mask.shape[2]))
+    assert [s["lesion_mm2"] for s in rep["slices"]] == pytest.approx(
+        [np.count_nonzero(mask[:, :, k]) * area for k in range(mask.shape[2])], abs=0.011)
+    assert [s["lung_mm2"] for s in rep["slices"]] == pytest.approx(
+        [np.count_nonzero(lungs[:, :, k]) * area for k in range(mask.shape[2])], abs=0.011)
+    assert rep["model"] and 0 < rep["threshold"] < 1 and rep["date"] and "weights_sha256" in rep
+    return rep
 
 
 def test_predict_writes_outputs_at_input_size(tiny_run, inputs, tmp_path):
@@ -232,8 +288,8 @@ def test_predict_writes_outputs_at_input_size(tiny_run, inputs, tmp_path):
     assert p.stderr.strip() == ""
     check_prediction_files(out, inputs)
     assert sorted(f.name for f in out.iterdir()) == sorted(
-        [f"{s}_{k}.png" for s in ("IMG", "CT_small") for k in ("prob", "mask", "classes")]
-        + ["VOL_mask.nii.gz", "VOL_classes.nii.gz"])
+        [f"{s}_{k}.png" for s in ("IMG", "CT_small") for k in ("prob", "mask", "classes", "lungs")]
+        + ["IMG_report.json", "CT_small_report.json"] + [f"VOL_{k}" for k in VOLUME_FILES])
     # the mask is the probability map at the given threshold (up to 8-bit rounding of the PNG)
     prob = np.asarray(Image.open(out / "IMG_prob.png")).astype(float) / 255
     mask = np.asarray(Image.open(out / "IMG_mask.png")) > 0
@@ -257,7 +313,8 @@ def test_predict_bad_inputs_exit_2_and_write_nothing(tiny_run, inputs, tmp_path)
     for line, path in zip(lines, (truncated, text, missing)):
         assert line.startswith(f"error: {path.name}") or line.startswith(f"error: {path}"), line
     # nothing for the bad inputs; the good one still got its outputs
-    assert sorted(f.name for f in out.iterdir()) == ["IMG_classes.png", "IMG_mask.png", "IMG_prob.png"]
+    assert sorted(f.name for f in out.iterdir()) == ["IMG_classes.png", "IMG_lungs.png", "IMG_mask.png",
+                                                      "IMG_prob.png", "IMG_report.json"]
 
 
 def test_predict_bad_threshold_and_unknown_model_subprocess(tiny_run, inputs, tmp_path):
@@ -300,6 +357,168 @@ def test_predict_output_path_is_a_file(tiny_run, inputs, tmp_path, capsys):
     rc, _, err = call_main(main, ["predict", "--weights", str(tiny_run[0]), str(inputs["IMG"]),
                                   "--out", str(tmp_path / "out")], capsys)
     assert rc == 2 and "not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ volumes: DICOM series and NIfTI
+
+FIXTURE = get_testdata_file("CT_small.dcm")
+
+
+def write_series(folder: Path, uid: str, n: int, seed: int) -> list[Path]:
+    """``n`` slices of a DICOM series built from CT_small.dcm (2.5 mm apart), shuffled file names."""
+    import pydicom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)  # file names do not follow slice order
+    paths = []
+    for i, k in enumerate(order):
+        ds = pydicom.dcmread(FIXTURE)
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = f"{uid}.{k + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        x, y, _ = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, -75.0 + 2.5 * k]
+        ds.SliceLocation = -75.0 + 2.5 * k
+        ds.PixelData = (ds.pixel_array.astype(np.int16) + 10 * k).tobytes()
+        path = folder / f"{uid[-4:]}_{i:02d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    random.Random(seed + 1).shuffle(paths)
+    return paths
+
+
+def series_like(paths: list[Path]):
+    """The input geometry of a series as a NIfTI image: the affine from smallcovid.io.series, (rows, cols, slices)."""
+    from smallcovid.io.series import read_series
+
+    vol = read_series(paths)
+    return nib.Nifti1Image(np.zeros(vol.voxels.transpose(1, 2, 0).shape, np.uint8), vol.affine)
+
+
+def phantom_nifti(path: Path) -> nib.Nifti1Image:
+    """A 4-slice full-field HU volume (the bench's synthetic CT, 128x128, 2.7 mm) with an oblique affine."""
+    from smallcovid.cli.benchvolume import synthetic_ct
+
+    data = np.ascontiguousarray(synthetic_ct(4, 128).transpose(1, 2, 0))
+    c, s_ = np.cos(0.3), np.sin(0.3)
+    affine = np.array([[2.7 * c, -2.7 * s_, 0, -40], [2.7 * s_, 2.7 * c, 0, 12], [0, 0, 3.0, 60], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, affine)
+    nib.save(img, path)
+    return img
+
+
+def test_predict_volumes_dicom_series_folders_and_nifti(tmp_path):
+    """Series as shuffled files, a folder with two series, colliding UID prefixes and a NIfTI, in one run."""
+    a = write_series(tmp_path / "loose", "2.25.1111.7", 5, seed=1)
+    two = tmp_path / "two"
+    b = write_series(two, "2.25.2222.7", 3, seed=2)
+    c = write_series(two, "2.25.3333.7", 4, seed=3)
+    (two / "notes.txt").write_text("not a slice\n")
+    d = write_series(tmp_path / "loose", "2.25.4444.1", 3, seed=4)
+    e = write_series(tmp_path / "loose", "2.25.4444.2", 3, seed=5)  # same first 8 characters as d
+    single = write_series(tmp_path / "one" / "study-7", "2.25.5555.7", 4, seed=6)
+    vol = phantom_nifti(tmp_path / "PHANTOM.nii.gz")
+    mixed = a + d + e
+    random.Random(9).shuffle(mixed)  # files of three series interleaved on the command line
+    out = tmp_path / "out"
+    p = smallcovid("predict", "--model", "smallcovid-net", *map(str, mixed), str(two), str(tmp_path / "one" / "study-7"),
+                   str(tmp_path / "PHANTOM.nii.gz"), "--out", str(out), "--device", "cpu")
+    assert p.returncode == 0, p.stderr
+    stems = {"series-2.25.111": a, "series-2.25.222": b, "series-2.25.333": c, "series-2.25.444": d,
+             "series-2.25.444-2": e, "study-7": single}
+    assert sorted(f.name for f in out.iterdir()) == sorted(f"{s}_{k}" for s in [*stems, "PHANTOM"] for k in VOLUME_FILES)
+    for stem, paths in stems.items():
+        rep = check_volume_outputs(out, stem, series_like(paths))
+        assert len(rep["slices"]) == len(paths)
+    rep = check_volume_outputs(out, "PHANTOM", vol)
+    assert rep["lung_ml"] > 0 and rep["per_lung"]["right"]["lung_ml"] > 0 and rep["per_lung"]["left"]["lung_ml"] > 0
+    assert rep["framing"]["cropped_slices"] == 4  # full field of view: every slice cropped to its lungs
+    card = json.loads((REPO / "weights" / "smallcovid-net.json").read_text())
+    assert rep["weights_sha256"] == card["sha256"] and rep["threshold"] == card["threshold"]
+    assert rep["model"] == "smallcovid-net" and rep["input"] == "PHANTOM.nii.gz"
+
+
+def test_predict_series_problems_exit_2_and_keep_the_rest(tmp_path):
+    good = write_series(tmp_path / "good", "2.25.6666.7", 3, seed=7)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "readme.txt").write_text("no DICOM here\n")
+    broken = write_series(tmp_path / "broken", "2.25.7777.7", 3, seed=8)
+    broken[0].write_bytes(broken[0].read_bytes()[:400])  # header cut: not part of any series any more
+    out = tmp_path / "out"
+    p = smallcovid("predict", "--model", "smallcovid-net", *map(str, good), str(bad), *map(str, broken),
+                   "--out", str(out), "--device", "cpu")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 2 and "bad" in lines[0] and "DICOM" in lines[0], p.stderr
+    assert broken[0].name in lines[1], p.stderr
+    assert sorted(f.name for f in out.iterdir()) == sorted(
+        [f"series-2.25.666_{k}" for k in VOLUME_FILES] + [f"series-2.25.777_{k}" for k in VOLUME_FILES])
+
+
+def test_report_matches_ground_truth_on_labeled_slices(tmp_path):
+    """3 labeled slices in full 512x512 HU frames, predicted as ground truth: the quantification path.
+
+    The model is replaced by an oracle returning the ground-truth lesions of each crop it is
+    shown; everything else is the real ``predict`` path (NIfTI in, lungs, framing, NIfTI and
+    report out). Reported involvement vs ground truth over the lungs found on the crops:
+    within 2 percentage points.
+    """
+    import importlib.util
+
+    from smallcovid.cli.predict import predict_one
+    from smallcovid.inference.framing import lungs_for, volume_boxes
+    from smallcovid.inference.lungs import lung_masks_display
+    from smallcovid.io import read_scan
+
+    spec = importlib.util.spec_from_file_location("measure_fov", REPO / "scripts" / "measure_fov.py")
+    mf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mf)
+    try:
+        data = mf.load(mf.find_data(), 3)
+    except FileNotFoundError:
+        pytest.skip("labeled slices not available (../shared/data/covid-semiseg/train or SMALLCOVID_DATA_DIR)")
+    frames, truth, classes_gt, crop_lungs = [], [], [], []
+    folder = mf.find_data()
+    for name, img, mask in data:
+        hu, place = mf.full_frame(img)
+        gt = np.zeros(hu.shape, np.uint8)
+        gt[place] = np.asarray(Image.open(folder / "classes" / f"{name}.png"))
+        frames.append(hu)
+        truth.append(gt)
+        crop_lungs.append((lung_masks_display(img), mask))
+    spacing = (0.7, 0.7, 5.0)
+    nib.save(nib.Nifti1Image(np.stack(frames, -1).astype(np.int16), np.diag([*spacing, 1.0])), tmp_path / "gt.nii.gz")
+    scan = read_scan(tmp_path / "gt.nii.gz")
+    boxes = volume_boxes(scan, lungs_for(scan))
+    crops = [(t if b is None else t[b.slices]) for t, b in zip(truth, boxes)]
+
+    class Oracle:
+        name, threshold, card = "ground-truth", 0.5, {}
+
+        def predict_images(self, images, batch_size=8):
+            from smallcovid.inference.predictor import ProbMaps
+
+            out = []
+            for im in images:
+                gt = crops.pop(0)
+                assert gt.shape == im.shape
+                types = np.stack([gt == 0, gt == 1, gt == 2]).astype(np.float32)
+                out.append(ProbMaps(lesion=(gt > 0).astype(np.float32), types=types, seconds=0.0))
+            return out
+
+    predict_one(Oracle(), scan, None, 0.5, tmp_path, "gt")
+    assert not crops
+    rep = check_volume_outputs(tmp_path, "gt", nib.load(tmp_path / "gt.nii.gz"))
+    gt = np.stack(truth)
+    ml = 0.7 * 0.7 * 5.0 / 1000
+    assert rep["lesion_ml"] == pytest.approx(np.count_nonzero(gt) * ml, abs=0.011)  # the oracle's lesions, all kept
+    assert rep["ggo_ml"] == pytest.approx(np.count_nonzero(gt == 1) * ml, abs=0.011)
+    lung = sum(np.count_nonzero(lm) for lm, _ in crop_lungs)
+    inside = sum(np.count_nonzero((lm > 0) & m) for lm, m in crop_lungs)
+    assert abs(rep["involvement_pct"] - 100 * inside / lung) <= 2.0, (rep["involvement_pct"], 100 * inside / lung)
 
 
 # ------------------------------------------------------------------ evaluate

@@ -18,7 +18,10 @@ def test_stem_and_match():
     assert uploads.stem("dir/case_1.nii.gz") == "case_1" and uploads.stem("medseg_003.jpg") == "medseg_003"
     names = ["other.png", "case_mask.png", "case.png"]
     assert uploads.match_mask(names, "case.jpg") == 1  # first matching name
-    assert uploads.match_mask(["x.png"], "case.jpg") == 0  # a single mask goes with any scan
+    assert uploads.match_mask(["x.png"], "case.jpg") is None  # a single mask of another name is not used
+    assert uploads.match_mask(["CASE_labels.nii"], "case.nii.gz") == 0
+    assert uploads.match_mask(["tr_mask.nii.gz"], "tr_im.nii.gz") == 0  # the MedSeg pair
+    assert "not named like the scan case.jpg" in uploads.unmatched_mask_message(["x.png"], "case.jpg")
     assert uploads.match_mask(["x.png", "y.png"], "case.jpg") is None
     assert uploads.match_mask([], "case.jpg") is None
 

@@ -87,9 +87,39 @@ def test_figures_have_one_trace_per_series():
     final = {"epoch": [1, 2], "train_loss": [1.0, 0.7], "val_loss": [float("nan")] * 2, "val_dice": [float("nan")] * 2}
     fig = viz.training_curves_figure({1: hist, 2: hist, 0: final})
     names = [t.name for t in fig.data]
-    assert "fold 1 train" in names and "fold 2 val" in names and "final train" in names
-    assert "final val" not in names  # the all-data model has no validation curve
+    assert names[:3] == ["fold 1", "fold 1 validation loss", "fold 1 Dice at threshold 0.8"]
+    assert names[-1] == "final"  # the all-data model last, and without validation curves
     box = viz.dice_box_figure({"a": [0.1, 0.5], "b": [0.3, 0.9]}, ["x", "y"])
     assert [t.name for t in box.data] == ["a", "b"] and list(box.data[1].y) == [0.3, 0.9]
     sweep = viz.sweep_figure({"a": {0.5: 0.6, 0.1: 0.2}}, current=0.8)
     assert list(sweep.data[0].x) == [0.1, 0.5] and list(sweep.data[0].y) == [0.2, 0.6]
+    # The legend sits under the plot (it covered the curves at the right of a half-width column).
+    assert sweep.layout.legend.orientation == "h" and sweep.layout.legend.y < 0
+
+
+def test_training_curves_say_which_line_is_which():
+    """The Dice panel's solid line is Dice at the run's threshold (the table's "Dice"), its dotted line the
+    best-threshold Dice; the legend lists folds by colour only, so no loss label names a Dice line."""
+    hist = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.9],
+            "val_dice": [0.0, 0.0, 0.0], "val_dice_best": [0.2, 0.29, 0.27]}
+    fig = viz.training_curves_figure({1: hist}, threshold=0.8)
+    by_name = {t.name: t for t in fig.data}
+    solid, dotted = by_name["fold 1 Dice at threshold 0.8"], by_name["fold 1 best-threshold Dice"]
+    assert list(solid.y) == hist["val_dice"] and solid.xaxis == "x2" and solid.line.dash in (None, "solid")
+    assert list(dotted.y) == hist["val_dice_best"] and dotted.xaxis == "x2" and dotted.line.dash == "dot"
+    assert list(by_name["fold 1"].y) == hist["train_loss"] and by_name["fold 1"].xaxis == "x"
+    assert list(by_name["fold 1 validation loss"].y) == hist["val_loss"]
+    legend = [t.name for t in fig.data if t.showlegend]
+    assert legend == ["fold 1"]
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["loss: solid training, dotted validation",
+                      "validation Dice: solid at threshold 0.8, dotted best threshold"]
+    assert "Dice at threshold 0.8" in solid.hovertemplate and "best-threshold" in dotted.hovertemplate
+
+
+def test_reliability_figure():
+    rel = {"confidence": [0.05, 0.5, 0.95], "lesion_fraction": [0.02, 0.4, 0.9], "share": [0.9, 0.05, 0.05]}
+    fig = viz.reliability_figure({"before": rel, "after": rel, "ece_before": 0.08, "ece_after": 0.01})
+    names = [t.name for t in fig.data]
+    assert names == ["perfectly calibrated", "before calibration (ECE 0.080)", "after calibration (ECE 0.010)"]
+    assert list(fig.data[1].x) == rel["confidence"] and list(fig.data[1].y) == rel["lesion_fraction"]

@@ -1,7 +1,7 @@
 """Whole-volume thresholding: one rule (smallcovid.inference.volume) for the app's NIfTI download and the CLI.
 
 The app (pages/_segment_parts.py) keeps a segmented volume as uint8 probability levels
-(``predict_volume(..., keep_types=False).levels``) and downloads
+(``predict_volume(..., keep_types=False).levels``, or ``segment_volume(...).levels``) and downloads
 ``uploads.nifti_mask_bytes(threshold_volume(levels, t)[0], scan)``; ``python -m smallcovid predict``
 writes ``<stem>_mask.nii.gz`` via ``predict_one``. Both must give the same mask, voxel
 for voxel, for probabilities exactly at and around the threshold.
@@ -29,6 +29,8 @@ class EchoPredictor:
     """
 
     threshold = 0.5
+    name = "echo"
+    card: dict = {}
 
     def predict_images(self, images, batch_size: int = 8) -> list[ProbMaps]:
         out = []
@@ -65,7 +67,7 @@ def test_app_and_cli_write_the_same_volume_mask(tmp_path, t):
     pred = EchoPredictor()
     # CLI path: python -m smallcovid predict on a volume.
     names = predict_one(pred, vol, None, t, tmp_path, "ct")
-    assert names == ["ct_mask.nii.gz", "ct_classes.nii.gz"]
+    assert names == ["ct_mask.nii.gz", "ct_classes.nii.gz", "ct_lungs.nii.gz", "ct_report.json"]
     cli_bytes = (tmp_path / "ct_mask.nii.gz").read_bytes()
     # App path: Segment page, "Segment all slices" then "Mask NIfTI".
     levels = predict_volume(pred, vol, None, keep_types=False).levels
@@ -114,3 +116,92 @@ def test_types_fill_only_the_mask():
 def test_bad_values_are_named(prob, t, kind, needle):
     with pytest.raises(SmallCovidError, match=needle):
         threshold_volume(prob, t, kind)
+
+
+# ------------------------------------------------------------------ segment_volume: the shared pipeline
+
+class SlowPath:
+    """The Predictor without predict_levels: segment_volume takes the generic predict_images path."""
+
+    def __init__(self, pred) -> None:
+        self.pred, self.card, self.name, self.threshold = pred, pred.card, pred.name, pred.threshold
+
+    def predict_images(self, images, batch_size: int = 8):
+        return self.pred.predict_images(images, batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def net():
+    import torch
+
+    from smallcovid.inference.predictor import load_predictor
+
+    torch.set_num_threads(1)
+    return load_predictor("smallcovid-net", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantom_volume() -> Volume:
+    """5 full-field HU slices, 160x160 at 2.2 mm (the bench's synthetic CT; slice 3 repeats slice 0, slice 4 is air)."""
+    from smallcovid.cli.benchvolume import synthetic_ct
+
+    ct = synthetic_ct(3, 160)
+    slices = [ct[0], ct[1], ct[2], ct[0], np.full((160, 160), -1000)]
+    return Volume(np.stack(slices).astype(np.float32), "hu", spacing=(2.5, 2.2, 2.2), source="synthetic")
+
+
+def test_segment_volume_fields_and_framing(net, phantom_volume):
+    from smallcovid.inference.volume import segment_volume
+
+    calls = []
+    res = segment_volume(net, phantom_volume, batch_size=2, progress=lambda d, n: calls.append((d, n)))
+    shape = phantom_volume.voxels.shape
+    for arr in (res.levels, res.kind, res.lungs):
+        assert arr.shape == shape and arr.dtype == np.uint8
+    assert set(np.unique(res.kind)) <= {1, 2} and set(np.unique(res.lungs)) <= {0, 1, 2}
+    assert res.spacing == (2.5, 2.2, 2.2) and calls == [(2, 5), (4, 5), (5, 5)]
+    assert all(b is not None for b in res.boxes[:4]) and res.lungs[4].max() == 0
+    for k, box in enumerate(res.boxes[:4]):
+        outside = np.ones(shape[1:], bool)
+        outside[box.slices] = False
+        assert res.levels[k][outside].max() == 0 and (res.kind[k][outside] == 1).all()
+    # the fast path (Predictor.predict_levels) gives the same bytes as the generic one
+    slow = segment_volume(SlowPath(net), phantom_volume, batch_size=3)
+    np.testing.assert_array_equal(res.levels, slow.levels)
+    np.testing.assert_array_equal(res.kind, slow.kind)
+    # slice 3 repeats slice 0: the same crop, the same maps
+    np.testing.assert_array_equal(res.levels[3], res.levels[0])
+
+
+@pytest.mark.parametrize("t", [0.3, 0.5, 0.0, 1.0])
+def test_volume_result_thresholds_and_report_like_the_rules(net, phantom_volume, t):
+    from smallcovid.inference.quantify import spacing_xyz, volume_report
+    from smallcovid.inference.volume import segment_volume
+
+    res = segment_volume(net, phantom_volume)
+    mask, classes = threshold_volume(res.levels, t, res.kind)
+    np.testing.assert_array_equal(res.mask(t), mask)
+    np.testing.assert_array_equal(res.classes(t), classes)
+    np.testing.assert_array_equal(res.threshold(t)[1], classes)
+    full = volume_report(classes, res.lungs, spacing_xyz(res.spacing), "smallcovid-net", t, {"input": "x"})
+    assert res.report(t, "smallcovid-net", {"input": "x"}) == full  # the report counts within the boxes: same numbers
+
+
+def test_predict_levels_equals_predict_images(net):
+    rng = np.random.default_rng(0)
+    for shapes in ([(61, 47)] * 3, [(61, 47), (30, 90), (120, 100)]):
+        images = [rng.random(s, dtype=np.float32) for s in shapes]
+        for m, (levels, kind) in zip(net.predict_images(images), net.predict_levels(images)):
+            np.testing.assert_array_equal(prob_levels(m.lesion), levels)
+            np.testing.assert_array_equal(m.kind, kind)
+
+
+def test_segment_volume_bad_arguments(phantom_volume):
+    from smallcovid.inference.volume import segment_volume
+
+    with pytest.raises(ValueError, match="batch_size"):
+        segment_volume(EchoPredictor(), phantom_volume, batch_size=0)
+    with pytest.raises(ValueError, match="lungs has shape"):
+        segment_volume(EchoPredictor(), phantom_volume, lungs=np.zeros((1, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match="framing"):
+        segment_volume(EchoPredictor(), phantom_volume, framing="body")

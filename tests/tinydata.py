@@ -82,7 +82,7 @@ def write_medseg(root: Path, shape=(37, 45, 5), seed: int = 0) -> Path:
     return root
 
 
-VOLATILE_SUMMARY_KEYS = ("elapsed_s", "device", "final", "command")
+VOLATILE_SUMMARY_KEYS = ("elapsed_s", "device", "final", "command", "executor")
 
 
 def comparable_summary(summary: dict) -> dict:

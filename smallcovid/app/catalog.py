@@ -176,3 +176,113 @@ def card_facts(card: dict) -> dict[str, str]:
     if card.get("command"):
         facts["reproduce"] = str(card["command"])
     return facts
+
+
+# ------------------------------------------------------------------ thresholds
+
+PAPER_THRESHOLD = 0.8  # the paper's fixed threshold
+
+
+def card_threshold(item) -> float | None:
+    """The card ``threshold`` of a :class:`ModelEntry`, a card dict or a number; None when it has none."""
+    if isinstance(item, ModelEntry):
+        item = read_card(item.weights)
+    if isinstance(item, dict):
+        item = item.get("threshold")
+    try:
+        value = float(item)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if 0.0 < value <= 1.0 else None
+
+
+def default_threshold(entries_or_cards) -> float:
+    """The app's starting threshold: the median of the models' card thresholds, rounded to 0.05.
+
+    Calibrated probabilities (cards with ``calibration``) are comparable across models,
+    so one shared slider value serves them all; the exact per-model values stay one
+    toggle away ('Card thresholds'), and the paper's 0.8 one click away. Accepts
+    :class:`ModelEntry` objects, card dicts or numbers; with no usable card threshold
+    it is :data:`PAPER_THRESHOLD`. Always within [0.05, 0.95].
+    """
+    values = sorted(v for v in (card_threshold(x) for x in entries_or_cards) if v is not None)
+    if not values:
+        return PAPER_THRESHOLD
+    n = len(values)
+    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+    return min(0.95, max(0.05, round(round(median * 20) / 20, 2)))
+
+
+# ------------------------------------------------------------------ more from a card
+
+PAPER_CITATION = (
+    "SmallCovid-Net: the lightweight COVID-19 lesion segmentation network this project reimplements, compared "
+    "there with U-Net, SegNet and Mask R-CNN on MedSeg CT slices (its Table 1: Dice / precision / recall on a "
+    "10-slice test split)."
+)
+DATA_CITATIONS = (
+    "MedSeg, COVID-19 CT segmentation dataset, medicalsegmentation.com/covid19 (the 100 axial slices).",
+    "D.-P. Fan, T. Zhou, G.-P. Ji et al., Inf-Net: Automatic COVID-19 Lung Infection Segmentation from CT Images, "
+    "IEEE Transactions on Medical Imaging 39(8), 2020 (COVID-SemiSeg: the 50-slice training split used here).",
+)
+
+
+def card_histories(card: dict | None) -> dict[int, dict[str, list[float]]]:
+    """Per-fold training curves stored in a card (``histories``: fold -> column -> values; 0 = final), else {}."""
+    raw = (card or {}).get("histories")
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for k, cols in raw.items():
+        try:
+            fold = int(k)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(cols, dict) and cols.get("epoch"):
+            out[fold] = {c: [float("nan") if v is None else float(v) for v in vals]
+                         for c, vals in cols.items() if isinstance(vals, list)}
+    return out
+
+
+def card_calibration(card: dict | None) -> dict | None:
+    """The card's calibration for a reliability plot: ``method``, ``ece_before``, ``ece_after``, ``threshold``
+    and ``before`` / ``after`` curves (``confidence``, ``lesion_fraction``, ``share`` per bin); None
+    when the card has no reliability curves."""
+    cal = (card or {}).get("calibration")
+    rel = cal.get("reliability") if isinstance(cal, dict) else None
+    if not isinstance(rel, dict):
+        return None
+    curves = {}
+    for k in ("before", "after"):
+        c = rel.get(k)
+        if isinstance(c, dict) and c.get("confidence") and c.get("lesion_fraction"):
+            curves[k] = {f: [float(v) for v in c.get(f, [])] for f in ("confidence", "lesion_fraction", "share")}
+    if not curves:
+        return None
+
+    def num(key):
+        v = cal.get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    return {"method": str(cal.get("method", "platt")), "ece_before": num("ece_before"),
+            "ece_after": num("ece_after"), "threshold": num("threshold"), **curves}
+
+
+def installed_run_dir(card: dict | None) -> str | None:
+    """The run folder of the job an installed model came from (card ``installed_from_job``), when still known."""
+    job_id = (card or {}).get("installed_from_job")
+    if not isinstance(job_id, int):
+        return None
+    import sqlite3
+
+    from smallcovid.core.errors import SmallCovidError
+    from smallcovid.training.jobs import JobStore, jobs_dir
+
+    db = jobs_dir() / "jobs.db"
+    if not db.is_file():
+        return None
+    try:
+        job = JobStore(db).get(job_id)
+    except (SmallCovidError, OSError, sqlite3.Error):  # the job row is gone or unreadable: just no curves
+        return None
+    return job.run_dir if job is not None and job.run_dir else None

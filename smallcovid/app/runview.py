@@ -85,6 +85,8 @@ def progress_fraction(progress: dict | None, config: dict) -> float:
     folds = int(progress.get("folds") or config.get("folds") or 1)
     epochs = int(progress.get("epochs") or config.get("epochs") or 1)
     total = (folds + int(bool(config.get("final")))) * epochs
+    if progress.get("kind") == "summary":  # between the last fold and the final model
+        return max(0.0, min(1.0, folds * epochs / max(1, total)))
     fold = int(progress.get("fold") or 0)
     position = folds if fold == 0 else fold - 1  # fold 0 = the final model, trained last
     steps = max(1, int(progress.get("steps") or 1))
@@ -93,11 +95,24 @@ def progress_fraction(progress: dict | None, config: dict) -> float:
 
 
 def progress_text(progress: dict | None) -> str:
-    """``fold 2/5 · epoch 3/60 · step 7/12 · train loss 0.412 · val Dice 0.655 · ETA 4 min``."""
+    """``fold 2/5 · epoch 3/60 · step 7/12 · train loss 0.412 · val Dice 0.655 · ETA 4 min``.
+
+    Between the last fold and the final model (``"summary"`` events of
+    :func:`smallcovid.training.cvsummary.finish_run`): ``summary: calibration (step 8/8) · elapsed 3 min · then the final model, about 40 s``.
+    """
     if not progress:
         return "waiting to start"
     if progress.get("kind") == "done":
         return "finished"
+    if progress.get("kind") == "summary":
+        step, steps = int(progress.get("step") or 0), int(progress.get("steps") or 1)
+        parts = [f"summary: {progress.get('stage') or 'out-of-fold evaluation'} (step {step + 1}/{steps})"]
+        if progress.get("elapsed_s") is not None:
+            parts.append(f"elapsed {_duration(progress['elapsed_s'])}")
+        # The clock times epochs only: its ETA here is the final model's training, after this phase.
+        if progress.get("eta_s"):
+            parts.append(f"then the final model, about {_duration(progress['eta_s'])}")
+        return " · ".join(parts)
     fold = progress.get("fold")
     parts = ["final model (all data)" if fold == 0 else f"fold {fold}/{progress.get('folds')}",
              f"epoch {progress.get('epoch')}/{progress.get('epochs')}"]
@@ -108,5 +123,9 @@ def progress_text(progress: dict | None) -> str:
             parts.append(f"{label} {progress[key]:.3f}")
     eta = progress.get("eta_s")
     if eta is not None:
-        parts.append(f"ETA {eta:.0f} s" if eta < 120 else f"ETA {eta / 60:.0f} min")
+        parts.append(f"ETA {_duration(eta)}")
     return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"

@@ -24,14 +24,46 @@ def stem(name: str) -> str:
     return re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$", "", Path(name).name)
 
 
+_SCAN_TAGS = ("image", "img", "im", "scan", "ct")
+_MASK_TAGS = ("mask", "masks", "label", "labels", "seg", "gt", "lesion", "lesions")
+
+
+def _base(name: str, tags: Sequence[str]) -> str:
+    """Lower-case stem without one trailing ``_<tag>`` / ``-<tag>`` (``tr_im`` -> ``tr``, ``case_mask`` -> ``case``)."""
+    s = stem(name).lower()
+    for tag in tags:
+        for sep in ("_", "-", "."):
+            if s.endswith(sep + tag) and len(s) > len(tag) + 1:
+                return s[: -len(tag) - 1]
+    return s
+
+
 def match_mask(mask_names: Sequence[str], scan_name: str) -> int | None:
-    """Index of the mask for ``scan_name``: same stem (or ``<stem>_mask`` / ``<stem>_labels``);
-    a single mask matches any scan; None when nothing matches."""
-    s = stem(scan_name)
+    """Index of the mask for ``scan_name``, or None: the masks must be named like the scan.
+
+    A mask matches when its stem is the scan's (``case.jpg`` / ``case.png``), optionally with a
+    mask tag (``case_mask``, ``case_labels``, ``case_seg``, ``case_gt`` …), also when the scan
+    has an image tag (``tr_im.nii.gz`` / ``tr_mask.nii.gz``); case is ignored; the first
+    matching name wins. A single mask of another name does *not* match (it would silently
+    score the wrong image): see :func:`unmatched_mask_message`.
+    """
+    s = stem(scan_name).lower()
+    scan_bases = {s, _base(scan_name, _SCAN_TAGS)}
     for i, name in enumerate(mask_names):
-        if stem(name) in (s, f"{s}_mask", f"{s}_labels"):
+        if stem(name).lower() == s or _base(name, _MASK_TAGS) in scan_bases:
             return i
-    return 0 if len(mask_names) == 1 else None
+    return None
+
+
+def unmatched_mask_message(mask_names: Sequence[str], scan_name: str) -> str:
+    """One sentence for masks that :func:`match_mask` did not pair with ``scan_name``."""
+    s = stem(scan_name)
+    expected = f"{s}.png or {s}_mask.png"
+    if len(mask_names) == 1:
+        return (f"The mask {Path(mask_names[0]).name} is not named like the scan {Path(scan_name).name} "
+                f"(expected {expected}), so it is not used: no metrics shown. Rename it if it belongs to this scan.")
+    return (f"None of the {len(mask_names)} uploaded masks is named like the scan {Path(scan_name).name} "
+            f"(expected {expected}): no metrics shown.")
 
 
 def read_ground_truth(data: bytes, name: str, shape: tuple[int, int], volume: Volume | None = None,

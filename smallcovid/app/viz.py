@@ -149,41 +149,57 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 # ------------------------------------------------------------------ plotly figures
 
-def training_curves_figure(histories: Mapping[int, Mapping[str, Sequence[float]]], title: str = ""):
+def training_curves_figure(histories: Mapping[int, Mapping[str, Sequence[float]]], title: str = "",
+                           threshold: float | None = 0.8):
     """Loss and validation Dice per epoch for each fold (the paper's Figures 6-9).
 
     Args:
         histories: fold -> columns of its ``history.csv`` (``epoch``, ``train_loss``,
-            ``val_loss``, ``val_dice`` and optionally ``val_dice_best``, drawn dotted);
-            fold 0 is the final all-data model.
+            ``val_loss``, ``val_dice`` and optionally ``val_dice_best``); fold 0 is the
+            final all-data model (no validation columns).
+        threshold: the run's threshold, at which ``val_dice`` was measured (the per-fold
+            table's "Dice"), for the labels.
 
     Returns:
-        A plotly Figure with two panels: loss (solid train, dotted val) and validation Dice.
+        A plotly Figure with two panels. Colour = fold (one legend entry each); the line
+        style is spelled out in each panel's title and every trace's name: loss panel
+        solid = training loss, dotted = validation loss; Dice panel solid = ``val_dice``
+        (Dice at ``threshold``), dotted = ``val_dice_best`` (the best Dice over thresholds,
+        which picks the checkpoint).
     """
     import plotly.graph_objects as go
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation Dice"))
-    for i, (fold, h) in enumerate(sorted(histories.items())):
+    at = "the run's threshold" if threshold is None else f"{threshold:g}"
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=(
+        "loss: solid training, dotted validation",
+        f"validation Dice: solid at threshold {at}, dotted best threshold"))
+    for i, (fold, h) in enumerate(sorted(histories.items(), key=lambda kv: (kv[0] == 0, kv[0]))):  # final last
         colour = qualitative.Plotly[i % len(qualitative.Plotly)]
         label = "final" if fold == 0 else f"fold {fold}"
         epochs = list(h.get("epoch", []))
-        fig.add_trace(go.Scatter(x=epochs, y=list(h.get("train_loss", [])), name=f"{label} train", mode="lines+markers",
-                                 line=dict(color=colour), legendgroup=label), row=1, col=1)
+
+        def line(y, what, dash, col, legend=False):
+            # Hover says exactly what the line is; the legend has one entry per fold (its colour).
+            fig.add_trace(go.Scatter(x=epochs, y=list(y), name=label if legend else f"{label} {what}",
+                                     mode="lines+markers" if dash == "solid" else "lines",
+                                     line=dict(color=colour, dash=dash), legendgroup=label, showlegend=legend,
+                                     hovertemplate=f"{label} {what}<br>epoch %{{x}}: %{{y:.3f}}<extra></extra>"),
+                          row=1, col=col)
+
+        line(h.get("train_loss", []), "training loss", "solid", 1, legend=True)
         if any(v == v for v in h.get("val_loss", [])):  # skip all-NaN columns (final model)
-            fig.add_trace(go.Scatter(x=epochs, y=list(h["val_loss"]), name=f"{label} val", mode="lines+markers",
-                                     line=dict(color=colour, dash="dot"), legendgroup=label), row=1, col=1)
-            fig.add_trace(go.Scatter(x=epochs, y=list(h.get("val_dice", [])), name=f"{label} Dice", mode="lines+markers",
-                                     line=dict(color=colour), legendgroup=label, showlegend=False), row=1, col=2)
+            line(h["val_loss"], "validation loss", "dot", 1)
+            line(h.get("val_dice", []), f"Dice at threshold {at}", "solid", 2)
             best = list(h.get("val_dice_best", []))
             if any(v == v for v in best):  # best Dice over a threshold grid (checkpoint selection)
-                fig.add_trace(go.Scatter(x=epochs, y=best, name=f"{label} best-threshold Dice", mode="lines",
-                                         line=dict(color=colour, dash="dot"), legendgroup=label, showlegend=False),
-                              row=1, col=2)
+                line(best, "best-threshold Dice", "dot", 2)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(range=[0, 1], row=1, col=2)
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), title=title or None)
+    fig.update_annotations(font_size=13)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=50, b=10), title=title or None,
+                      legend=dict(title_text="colour = fold", orientation="h", yanchor="top", y=-0.22, x=0))
     return fig
 
 
@@ -211,7 +227,44 @@ def sweep_figure(sweeps: Mapping[str, Mapping[float, float]], current: float | N
         fig.add_trace(go.Scatter(x=ts, y=[sweep[t] for t in ts], mode="lines+markers", name=label))
     if current is not None:
         fig.add_vline(x=float(current), line_dash="dash", line_color="gray",
-                      annotation_text=f"threshold {current:.2f}")
+                      annotation_text=f"threshold {current:.2f}", annotation_position="top")
+    # The legend goes under the plot: at the right it covered the curves of a narrow column.
     fig.update_layout(xaxis_title="threshold", xaxis_range=[0, 1], yaxis_title="mean Dice", yaxis_range=[0, 1.02],
-                      height=360, margin=dict(l=10, r=10, t=30, b=10))
+                      height=400, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
+    return fig
+
+
+def reliability_figure(cal: Mapping):
+    """Reliability diagram of a model's lesion probabilities before and after calibration.
+
+    Args:
+        cal: :func:`smallcovid.app.catalog.card_calibration` output: ``before`` / ``after``
+            curves (per-bin mean ``confidence``, ``lesion_fraction``, pixel ``share``) and
+            ``ece_before`` / ``ece_after``.
+
+    Returns:
+        A plotly Figure: lesion fraction against confidence (marker area ~ share of pixels),
+        the diagonal of perfect calibration, ECE in the legend.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="gray", dash="dash"),
+                             name="perfectly calibrated", hoverinfo="skip"))
+    for key, colour, word in (("before", "#ef553b", "before"), ("after", "#636efa", "after")):
+        c = cal.get(key)
+        if not c:
+            continue
+        ece = cal.get(f"ece_{key}")
+        share = list(c.get("share") or [0.0] * len(c["confidence"]))
+        size = [6 + 30 * (s ** 0.5) for s in share]
+        fig.add_trace(go.Scatter(
+            x=c["confidence"], y=c["lesion_fraction"], mode="lines+markers", marker=dict(size=size, color=colour),
+            line=dict(color=colour), name=f"{word} calibration" + ("" if ece is None else f" (ECE {ece:.3f})"),
+            customdata=[100 * s for s in share],
+            hovertemplate="confidence %{x:.2f}: lesion %{y:.2f} (%{customdata:.2f} % of pixels)<extra></extra>"))
+    fig.update_layout(xaxis_title="predicted lesion probability (bin mean)", yaxis_title="share that is lesion",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1.02], height=360, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
     return fig

@@ -6,7 +6,9 @@ parameters, FLOPs per 256x256 slice, weights file size, end-to-end latency for o
 at the best batch size, seconds per training epoch on a labeled set (``--data``
 or ``$SMALLCOVID_DATA_DIR``; skipped with a note when neither is set), and peak
 memory (CPU: max resident set size of the process; CUDA: max allocated). Then the
-whole app path for one 512x512 upload: decode, preprocess, every model, overlays.
+whole app path for one 512x512 upload: decode, preprocess, every model, overlays;
+and per model a whole CT volume through ``predict``'s code (``volume_s``,
+``volume_peak_mb``; :mod:`smallcovid.cli.benchvolume`).
 """
 
 from __future__ import annotations
@@ -23,21 +25,12 @@ import time
 import numpy as np
 import torch
 
+from smallcovid.cli.benchvolume import bench_predictor as _predictor
+from smallcovid.cli.benchvolume import time_volumes
 from smallcovid.core.errors import SmallCovidError
 
 log = logging.getLogger(__name__)
 NO_EPOCH_DATA = "no data folder (pass --data DIR or set SMALLCOVID_DATA_DIR)"
-
-
-def _predictor(name: str, device: str):
-    from smallcovid.core.devices import resolve_device
-    from smallcovid.inference.predictor import Predictor, load_predictor, shipped_models
-    from smallcovid.models import build_model
-
-    if name in shipped_models():
-        return load_predictor(name, device=device), True
-    model = build_model(name)
-    return Predictor(model, image_size=256, device=resolve_device(device)), False
 
 
 def _median_time(fn, repeats: int, warmup: int = 2) -> float:
@@ -190,10 +183,14 @@ def run_bench(args: argparse.Namespace) -> int:
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"  {name}: done", flush=True)
     pipeline = measure_pipeline(str(dev), args.quick)
+    volumes, volume = time_volumes(list(results), str(dev), args.quick)
+    for name, figures in volumes.items():
+        results[name].update(figures)
+    print("  volume timing: done", flush=True)
     from smallcovid.cli.benchreport import format_bench
 
     doc = {"device": device_desc, "device_type": dev.type, "torch": torch.__version__, "models": results,
-           "pipeline": pipeline, "data": data}
+           "pipeline": pipeline, "volume": volume, "data": data}
     print(format_bench(doc))
     if args.json:
         from smallcovid.core.fsutil import atomic_write_text

@@ -9,11 +9,12 @@ def _num(value: float | None, fmt: str, width: int) -> str:
 
 
 def format_bench(doc: dict) -> str:
-    """The bench table (one row per model, ratios against ``unet``); ``epoch_s`` None shows as a dash."""
+    """The bench table (one row per model, ratios against ``unet``); a missing figure (``epoch_s`` None,
+    no ``volume_s``) shows as a dash."""
     models = doc["models"]
     ref = models.get("unet")
     head = (f"{'model':<15}{'params':>11}{'GFLOPs':>8}{'MB':>7}{'latency ms':>11}{'img/s':>7}"
-            f"{'epoch s':>9}{'peak MB':>9} | vs U-Net: params latency epoch")
+            f"{'epoch s':>9}{'peak MB':>9}{'volume s':>10}{'vol MB':>8} | vs U-Net: params latency epoch")
     lines = [f"device: {doc['device']}", head, "-" * len(head)]
     for name, m in models.items():
         ratio = ""
@@ -23,11 +24,17 @@ def format_bench(doc: dict) -> str:
                      f"{_num(epoch, '.2f', 6)}")
         lines.append(f"{name:<15}{m['params']:>11,d}{m['flops'] / 1e9:>8.2f}{m['weights_mb']:>7.1f}"
                      f"{m['latency_ms']:>11.1f}{m['throughput_per_s']:>7.1f}{_num(m.get('epoch_s'), '.1f', 9)}"
-                     f"{m['peak_mem_mb']:>9.0f} | {ratio}")
+                     f"{m['peak_mem_mb']:>9.0f}{_num(m.get('volume_s'), '.2f', 10)}"
+                     f"{_num(m.get('volume_peak_mb'), '.0f', 8)} | {ratio}")
     p = doc.get("pipeline")
     if p:
         lines.append(f"all {len(p['models'])} models on one 512x512 upload (decode, preprocess, forward, overlays): "
                      f"{p['pipeline_s']:.2f} s")
+    v = doc.get("volume")
+    if v:
+        d, h, w = v["shape"]
+        lines.append(f"volume: one {d}x{h}x{w} int16 HU NIfTI ({v['file_mb']} MB .nii.gz) through predict: read, lungs, "
+                     "framing, model, 3 NIfTI masks + report; vol MB = peak resident memory of that process")
     lines.append("latency: one 512x512 slice incl. resize in/out, median after warm-up; "
                  + ("epoch: one pass over the labeled set, batch 4, at each model's input size"
                     if all(m.get("epoch_s") is not None for m in models.values())

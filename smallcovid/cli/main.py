@@ -19,13 +19,16 @@ from smallcovid.core.errors import SmallCovidError
 
 log = logging.getLogger(__name__)
 
+#: ``--ensemble`` choices: :data:`smallcovid.inference.ensemble.ENSEMBLES` (a test keeps them equal),
+#: spelled out so that parsing and ``--help`` do not import torch.
+ENSEMBLES = ("none", "folds")
+
 __all__ = ["EXIT_BAD_INPUT", "OneLineParser", "build_parser", "console", "main", "threshold_arg"]
 
 
 def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     from smallcovid.cli import train as train_cli
-    from smallcovid.inference.ensemble import ENSEMBLES
-    from smallcovid.models import list_models
+    from smallcovid.models import list_models  # the names only: no model module, no torch
 
     names = list_models()
     p = OneLineParser(prog=prog, description="SmallCovid: COVID-19 lesion segmentation (research use only).")
@@ -40,6 +43,11 @@ def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pr.add_argument("--ensemble", choices=ENSEMBLES, default="none",
                     help="folds: average the architecture's fold models (shipped, or the run folder's)")
+    pr.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="ray: spread the inputs over a Ray cluster's workers (model loaded once per worker)")
+    pr.add_argument("--ray-address", metavar="ADDRESS",
+                    help="with --executor ray: auto or HEAD:6379 (default: a local Ray instance); "
+                         "inputs, weights and --out must be on a shared filesystem")
     ev = sub.add_parser("evaluate", help="Table 1 (Dice, precision, recall, IoU) on a labeled folder")
     ev.add_argument("--model", required=True, choices=[*names, "all"])
     ev.add_argument("--weights", help="weights file or run folder (single model only)")
@@ -72,6 +80,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m smallcovid") -> i
     try:
         if args.command == "predict":
             from smallcovid.cli.predict import run_predict
+
+            if args.ray_address and args.executor != "ray":
+                raise SmallCovidError(f"--ray-address needs --executor ray (got --executor {args.executor})")
 
             return run_predict(args)
         if args.command == "evaluate":

@@ -4,6 +4,7 @@
 
 Writes runs/<run-id>/ (config.json, splits.json, fold_<k>/, summary.json, final/).
 Interrupted? Run ``smallcovid train --resume runs/<run-id>`` to continue.
+``--executor ray [--ray-address auto|HEAD:6379]`` trains each fold as a Ray task (docs/ray.md).
 Exit codes: 0 done, 1 out of memory / disk full, 2 bad input, 3 cancelled.
 """
 
@@ -59,6 +60,16 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--student-epochs", type=int, help="student epochs per fold (default: --epochs)")
     p.add_argument("--final", action="store_true", help="also train on all data and write final/ weights + card")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the folds train: local (this process, default) or ray (one Ray task per fold)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --executor ray: auto or HEAD:6379 to join a running cluster (default: start a "
+                        "local Ray instance for the run); run and data folders must be on a shared filesystem")
+    p.add_argument("--ray-cpus-per-task", type=int, default=1,
+                   help="CPUs each fold task asks for on a CPU-only cluster (default 1; with GPUs: one GPU each)")
+    p.add_argument("--ray-num-cpus", type=int, help="CPUs of the local Ray instance (default: all cores)")
+    p.add_argument("--ray-max-retries", type=int, default=3,
+                   help="restarts of a fold whose worker died; it resumes from its checkpoint (default 3)")
     p.add_argument("--job-id", type=int, help=argparse.SUPPRESS)  # set by the app's job executor
     p.add_argument("--jobs-db", help=argparse.SUPPRESS)
     return p
@@ -111,6 +122,27 @@ def _env_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
+def fold_runner(args: argparse.Namespace, on_tasks=None):
+    """``"local"`` or a configured :class:`~smallcovid.training.ray_folds.RayFolds` from the executor flags.
+
+    Raises:
+        SmallCovidError: a ``--ray-*`` flag with ``--executor local``, or a bad value.
+    """
+    if args.executor != "ray":
+        if args.ray_address or args.ray_num_cpus is not None:
+            flag = "--ray-address" if args.ray_address else "--ray-num-cpus"
+            raise SmallCovidError(f"{flag} needs --executor ray (got --executor {args.executor})")
+        return "local"
+    import torch
+
+    from smallcovid.training.ray_folds import RayFolds
+
+    # Each task uses the driver's thread count, so its numbers equal a local run's.
+    return RayFolds(address=args.ray_address or None, num_cpus=args.ray_num_cpus,
+                    cpus_per_task=args.ray_cpus_per_task, max_retries=args.ray_max_retries,
+                    threads=torch.get_num_threads(), on_tasks=on_tasks)
+
+
 def _raise_cancelled(signum, frame):
     from smallcovid.training.loop import TrainingCancelled
 
@@ -133,15 +165,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     job = None
     try:
         cfg, run_dir = config_from_args(args)
-        reporter, stop = ConsoleProgress(), None
+        reporter, stop, on_tasks = ConsoleProgress(), None, None
         if args.job_id is not None:
             from smallcovid.training.jobqueue import JobReporter
 
             job = JobReporter(args.jobs_db, args.job_id, run_dir)
             signal.signal(signal.SIGTERM, _raise_cancelled)
-            reporter, stop = job.wrap(reporter), job.should_stop
+            reporter, stop, on_tasks = job.wrap(reporter), job.should_stop, job.record_cluster
+        runner = fold_runner(args, on_tasks)
         print(f"run folder: {run_dir}", flush=True)
-        summary = train(cfg, run_dir, progress=reporter, should_stop=stop)
+        summary = train(cfg, run_dir, progress=reporter, should_stop=stop, executor=runner)
     except TrainingCancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         if job:

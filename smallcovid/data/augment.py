@@ -1,4 +1,4 @@
-"""Training-time augmentation on square tensors (flips, 90-degree turns, scale and intensity jitter).
+"""Training-time augmentation on square tensors (flips, 90-degree turns, scale, zoom-out and intensity jitter).
 
 Everything draws from an explicit ``torch.Generator`` so that an epoch's
 augmentation is a pure function of (seed, fold, epoch): a resumed run sees the
@@ -24,6 +24,15 @@ class AugmentConfig:
     gain: float = 0.1  # intensity multiplied by [1 - gain, 1 + gain]
     bias: float = 0.05  # intensity shifted by [-bias, +bias]
     gamma: float = 0.2  # gamma drawn from [1 - gamma, 1 + gamma]
+    # Zoom-out: with probability 1/2 an image is shrunk and placed at a random spot on a
+    # canvas of its own background value (its minimum), the padding taking a share drawn
+    # from [0, zoom_out] of each side; 0 (default) = off, and no random numbers are drawn,
+    # so runs without it stay bit-identical. Teaches framings other than the tight crops.
+    zoom_out: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.zoom_out < 1.0:
+            raise ValueError(f"zoom_out must be a padding share in [0, 1), got {self.zoom_out!r}")
 
 
 def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -75,8 +84,41 @@ def augment_batch(
         # Types go through float for grid_sample; -100 (unlabeled) survives nearest sampling.
         t = F.grid_sample(types[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
         types = t[:, 0].round().long()
+    if cfg.zoom_out > 0:
+        images, masks, types = _zoom_out(images, masks, types, cfg.zoom_out, g)
     gain = _uniform(g, n, 1 - cfg.gain, 1 + cfg.gain).view(n, 1, 1, 1)
     bias = _uniform(g, n, -cfg.bias, cfg.bias).view(n, 1, 1, 1)
     gamma = _uniform(g, n, 1 - cfg.gamma, 1 + cfg.gamma).view(n, 1, 1, 1)
     images = (images.clamp(0, 1) ** gamma * gain + bias).clamp(0, 1)
+    return images, masks, types
+
+
+def _zoom_out(images: torch.Tensor, masks: torch.Tensor, types: torch.Tensor, max_pad: float,
+              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shrink some images into a canvas of their background value (see ``AugmentConfig.zoom_out``).
+
+    Four random numbers per image are drawn whether or not it is zoomed out (so the
+    stream does not depend on the outcomes). Images are resized bilinearly with
+    antialiasing, masks and types with nearest neighbour (types keep -100, unlabeled);
+    the padding is background (0) in masks and types.
+    """
+    n, _, h, w = images.shape
+    images, masks, types = images.clone(), masks.clone(), types.clone()
+    for i in range(n):
+        apply, pad, fr, fc = torch.rand(4, generator=g).tolist()
+        pad *= max_pad
+        sh, sw = max(1, round(h * (1 - pad))), max(1, round(w * (1 - pad)))
+        if apply >= 0.5 or (sh, sw) == (h, w):
+            continue
+        r0, c0 = int(fr * (h - sh + 1)), int(fc * (w - sw + 1))
+        r0, c0 = min(r0, h - sh), min(c0, w - sw)
+        small = F.interpolate(images[i : i + 1], size=(sh, sw), mode="bilinear", align_corners=False, antialias=True)
+        small_m = F.interpolate(masks[i : i + 1], size=(sh, sw), mode="nearest")
+        small_t = F.interpolate(types[i : i + 1, None].float(), size=(sh, sw), mode="nearest")[:, 0].round().long()
+        images[i] = images[i].amin()
+        images[i, :, r0 : r0 + sh, c0 : c0 + sw] = small[0]
+        masks[i] = 0
+        masks[i, :, r0 : r0 + sh, c0 : c0 + sw] = small_m[0]
+        types[i] = 0
+        types[i, r0 : r0 + sh, c0 : c0 + sw] = small_t[0]
     return images, masks, types

@@ -3,6 +3,11 @@
 All image arrays are (H, W) float32; model inputs are in [0, 1]. HU windows
 follow the radiology convention: a window of width W centred on level L maps
 L - W/2 -> 0 and L + W/2 -> 1, clipping outside.
+
+Model input vs display: a display window changes only what is shown. HU scans
+always reach a model in the window its card names (:func:`input_window`, the lung
+window W1500/L-600 unless the card says otherwise), the window the training
+JPEGs were made in.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ WINDOW_PRESETS: dict[str, Window] = {
     "bone": Window(1800, 400),
 }
 DEFAULT_WINDOW = "lung"
+#: The window models are trained in (the training slices are 8-bit lung-window images).
+MODEL_WINDOW = WINDOW_PRESETS["lung"]
 
 
 def get_window(name: str) -> Window:
@@ -48,6 +55,26 @@ def get_window(name: str) -> Window:
         return WINDOW_PRESETS[name]
     except (KeyError, TypeError):
         raise SmallCovidError(f"unknown window {name!r}; choose one of {', '.join(WINDOW_PRESETS)}") from None
+
+
+def input_window(card: dict | None) -> Window:
+    """The HU window a model's inputs are made in: ``card["input_window"]`` or :data:`MODEL_WINDOW`.
+
+    Args:
+        card: a model card (``{"input_window": {"width": W, "level": L}}`` in HU), or None.
+
+    Raises:
+        SmallCovidError: the card's ``input_window`` is not a mapping with a positive
+            ``width`` and a finite ``level``.
+    """
+    spec = (card or {}).get("input_window")
+    if spec is None:
+        return MODEL_WINDOW
+    try:
+        return Window(float(spec["width"]), float(spec["level"]))
+    except (KeyError, TypeError, ValueError):
+        raise SmallCovidError(f"model card input_window must be {{'width': W, 'level': L}} in HU, "
+                              f"got {spec!r}") from None
 
 
 def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
@@ -73,7 +100,8 @@ def _robust_rescale(x: np.ndarray) -> np.ndarray:
 def to_model_input(s: Slice, window: Window | None = None) -> np.ndarray:
     """Slice -> (H, W) float32 in [0, 1], the intensity scale models are trained on.
 
-    - ``"hu"``: windowed with ``window`` (default: the lung preset, width 1500, level -600).
+    - ``"hu"``: windowed with ``window`` (default: the lung preset, width 1500, level -600);
+      model inputs pass the model's :func:`input_window`, never a display window.
     - ``"display"``: already windowed; clipped to [0, 1] (``window`` is ignored).
     - ``"raw"``: robust rescale, 0.5th..99.5th percentile -> 0..1 (``window`` is ignored).
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from smallcovid.core.devices import resolve_device
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.data.preprocess import Window, to_model_input
+from smallcovid.data.preprocess import Window
+from smallcovid.inference.framing import segment_slice
 from smallcovid.inference.predictor import DEFAULT_THRESHOLD, Predictor, ProbMaps, load_predictor, weights_dir
 from smallcovid.models.calibration import Calibration
 from smallcovid.models.checkpoint import load_weights, read_card
@@ -66,8 +67,8 @@ class EnsemblePredictor:
         return out
 
     def predict_scan(self, scan, window: Window | None = None) -> ProbMaps:
-        """Predict one :class:`smallcovid.io.Slice` (HU inputs are windowed first)."""
-        return self.predict_images([to_model_input(scan, window)])[0]
+        """Predict one :class:`smallcovid.io.Slice` like :meth:`Predictor.predict_scan` (``window``: display only)."""
+        return segment_slice(self, scan)[0]
 
 
 def fold_weight_files(source: str | os.PathLike, name: str) -> list[Path]:

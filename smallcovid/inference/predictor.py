@@ -26,7 +26,8 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.models import SegmentationModel, list_models, num_parameters, pad_to_multiple
 from smallcovid.models.calibration import Calibration
 from smallcovid.models.fuse import optimize_for_inference, uses_channels_last
-from smallcovid.data.preprocess import Window, to_model_input
+from smallcovid.data.preprocess import Window
+from smallcovid.inference.framing import segment_slice
 
 log = logging.getLogger(__name__)
 _NO_LOCK = contextlib.nullcontext()
@@ -122,31 +123,35 @@ class Predictor:
         self._multiple = model.size_multiple()
         self._lock = threading.Lock()  # one forward pass at a time when serialize_inference()
 
+    def _resize_in(self, chunk: Sequence[np.ndarray]) -> torch.Tensor:
+        """(N, 1, s, s) model input: each image resized bilinearly with antialiasing (as in training)."""
+        s = self.image_size
+        if len({np.shape(im) for im in chunk}) == 1:  # one size: one call for the whole batch
+            x = torch.from_numpy(np.ascontiguousarray(np.stack(chunk), dtype=np.float32))[:, None]
+            return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return torch.cat([F.interpolate(torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None, None],
+                                        size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+                          for im in chunk])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, s, s) input -> (N, 4, s, s) float32 on the CPU: calibrated lesion, then 3 type probabilities."""
+        x, crop = pad_to_multiple(x.to(self.device), self._multiple)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._lock if serialize_inference() else _NO_LOCK:
+            with torch.autocast("cuda", enabled=self.device.type == "cuda"):
+                pred = self.model.predict(x)
+        lesion = self.calibration.apply_torch(pred.lesion_prob.float())
+        return torch.cat([lesion, pred.type_prob.float()], dim=1)[:, :, crop[0], crop[1]].cpu()
+
     @torch.no_grad()
     def predict_images(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[ProbMaps]:
         """Predict a list of (H, W) float arrays in [0, 1], each of any size."""
         out: list[ProbMaps] = []
-        s = self.image_size
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             t0 = time.perf_counter()
-            x = torch.stack(
-                [
-                    F.interpolate(
-                        torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32))[None, None],
-                        size=(s, s), mode="bilinear", align_corners=False, antialias=True,
-                    )[0]
-                    for im in chunk
-                ]
-            ).to(self.device)
-            x, crop = pad_to_multiple(x, self._multiple)
-            if self._channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._lock if serialize_inference() else _NO_LOCK:
-                with torch.autocast("cuda", enabled=self.device.type == "cuda"):
-                    pred = self.model.predict(x)
-            lesion = self.calibration.apply_torch(pred.lesion_prob.float())
-            probs = torch.cat([lesion, pred.type_prob.float()], dim=1)[:, :, crop[0], crop[1]].cpu()
+            probs = self._forward(self._resize_in(chunk))
             batch_secs = time.perf_counter() - t0
             for i, im in enumerate(chunk):
                 t1 = time.perf_counter()
@@ -157,9 +162,44 @@ class Predictor:
                 out.append(ProbMaps(lesion=p[0], types=p[1:], seconds=secs))
         return out
 
+    @torch.no_grad()
+    def predict_levels(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Compact maps of a batch of (H, W) images in [0, 1] (one forward pass), for volumes.
+
+        The same numbers as :meth:`predict_images` followed by
+        :func:`~smallcovid.inference.volume.prob_levels` and :attr:`ProbMaps.kind`, without
+        float maps at full size (images of one size share one resize call each way).
+
+        Returns:
+            Per image ``(levels, kind)``: (H, W) uint8 lesion probability levels
+            ``floor(255 p + 0.5)`` and (H, W) uint8 most likely lesion type (1 ground-glass,
+            2 consolidation).
+        """
+        probs = self._forward(self._resize_in(images))
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        shapes = [np.shape(im) for im in images]
+        one = len(set(shapes)) == 1
+        for i, (h, w) in enumerate(shapes):
+            if one and i:
+                break
+            # All four channels, as predict_images does: the same kernel gives bit-identical values.
+            src = probs if one else probs[i : i + 1]
+            p = F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
+            levels = torch.floor(p[:, 0].double().mul_(255.0).add_(0.5)).to(torch.uint8).numpy()
+            kind = (p[:, 3] > p[:, 2]).to(torch.uint8).add_(1).numpy()  # argmax (GGO, consolidation), GGO on ties
+            out.extend(zip(levels, kind))
+        return out
+
     def predict_scan(self, scan, window: Window | None = None) -> ProbMaps:
-        """Predict one :class:`smallcovid.io.Slice` (HU inputs are windowed first)."""
-        return self.predict_images([to_model_input(scan, window)])[0]
+        """Predict one :class:`smallcovid.io.Slice`, framed like the training slices.
+
+        HU is windowed in the card's ``input_window`` (the lung window); ``window`` is a
+        display window and does not change the result (kept so display code can pass it).
+        A full field of view is cropped to the lungs first and the maps pasted back at the
+        slice's (H, W) (:func:`smallcovid.inference.framing.segment_slice`, which also
+        returns the lung labels).
+        """
+        return segment_slice(self, scan)[0]
 
 
 def load_predictor(

@@ -19,6 +19,10 @@ from smallcovid.io import validate as _v
 from smallcovid.core.errors import InputFileError
 
 
+#: Bytes that hold a NIfTI-1 (348 + 4) or NIfTI-2 (540 + 4) header.
+_NIFTI_HEADER_BYTES = 544
+
+
 class Decoded(NamedTuple):
     """Result of a decoder.
 
@@ -129,14 +133,16 @@ def _positive(values: object, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n and all(np.isfinite(v) and v > 0 for v in out) else None
 
 
-def decode_nifti(data: bytes, name: str) -> Decoded:
+def decode_nifti(data: bytes | bytearray, name: str) -> Decoded:
     """Uncompressed NIfTI-1/2 bytes -> array (X, Y) or (X, Y, Z) as stored, no reorientation.
 
     Trailing singleton dimensions are dropped ((X, Y, 1) -> 2D, (X, Y, Z, 1) -> 3D);
     anything else beyond 3D is an error. Geometry and size are checked from the
     header before the voxels are read. Spacing is the header zooms of the kept axes.
+    Unscaled voxels are a view of ``data`` (no copy; read-only when ``data`` is ``bytes``).
     """
     import nibabel
+    from nibabel.volumeutils import apply_read_scaling
 
     version = (_v.nifti_version(data) or (1, "<"))[0]
     shape, bitpix, offset = _v.nifti_geometry(data, name)
@@ -158,12 +164,18 @@ def decode_nifti(data: bytes, name: str) -> Decoded:
             warnings.simplefilter("ignore")
             # check=False: nibabel's header checks would print fixes via its global logger
             hdr = (nibabel.Nifti1Header if version == 1 else nibabel.Nifti2Header).from_fileobj(
-                BytesIO(data), check=False)
+                BytesIO(bytes(data[:_NIFTI_HEADER_BYTES])), check=False)
             if hdr["vox_offset"] < offset:  # what nibabel's check would repair
                 hdr["vox_offset"] = offset
-            arr = np.asanyarray(hdr.data_from_fileobj(BytesIO(data)))
-            if arr.dtype.kind not in "biuf":
-                raise InputFileError(name, f"has voxel type {arr.dtype}; only real-valued images are supported")
+            dtype = hdr.get_data_dtype()
+            if dtype.kind not in "biuf":
+                raise InputFileError(name, f"has voxel type {dtype}; only real-valued images are supported")
+            # hdr.data_from_fileobj without its copies: a view of the voxels in ``data``
+            # (Fortran order, as NIfTI stores them), scaled like nibabel when the header says so.
+            raw = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)),
+                                offset=int(hdr.get_data_offset())).reshape(shape, order="F")
+            slope, inter = hdr.get_slope_inter()
+            arr = apply_read_scaling(raw, 1.0 if slope is None else slope, 0.0 if inter is None else inter)
             zooms = tuple(abs(float(z)) for z in (tuple(hdr.get_zooms()) + (1.0, 1.0, 1.0))[: len(kept)])
             affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
     except InputFileError:
@@ -172,4 +184,5 @@ def decode_nifti(data: bytes, name: str) -> Decoded:
         raise InputFileError(name, "is too large to decode in the available memory") from exc
     except Exception as exc:
         raise InputFileError(name, f"is corrupt NIfTI data ({_v.one_line(exc)})") from exc
-    return Decoded(arr.reshape(kept), "raw", zooms, affine)
+    arr = arr.reshape(kept)
+    return Decoded(arr if arr.ndim == 3 else np.array(arr), "raw", zooms, affine)  # a slice: its own copy

@@ -2,21 +2,31 @@
 
 The built-in architectures are one explicit table, :data:`BUILTIN`, in display
 order; their names are the public contract: ``smallcovid-net``, ``unet``,
-``segnet``, ``mask-rcnn``. A fifth architecture is a new module in
-``smallcovid/models/`` (a frozen config dataclass, a ``SegmentationModel``, a
-keyword-only ``build(*, config)`` and a ``DESCRIPTION``) plus one row in
-:data:`BUILTIN`. Plug-ins outside the package call :func:`register_model`.
+``segnet``, ``mask-rcnn``. Each row names the module that implements the
+architecture and its config class; the module is imported on the first use of
+that name (:func:`get_spec`, :func:`make_config`, :func:`build_model`), so
+listing the names (:func:`list_models`, the CLI's choices) imports neither torch
+nor torchvision / segmentation_models_pytorch, and loading SmallCovid-Net never
+imports Mask R-CNN's torchvision detection stack (~2 s).
+
+A fifth architecture is a new module in ``smallcovid/models/`` (a frozen config
+dataclass, a ``SegmentationModel``, a keyword-only ``build(*, config)`` and a
+``DESCRIPTION``, the same text as its row) plus one row in :data:`BUILTIN`.
+Plug-ins outside the package call :func:`register_model`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from smallcovid.core.errors import SmallCovidError, UnknownModelError
-from smallcovid.models import mask_rcnn, segnet, smallcovid_net, unet
-from smallcovid.models.base import SegmentationModel
+
+if TYPE_CHECKING:
+    from smallcovid.models.base import SegmentationModel
 
 
 @dataclass(frozen=True)
@@ -29,14 +39,37 @@ class ModelSpec:
     description: str
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+class Builtin(NamedTuple):
+    """A row of :data:`BUILTIN`: the module ``module`` defines ``config`` (a dataclass) and ``build``."""
+
+    name: str
+    module: str
+    config: str
+    description: str
+
+
+#: Every built-in architecture, in display order (the module is imported on first use of its name).
+BUILTIN: tuple[Builtin, ...] = (
+    Builtin("smallcovid-net", "smallcovid.models.smallcovid_net", "SmallCovidNetConfig",
+            "SegNet-style encoder-decoder with pooling indices and U-Net skips, 24 filters (the paper's model)"),
+    Builtin("unet", "smallcovid.models.unet", "UNetConfig",
+            "U-Net (segmentation_models_pytorch) with a ResNet-18 encoder"),
+    Builtin("segnet", "smallcovid.models.segnet", "SegNetConfig",
+            "SegNet: VGG16 encoder (13 convs), decoder unpools with the encoder's pooling indices"),
+    Builtin("mask-rcnn", "smallcovid.models.mask_rcnn", "MaskRCNNConfig",
+            "Mask R-CNN (torchvision) with a ResNet-18 FPN; lesion regions as instances"),
+)
+
+#: name -> ModelSpec, or the Builtin row until that name is first used (insertion order = display order).
+_REGISTRY: dict[str, ModelSpec | Builtin] = {}
+_RESOLVE_LOCK = threading.Lock()  # the app resolves names from several session threads
 
 
 def register_model(name: str, config_cls: type, description: str):
     """Decorator registering ``builder(config) -> SegmentationModel`` under ``name``.
 
     Raises:
-        ValueError: if ``name`` is already registered.
+        ValueError: if ``name`` is already registered (built-in names count before first use).
     """
 
     def wrap(builder: Callable[..., SegmentationModel]) -> Callable[..., SegmentationModel]:
@@ -49,17 +82,29 @@ def register_model(name: str, config_cls: type, description: str):
 
 
 def list_models() -> list[str]:
-    """Registered model names in display order (the built-in table's, then plug-ins)."""
+    """Registered model names in display order (the built-in table's, then plug-ins); imports no model."""
     return list(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec for ``name``; raises :class:`UnknownModelError` listing valid names."""
-    if name not in _REGISTRY:
+    """The spec for ``name``; raises :class:`UnknownModelError` listing valid names.
+
+    A built-in name's module is imported here on its first use; later calls return the same spec.
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
         raise UnknownModelError(
             f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
         )
-    return _REGISTRY[name]
+    if isinstance(entry, ModelSpec):
+        return entry
+    with _RESOLVE_LOCK:
+        current = _REGISTRY[name]
+        if isinstance(current, Builtin):
+            module = importlib.import_module(current.module)
+            current = ModelSpec(name, getattr(module, current.config), module.build, current.description)
+            _REGISTRY[name] = current
+        return current
 
 
 def make_config(name: str, **overrides: Any) -> Any:
@@ -89,12 +134,8 @@ def build_model(name: str, config: Any | None = None, **overrides: Any) -> Segme
     return model
 
 
-#: (name, config class, builder, description) of every built-in architecture, in display order.
-BUILTIN = (
-    ("smallcovid-net", smallcovid_net.SmallCovidNetConfig, smallcovid_net.build, smallcovid_net.DESCRIPTION),
-    ("unet", unet.UNetConfig, unet.build, unet.DESCRIPTION),
-    ("segnet", segnet.SegNetConfig, segnet.build, segnet.DESCRIPTION),
-    ("mask-rcnn", mask_rcnn.MaskRCNNConfig, mask_rcnn.build, mask_rcnn.DESCRIPTION),
-)
-for _name, _config_cls, _builder, _description in BUILTIN:
-    register_model(_name, _config_cls, _description)(_builder)
+for _row in BUILTIN:
+    if _row.name in _REGISTRY:
+        raise ValueError(f"model name {_row.name!r} is already registered")
+    _REGISTRY[_row.name] = _row
+del _row

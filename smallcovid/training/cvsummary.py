@@ -57,20 +57,31 @@ def reproduce_command(cfg: TrainConfig) -> str:
     return shlex.join(parts)
 
 
-def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[str]]]) -> dict:
+def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[str]]],
+               executor: dict | None = None) -> dict:
     """Evaluate every fold's best model out of fold; write each ``metrics.json``, the final
     model (when ``cfg.final``) and ``summary.json``; returns the summary.
 
     ``splits`` holds one ``{"train": stems, "val": stems}`` per fold, in fold order.
+    ``executor`` says what trained the folds (default ``{"name": "local"}``; a Ray run adds
+    its job and task ids); it is stored as the summary's ``"executor"``.
     """
     cfg, out, device = run.cfg, run.out, run.device
+    steps = len(splits) + 3
+
+    def phase(step: int, what: str) -> None:  # a "summary" progress event (its ETA: the epochs still to train)
+        run.report("summary", 0, step=step, steps=steps, stage=what)
+
+    phase(0, "out-of-fold predictions")
     fold_maps, fold_sets = oof_maps(out, cfg, data, splits, device)
+    phase(1, "threshold choice")
     all_maps = [m for ms in fold_maps for m in ms]
     all_samples = [s for vs in fold_sets for s in vs.samples]
     sweep = threshold_sweep(all_maps, all_samples)
     chosen = best_threshold(sweep)
     per_fold = []
     for k, (maps, val) in enumerate(zip(fold_maps, fold_sets), start=1):
+        phase(1 + k, f"fold {k} metrics")
         others_maps = [m for j, ms in enumerate(fold_maps) if j != k - 1 for m in ms]
         others = [s for j, vs in enumerate(fold_sets) if j != k - 1 for s in vs.samples]
         thr_k = best_threshold(threshold_sweep(others_maps, others))
@@ -83,6 +94,8 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
                    "tuned": {"threshold": thr_k, **tuned.to_dict()}}
         atomic_write_text(fold_dir(out, k) / "metrics.json", json.dumps(metrics, indent=1))
         per_fold.append(metrics)
+    phase(steps - 1, "calibration")
+    calibration = _calibration(fold_maps, fold_sets)
     summary = {
         "model": cfg.model,
         "folds": len(splits),
@@ -93,12 +106,13 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "tuned": _mean_std(per_fold, "tuned"),
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
-        "calibration": _calibration(fold_maps, fold_sets),
+        "calibration": calibration,
         "semi_supervised": recipe(cfg.unlabeled, cfg.pseudo_keep, cfg.student_epochs or cfg.epochs)
         if cfg.unlabeled else None,
         "elapsed_s": run.clock.elapsed(),
         "device": describe_device(device),
         "command": reproduce_command(cfg),
+        "executor": executor or {"name": "local"},
     }
     if cfg.final:
         summary["final"] = _train_final(run, data, summary)

@@ -36,8 +36,13 @@ class JobManager:
         self.max_running = max_running
         self.executor = executor or LocalExecutor()
 
-    def submit(self, cfg: TrainConfig, name: str | None = None) -> int:
-        """Queue a job; its run folder is ``<jobs dir>/runs/job-<id>``. Returns the id."""
+    def submit(self, cfg: TrainConfig, name: str | None = None, executor: dict | None = None) -> int:
+        """Queue a job; its run folder is ``<jobs dir>/runs/job-<id>``. Returns the id.
+
+        ``executor``: None trains on this machine; ``{"name": "ray", "address": "HEAD:6379"}``
+        (address optional: a local Ray instance) trains one Ray task per fold, and then the
+        jobs folder must be on a filesystem every node of the cluster reaches.
+        """
         label = safe_name(name or cfg.model)
         # The worker runs from the repository folder: make data paths absolute now.
         import dataclasses
@@ -45,7 +50,7 @@ class JobManager:
         cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
         runs = self.store.path.parent / "runs"
         tmp_dir = runs / f"pending-{time.time_ns()}"
-        job_id = self.store.add(label, cfg, tmp_dir)
+        job_id = self.store.add(label, cfg, tmp_dir, executor)
         run_dir = runs / f"job-{job_id}"
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", cfg.to_json())
@@ -195,6 +200,10 @@ class JobReporter:
             self._last_check = now
             self._cancel = self.store.get(self.job_id).cancel_requested is not None
         return self._cancel
+
+    def record_cluster(self, info: dict) -> None:
+        """Store where the folds run (Ray job id, one task id per fold) in the job's ``cluster`` column."""
+        self.store.update(self.job_id, cluster=info)
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.store.update(self.job_id, status=status, finished=time.time(), error=error)

@@ -8,8 +8,11 @@ reports progress into the table and checks the cancel flag between batches;
 as "interrupted", escalates an unheeded cancel to a process-group signal and starts
 queued jobs (``max_running`` at a time).
 
-Executors: :class:`LocalExecutor` runs jobs on this machine; a cluster executor
-(one task per fold) can implement the same three methods later.
+Executors: :class:`LocalExecutor` runs each job's worker on this machine. A job whose
+``executor`` column says ``{"name": "ray", "address": ...}`` gets ``--executor ray
+--ray-address ...``: its worker becomes the Ray driver and trains one task per fold
+on the cluster (:mod:`smallcovid.training.ray_folds`), reporting the Ray job and task
+ids into the ``cluster`` column; progress, cancel and resume work as for local jobs.
 """
 
 from __future__ import annotations
@@ -48,9 +51,14 @@ CREATE TABLE IF NOT EXISTS jobs (
   finished REAL,
   cancel_requested REAL,
   progress TEXT,
-  error TEXT
+  error TEXT,
+  executor TEXT,
+  cluster TEXT
 );
 """
+# Columns added after the first release: (name, SQL type); older databases get them on open.
+ADDED_COLUMNS = (("executor", "TEXT"), ("cluster", "TEXT"))
+JSON_COLUMNS = ("progress", "executor", "cluster")
 
 
 def jobs_dir() -> Path:
@@ -75,6 +83,10 @@ class Job:
     cancel_requested: float | None
     progress: dict | None
     error: str | None
+    # Where the worker trains the folds: None (this machine) or {"name": "ray", "address": ...}.
+    executor: dict | None = None
+    # What the cluster reported once the folds were submitted: Ray job id and one task id per fold.
+    cluster: dict | None = None
 
     @property
     def log_path(self) -> Path:
@@ -84,8 +96,28 @@ class Job:
 def _row_to_job(r: sqlite3.Row) -> Job:
     d = dict(r)
     d["config"] = json.loads(d["config"])
-    d["progress"] = json.loads(d["progress"]) if d["progress"] else None
+    for k in JSON_COLUMNS:
+        d[k] = json.loads(d[k]) if d.get(k) else None
     return Job(**d)
+
+
+def executor_args(executor: dict | None) -> list[str]:
+    """``train`` flags for a job's executor record: [] for this machine, else ``--executor ray ...``.
+
+    Raises:
+        SmallCovidError: a record whose name is not local or ray.
+    """
+    name = (executor or {}).get("name", "local")
+    if name == "local":
+        return []
+    if name != "ray":
+        raise SmallCovidError(f"job executor {name!r} is not known; choose one of: local, ray")
+    args = ["--executor", "ray"]
+    if executor.get("address"):
+        args += ["--ray-address", str(executor["address"])]
+    if executor.get("cpus_per_task"):
+        args += ["--ray-cpus-per-task", str(int(executor["cpus_per_task"]))]
+    return args
 
 
 class JobStore:
@@ -100,6 +132,14 @@ class JobStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            have = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+            for name, kind in ADDED_COLUMNS:  # a database from an older release: add the new columns
+                if name not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it just now
+                        if "duplicate column" not in str(exc):
+                            raise
         finally:
             conn.close()
 
@@ -117,11 +157,13 @@ class JobStore:
         finally:
             conn.close()
 
-    def add(self, name: str, cfg: TrainConfig, run_dir: Path) -> int:
+    def add(self, name: str, cfg: TrainConfig, run_dir: Path, executor: dict | None = None) -> int:
+        executor_args(executor)  # refuse an unknown executor before the row exists
         with self._conn() as c:
             cur = c.execute(
-                "INSERT INTO jobs (name, model, config, status, run_dir, created) VALUES (?,?,?,?,?,?)",
-                (name, cfg.model, cfg.to_json(), "queued", str(run_dir), time.time()),
+                "INSERT INTO jobs (name, model, config, status, run_dir, created, executor) VALUES (?,?,?,?,?,?,?)",
+                (name, cfg.model, cfg.to_json(), "queued", str(run_dir), time.time(),
+                 json.dumps(executor) if executor else None),
             )
             return int(cur.lastrowid)
 
@@ -137,7 +179,7 @@ class JobStore:
             return [_row_to_job(r) for r in c.execute("SELECT * FROM jobs ORDER BY id DESC")]
 
     def update(self, job_id: int, **fields) -> None:
-        for k in ("progress",):
+        for k in JSON_COLUMNS:
             if k in fields and fields[k] is not None:
                 fields[k] = json.dumps(fields[k])
         cols = ", ".join(f"{k}=?" for k in fields)
@@ -173,7 +215,7 @@ class LocalExecutor:
         run = Path(job.run_dir)
         run.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "smallcovid", "train", "--resume", str(run), "--job-id", str(job.id),
-               "--jobs-db", str(db_path)]
+               "--jobs-db", str(db_path), *executor_args(job.executor)]
         with open(run / "train.log", "ab") as logf:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)

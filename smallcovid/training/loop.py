@@ -1,7 +1,8 @@
 """The one training engine (CLI and app): :func:`train` runs a whole k-fold run.
 
 Reading order: :func:`train` checks the run folder, makes or reloads the splits,
-trains each unfinished fold with :func:`smallcovid.training.fold.train_fold`, then
+trains each unfinished fold with :func:`smallcovid.training.fold.train_fold` (here, or one
+Ray task per fold: :mod:`smallcovid.training.executors`), then
 :func:`smallcovid.training.cvsummary.finish_run` summarises the folds and
 (``final=True``) trains the final model on all slices.
 
@@ -10,7 +11,7 @@ A run folder holds ``config.json``, ``splits.json``, ``fold_<k>/`` (``<model>.sa
 the last completed epoch), ``summary.json`` and, with ``final=True``, ``final/``.
 
 Imports point one way: ``progress`` <- ``tensors`` / ``state`` <- ``fold`` <- ``cvsummary``
-<- ``loop``. :class:`Progress` and :class:`TrainingCancelled` are re-exported here for
+/ ``executors`` <- ``loop``. :class:`Progress` and :class:`TrainingCancelled` are re-exported here for
 callers that only import this module.
 """
 
@@ -25,9 +26,9 @@ from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.data.dataset import LabeledSet, load_dataset, load_splits, make_splits, read_groups, save_splits
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.cvsummary import finish_run
-from smallcovid.training.fold import FoldContext, RunContext, fold_dir
+from smallcovid.training.executors import FoldRunner, make_runner
+from smallcovid.training.fold import RunContext, fold_dir
 from smallcovid.training.pseudo import load_unlabeled
-from smallcovid.training.semi import train_model
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled
 from smallcovid.training.tensors import to_tensors
 
@@ -40,6 +41,8 @@ def train(
     *,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    executor: str | FoldRunner = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Run (or resume) k-fold training into ``out_dir``; returns the summary dict.
 
@@ -50,12 +53,20 @@ def train(
         progress: called with each :class:`Progress` event (batches, epochs, the end).
         should_stop: polled before every batch; True raises :class:`TrainingCancelled`
             and leaves a resumable run folder.
+        executor: where the folds train: ``"local"`` (this process, one after the other),
+            ``"ray"`` (one Ray task per fold, see :mod:`smallcovid.training.ray_folds`) or a
+            fold runner object (:class:`smallcovid.training.executors.FoldRunner`, e.g. a
+            configured ``RayFolds``). The summary's ``"executor"`` records which one ran.
+        ray_address: with ``executor="ray"``: ``None`` starts a local Ray instance for the
+            run, ``"auto"`` or ``"HOST:6379"`` joins a running cluster.
 
     Raises:
-        SmallCovidError: ``out_dir`` holds a run with another config, or bad data / splits.
+        SmallCovidError: ``out_dir`` holds a run with another config, bad data / splits, or an
+            unknown executor.
         TrainingCancelled: ``should_stop()`` returned True.
     """
     out = Path(out_dir)
+    runner = make_runner(executor, ray_address)
     cfg_path = out / "config.json"
     # Compared as configs, not as text: a run folder written before a field existed holds its default.
     if cfg_path.is_file() and TrainConfig.from_dict(json.loads(cfg_path.read_text())) != cfg:
@@ -71,13 +82,15 @@ def train(
     pool = load_unlabeled(cfg.unlabeled, cfg.image_size) if cfg.unlabeled else None
     run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop,
                      pool=pool)
+    todo = []
     for k, split in enumerate(splits, start=1):
         # metrics.json is written only by finish_run, after every fold's training ended.
         if (fold_dir(out, k) / "metrics.json").is_file():
             clock.skip(cfg.epochs_per_fold)
-            continue
-        train_model(FoldContext(run, fold=k), data.subset(split["train"]), data.subset(split["val"]), pool)
-    return finish_run(run, data, splits)
+        else:
+            todo.append((k, split))
+    ran_by = runner.run_folds(run, data, todo)
+    return finish_run(run, data, splits, executor=ran_by)
 
 
 def _splits(cfg: TrainConfig, data: LabeledSet, out: Path) -> list[dict[str, list[str]]]:

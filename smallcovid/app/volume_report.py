@@ -1,0 +1,263 @@
+"""Streamlit-free pieces of the Segment page's quantities and volume report.
+
+* 2D inputs: one quantities row per model from :func:`smallcovid.inference.quantify.slice_report`
+  (areas in mm² when the pixel spacing is known, else pixels; involvement as % of lung).
+* Volumes: one row per model from a whole-volume report
+  (:func:`smallcovid.inference.quantify.volume_report`), the per-slice lesion-area chart,
+  the key slices, and a one-page HTML report with the slices embedded as data URIs.
+
+Lung labels (0 outside, 1 right, 2 left) come from :func:`smallcovid.inference.framing.lungs_for`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+from io import BytesIO
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from smallcovid.app import viz
+from smallcovid.core.vocab import LESION_TYPES
+from smallcovid.inference import quantify
+
+DISCLAIMER = "Research use only — not a medical device. Do not use for diagnosis or treatment."
+KEY_SLICES = 3  # the largest-lesion slice and two more
+SIDES = ("right", "left")
+
+
+# ------------------------------------------------------------------ table rows
+
+def _unit(report: Mapping[str, Any], kind: str) -> str:
+    """Column unit: "mL" / "mm²" when the spacing is known, else "voxels" / "px"."""
+    if kind == "volume":
+        return "mL" if report["units"].get("volume") == "ml" else "voxels"
+    return "mm²" if report["units"].get("area") == "mm2" else "px"
+
+
+def slice_row(label: str, classes: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float] | None,
+              *, types_known: bool = True, n_lesions: int | None = None, seconds: float | None = None) -> dict:
+    """One quantities row of a 2D slice.
+
+    Args:
+        label: row label (model name or "ground truth").
+        classes: (H, W) lesion map 0/1/2 (with ``types_known=False``, any nonzero counts as lesion
+            and the per-type columns are left empty).
+        lungs: (H, W) lung labels 0/1/2.
+        spacing: the slice's (row mm, col mm), or None.
+        n_lesions, seconds: optional "separate lesions" and "inference (ms)" columns.
+    """
+    classes = np.asarray(classes)
+    if not types_known:
+        classes = (classes != 0).astype(np.uint8)
+    sp = None if spacing is None else (float(spacing[1]), float(spacing[0]))  # (x = col, y = row)
+    rep = quantify.slice_report(classes.astype(np.uint8), lungs, sp)
+    u = _unit(rep, "area")
+    row: dict = {"model": label, f"lesion area ({u})": rep["lesion_mm2"]}
+    for key, name in (("ggo_mm2", LESION_TYPES[1]), ("consolidation_mm2", LESION_TYPES[2])):
+        row[f"{name} ({u})"] = rep[key] if types_known else None
+    row["% of lung"] = rep["involvement_pct"]
+    if n_lesions is not None:
+        row["separate lesions"] = int(n_lesions)
+    if seconds is not None:
+        row["inference (ms)"] = round(1000.0 * seconds, 1)
+    return row
+
+
+def volume_row(label: str, report: Mapping[str, Any], dice: float | None = None) -> dict:
+    """One quantities row of a whole-volume report (lesion, its types, lungs, involvement, largest slice)."""
+    u = _unit(report, "volume")
+    row: dict = {"model": label, f"lesion ({u})": report["lesion_ml"], f"ground-glass ({u})": report["ggo_ml"],
+                 f"consolidation ({u})": report["consolidation_ml"], f"lung ({u})": report["lung_ml"],
+                 "% of lung": report["involvement_pct"]}
+    for side in SIDES:
+        row[f"% of {side} lung"] = report["per_lung"][side]["involvement_pct"]
+    row["largest-lesion slice"] = report["largest_lesion_slice"]
+    if dice is not None:
+        row["volume Dice"] = float(dice)
+    return row
+
+
+def column_formats(columns: Sequence[str]) -> dict[str, str]:
+    """Column -> format string: counts and slice numbers whole, Dice 3 decimals, mL / mm² / % 2 decimals."""
+    out = {}
+    for c in columns:
+        if "(px)" in c or "(voxels)" in c or c in ("separate lesions", "largest-lesion slice"):
+            out[c] = "{:.0f}"
+        elif "Dice" in c:
+            out[c] = "{:.3f}"
+        elif c == "inference (ms)":
+            out[c] = "{:.1f}"
+        else:
+            out[c] = "{:.2f}"
+    return out
+
+
+# ------------------------------------------------------------------ slices
+
+def lesion_areas(report: Mapping[str, Any]) -> list[float]:
+    """Lesion area of every slice (mm², or pixels without spacing), from a volume report."""
+    return [float(s["lesion_mm2"]) for s in report["slices"]]
+
+
+def key_slices(report: Mapping[str, Any], n: int = KEY_SLICES) -> list[int]:
+    """Up to ``n`` slice indices to show: the largest-lesion slice first, then the next largest lesions
+    at least ``max(2, D // 10)`` slices apart; slices spread evenly fill up when there is little lesion.
+    The result is sorted, except that the largest-lesion slice stays first."""
+    areas = np.asarray(lesion_areas(report), dtype=float)
+    d = len(areas)
+    if d == 0 or n <= 0:
+        return []
+    gap = max(2, d // 10)
+    chosen: list[int] = []
+    for k in np.argsort(-areas, kind="stable"):
+        if areas[k] <= 0 or len(chosen) == n:
+            break
+        if all(abs(int(k) - c) >= gap for c in chosen):
+            chosen.append(int(k))
+    for k in np.linspace(0, d - 1, n + 2)[1:-1].round().astype(int):
+        if len(chosen) < min(n, d) and int(k) not in chosen:
+            chosen.append(int(k))
+    for k in range(d):  # tiny volumes: any slice not taken yet
+        if len(chosen) >= min(n, d):
+            break
+        if k not in chosen:
+            chosen.append(k)
+    return chosen[:1] + sorted(chosen[1:])
+
+
+def selected_slice(selection: Any) -> int | None:
+    """The slice index of the first clicked point of a plotly chart selection (``{"points": [{"x": ..}]}``)."""
+    try:
+        points = selection["points"] if isinstance(selection, Mapping) else selection.points
+        x = points[0]["x"]
+        return int(round(float(x)))
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def slice_area_figure(reports: Mapping[str, Mapping[str, Any]], current: int | None = None):
+    """Lesion area per slice, one line per model; a dashed line marks ``current``. Click a point to pick a slice."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    unit = "mm²"
+    for label, rep in reports.items():
+        unit = _unit(rep, "area")
+        areas = lesion_areas(rep)
+        fig.add_trace(go.Scatter(x=list(range(len(areas))), y=areas, mode="lines+markers", name=label,
+                                 marker=dict(size=5),
+                                 hovertemplate="slice %{x}: %{y:.1f} " + unit + "<extra>" + html.escape(label)
+                                               + "</extra>"))
+    if current is not None:
+        fig.add_vline(x=int(current), line_dash="dash", line_color="gray")
+    fig.update_layout(xaxis_title="slice", yaxis_title=f"lesion area ({unit})", height=300,
+                      margin=dict(l=10, r=10, t=30, b=10), clickmode="event+select",
+                      legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+# ------------------------------------------------------------------ HTML report
+
+def image_data_uri(rgb: np.ndarray, fmt: str = "JPEG") -> str:
+    """A (H, W) or (H, W, 3) uint8 image as a ``data:image/...;base64,`` URI (JPEG quality 90, or PNG)."""
+    from PIL import Image
+
+    fmt = fmt.upper()
+    if fmt not in ("JPEG", "PNG"):
+        raise ValueError(f"fmt must be JPEG or PNG, got {fmt!r}")
+    buf = BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def report_quantities(report: Mapping[str, Any], dice: float | None = None) -> list[tuple[str, str]]:
+    """(quantity, formatted value) pairs of a volume report, for the HTML report."""
+    vu, au = _unit(report, "volume"), _unit(report, "area")
+
+    def num(v, unit=""):
+        if v is None:
+            return "—"
+        text = f"{v:.0f}" if isinstance(v, int) and not isinstance(v, bool) else f"{float(v):.2f}"
+        return f"{text} {unit}".strip()
+
+    rows = [("Lesion volume", num(report["lesion_ml"], vu)),
+            ("Ground-glass volume", num(report["ggo_ml"], vu)),
+            ("Consolidation volume", num(report["consolidation_ml"], vu)),
+            ("Lung volume", num(report["lung_ml"], vu)),
+            ("Lung involved", num(report["involvement_pct"], "%"))]
+    for side in SIDES:
+        p = report["per_lung"][side]
+        rows.append((f"{side.capitalize()} lung involved", num(p["involvement_pct"], "%")))
+    k = report["largest_lesion_slice"]
+    rows.append(("Largest-lesion slice", "none (no lesion found)" if k is None else
+                 f"{k} ({num(report['slices'][k]['lesion_mm2'], au)})"))
+    if dice is not None:
+        rows.append(("Volume Dice against the uploaded labels", f"{float(dice):.3f}"))
+    return rows
+
+
+def html_report(report: Mapping[str, Any], *, model: str, weights_sha256: str | None, threshold: float,
+                scan_name: str, images: Sequence[tuple[int, np.ndarray]], dice: float | None = None,
+                date: datetime | None = None, disclaimer: str = DISCLAIMER) -> str:
+    """A one-page, self-contained HTML report of one model on one volume.
+
+    Args:
+        report: the volume report (:func:`smallcovid.inference.quantify.volume_report`).
+        model: model label; weights_sha256: from its model card (None when unknown).
+        threshold: probability threshold of the lesion map.
+        scan_name: the input's name.
+        images: (slice index, (H, W, 3) uint8 overlay) pairs, embedded as JPEG data URIs.
+        dice: volume Dice against uploaded labels, if any.
+        date: report time (default now, UTC).
+    """
+    when = (date or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M %Z").strip()
+    esc = html.escape
+    spacing = report.get("spacing_mm")
+    facts = [("Scan", scan_name), ("Slices", str(len(report["slices"]))),
+             ("Voxel size (x, y, z)", "unknown" if spacing is None else " × ".join(f"{s:.3g}" for s in spacing) + " mm"),
+             ("Model", model), ("Weights sha256", weights_sha256 or "unknown"), ("Threshold", f"{threshold:g}"),
+             ("Date", when)]
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+    qrows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in report_quantities(report, dice))
+    areas = lesion_areas(report)
+    au = _unit(report, "area")
+    figs = "".join(
+        f"<figure><img alt='slice {k}' src='{image_data_uri(img)}'><figcaption>slice {k}"
+        f"{' (largest lesion)' if k == report['largest_lesion_slice'] else ''}: lesion {areas[k]:.1f} {esc(au)}"
+        f"</figcaption></figure>" for k, img in images)
+    legend = " ".join(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {esc(LESION_TYPES[t])}"
+                      for t, (r, g, b) in viz.TYPE_RGB.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>SmallCovid volume report: {esc(scan_name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 1.5rem auto; color: #222; }}
+.disclaimer {{ border: 2px solid #c33; background: #fee; padding: .5rem .8rem; font-weight: bold; }}
+table {{ border-collapse: collapse; margin: .5rem 0 1rem; }}
+th, td {{ text-align: left; padding: .2rem .8rem; border-bottom: 1px solid #ddd; }}
+th {{ font-weight: 600; }} td {{ font-variant-numeric: tabular-nums; }}
+.slices {{ display: flex; gap: .6rem; flex-wrap: wrap; }}
+figure {{ margin: 0; flex: 1 1 15rem; }} img {{ width: 100%; image-rendering: pixelated; }}
+figcaption {{ font-size: .85rem; color: #555; }}
+</style></head><body>
+<h1>Lung lesion segmentation report</h1>
+<p class="disclaimer">{esc(disclaimer)}</p>
+<table>{rows}</table>
+<h2>Quantities</h2>
+<table>{qrows}</table>
+<h2>Key slices</h2>
+<p>{legend}</p>
+<div class="slices">{figs}</div>
+<p><small>Generated by SmallCovid. Lesion volume counts every lesion voxel; involvement counts lesion inside
+the automatic lung mask (right/left as the patient's). {esc(disclaimer)}</small></p>
+</body></html>
+"""
+
+
+def overlays_for(keys: Sequence[int], display: Callable[[int], np.ndarray], classes: np.ndarray,
+                 opacity: float = 0.45) -> list[tuple[int, np.ndarray]]:
+    """(index, overlay) for each key slice: ``display(k)`` (H, W) uint8 with ``classes[k]`` coloured by type."""
+    return [(k, viz.overlay(display(k), types=np.asarray(classes[k], np.uint8), opacity=opacity)) for k in keys]
+
