@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_SLICE = REPO.parent / "shared" / "data" / "covid-semiseg" / "train" / "images" / "medseg_003.jpg"
+# The labeled data folder from SMALLCOVID_DATA_DIR (default data/covid-semiseg/train in the repository).
+SHARED_SLICE = Path(os.environ.get("SMALLCOVID_DATA_DIR") or REPO / "data" / "covid-semiseg" / "train") / "images" / "medseg_003.jpg"
 
 
 def one_round(preds, scan, n: int, lock: str) -> tuple[float, float]:

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from any folder
 from smallcovid.app.server import running_app  # noqa: E402
 
-SHARED_SLICE = REPO.parent / "shared" / "data" / "covid-semiseg" / "train" / "images" / "medseg_003.jpg"
+# The labeled data folder from SMALLCOVID_DATA_DIR (default data/covid-semiseg/train in the repository).
+SHARED_SLICE = Path(os.environ.get("SMALLCOVID_DATA_DIR") or REPO / "data" / "covid-semiseg" / "train") / "images" / "medseg_003.jpg"
 BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--no-first-run"]
@@ -70,7 +71,7 @@ def machine() -> str:
 
 
 def slice_file(tmp: Path) -> Path:
-    """The shared medseg_003.jpg when present, else a generated 512x512 PNG."""
+    """The labeled data's medseg_003.jpg when present, else a generated 512x512 PNG."""
     if SHARED_SLICE.is_file():
         return SHARED_SLICE
     import numpy as np

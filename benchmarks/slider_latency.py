@@ -2,7 +2,7 @@
 until the updated overlays (and metrics) are on screen.
 
 Starts the app (``smallcovid.app.server``) and headless Chromium (Playwright), uploads a
-512x512 slice and its ground-truth mask (``medseg_003`` of ``../shared`` resized to
+512x512 slice and its ground-truth mask (``medseg_003`` of the labeled data folder resized to
 512x512 when present, else a generated slice), waits for every model's overlay, then
 presses ArrowLeft / ArrowRight on the focused slider ``--presses`` times per slider,
 a pause of ``--gap`` seconds between presses (so the viewer's settled-state round trip
@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data" / "covid-semiseg" / "train"
+# The labeled data folder from SMALLCOVID_DATA_DIR (default data/covid-semiseg/train in the repository).
+SHARED = Path(os.environ.get("SMALLCOVID_DATA_DIR") or REPO / "data" / "covid-semiseg" / "train")
 BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium")
 TARGET_MS = 150.0
 VIEWER = '[data-testid="scv-viewer"]'

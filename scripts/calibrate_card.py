@@ -46,7 +46,9 @@ def main() -> int:
     card["threshold_uncalibrated"] = card.get("threshold_uncalibrated", card["threshold"])
     card["calibration"] = cal
     card["threshold"] = cal["threshold"]
-    card["cv_rerun"] = {"command": summary["command"], "tuned_dice": summary["tuned"]["dice"],
+    # Cards name the data, not this machine's path to it.
+    command = summary["command"].replace(cfg.data, "data/" + "/".join(Path(cfg.data).resolve().parts[-2:]))
+    card["cv_rerun"] = {"command": command, "tuned_dice": summary["tuned"]["dice"],
                         "recommended_threshold": summary["recommended_threshold"], "device": summary["device"],
                         "elapsed_s": summary["elapsed_s"]}
     atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")

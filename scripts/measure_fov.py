@@ -3,7 +3,7 @@
 Usage: python scripts/measure_fov.py [DATA_DIR] [--models a,b] [--limit N] [--margins 0,0.02]
                                      [--threads N] [--json OUT]
 
-DATA_DIR (or env SMALLCOVID_DATA_DIR, or ../shared/data/covid-semiseg/train) holds
+DATA_DIR (or env SMALLCOVID_DATA_DIR, or data/covid-semiseg/train in the repository) holds
 images/*.jpg (8-bit lung-window crops) and masks/*.png. Prints:
 
 1. the training framing: the classical lung mask's bounding box (lung_masks_display)
@@ -41,7 +41,7 @@ AIR_HU, BODY_HU, TABLE_HU = -1000.0, 40.0, 100.0
 def find_data(arg: str | None = None) -> Path:
     """The folder with images/ and masks/, from the argument, env or the repo-relative default."""
     cands = [arg, os.environ.get("SMALLCOVID_DATA_DIR"),
-             str(Path(__file__).resolve().parents[2] / "shared/data/covid-semiseg/train")]
+             str(Path(__file__).resolve().parents[1] / "data" / "covid-semiseg" / "train")]
     for c in filter(None, cands):
         for q in (Path(c), Path(c) / "train"):
             if (q / "images").is_dir() and (q / "masks").is_dir():

@@ -31,7 +31,7 @@ from smallcovid.inference.lungs import lung_masks_display, lung_masks_hu
 def find_data(arg: str | None = None) -> Path:
     """The folder with images/ and masks/, from the argument, env or the repo-relative default."""
     cands = [arg, os.environ.get("SMALLCOVID_DATA_DIR"),
-             str(Path(__file__).resolve().parents[2] / "shared/data/covid-semiseg/train")]
+             str(Path(__file__).resolve().parents[1] / "data" / "covid-semiseg" / "train")]
     for c in filter(None, cands):
         p = Path(c)
         for q in (p, p / "train"):

@@ -1,4 +1,4 @@
-"""Print the README's results table (Markdown) from the shipped model cards in weights/.
+"""Print the README's results and calibration tables (Markdown) from the shipped model cards in weights/.
 
     python scripts/results_table.py
 """
@@ -33,9 +33,24 @@ def main() -> int:
             continue
         c = json.loads(card_path.read_text())
         t, a = c["cv"]["tuned"], c["cv"]["at_threshold"]
-        print(f"| {name} | {c['params']:,} | {c['input_size']} | {c['threshold']:.2f} | {ms(t, 'dice')} | "
+        raw_thr = c.get("threshold_uncalibrated", c["threshold"])  # the CV figures' own threshold scale
+        print(f"| {name} | {c['params']:,} | {c['input_size']} | {raw_thr:.2f} | {ms(t, 'dice')} | "
               f"{ms(t, 'precision')} | {ms(t, 'recall')} | {ms(t, 'iou')} | {ms(t, 'pooled_dice')} | "
               f"{ms(t, 'dice_ground-glass')} | {ms(t, 'dice_consolidation')} | {ms(a, 'dice')} | {paper} |")
+    print()
+    print("| model | calibration | a | b | ECE before | ECE after | threshold (calibrated) | Dice at it | Dice at 0.8 |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---|")
+    for name in list_models():
+        card_path = REPO / "weights" / f"{name}.json"
+        if not card_path.is_file():
+            continue
+        cal = json.loads(card_path.read_text()).get("calibration")
+        if not cal:
+            print(f"| {name} | none yet | | | | | | | |")
+            continue
+        print(f"| {name} | {cal['method']} | {cal['a']:.3f} | {cal['b']:.3f} | {cal['ece_before']:.3f} | "
+              f"{cal['ece_after']:.3f} | {cal['threshold']:.2f} | {ms(cal, 'dice_at_threshold')} | "
+              f"{ms(cal, 'dice_at_target')} |")
     return 0
 
 

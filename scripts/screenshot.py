@@ -6,7 +6,7 @@ Starts the app on a loopback port with weights/ and, in headless Chromium (1400 
 1. clicks "Example" on a fresh page (twice: cold, then a new session with the models
    cached), times it until every model's overlay is painted, prints the viewer's Dice
    per model and saves docs/example.jpg;
-2. uploads a slice and its mask (default ``medseg_003`` of ``../shared``), prints the
+2. uploads a slice and its mask (default ``medseg_003`` of ``$SMALLCOVID_DATA_DIR``), prints the
    Dice column (compare with ``python -m smallcovid evaluate --threshold <the default>``)
    and saves docs/segment.jpg;
 3. Compare on 10 training slices (docs/compare.jpg), Train (docs/train.jpg) and Models
