@@ -7,7 +7,8 @@ models. The fold models predict their own validation slices; the calibration is
 fitted on those out-of-fold maps (nested figures for the report) and stored in the
 card, with ``threshold`` set to the best out-of-fold threshold on calibrated maps. The weights file and
 its sha256 do not change. Also records the run's cross-validated Dice as
-``cv_rerun`` so the card shows that its command reproduces its figures.
+``cv_rerun`` so the card shows that its command reproduces its figures, and the
+run's per-fold training curves as ``histories``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from smallcovid.app.runview import read_histories
 from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.data.dataset import load_dataset
 from smallcovid.training.calibrate import calibrate_folds
@@ -51,6 +53,10 @@ def main() -> int:
     card["cv_rerun"] = {"command": command, "tuned_dice": summary["tuned"]["dice"],
                         "recommended_threshold": summary["recommended_threshold"], "device": summary["device"],
                         "elapsed_s": summary["elapsed_s"]}
+    # The rerun's per-fold training curves, for the Models page (fold -> column -> values).
+    card["histories"] = {str(k): {c: [None if v != v else round(v, 5) for v in vals] for c, vals in cols.items()}
+                         for k, cols in read_histories(run).items()}
+    card["histories_from"] = "cv_rerun"
     atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
     print(f"{card_path}: a={cal['a']:.3f} b={cal['b']:.3f}  ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} "
           f"(Platt {cal['ece_platt']:.4f}); threshold {cal['threshold']}: Dice {cal['dice_at_threshold']['mean']:.3f} "
