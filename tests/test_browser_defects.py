@@ -1,0 +1,193 @@
+"""Real-browser checks of app behaviours otherwise covered only by AppTest (tests/test_app*.py):
+a cancelled job is neutral news, an empty data folder asks for one, a mask of another name is not
+used, the Metrics CSV names its threshold, the Models page shows the disclaimer once and the CV
+table of a model trained here. Run with ``pytest -m browser``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from apphelpers import blob_slice, fake_cv, make_labeled_folder, png_bytes
+from test_browser import app_url, browser, page, shot, wait_for_table, wait_idle  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+INFO = '[data-testid="stAlertContentInfo"]'
+WARNING = '[data-testid="stAlertContentWarning"]'
+ERROR = '[data-testid="stAlertContentError"]'
+MAIN = '[data-testid="stMain"]'
+
+
+def main_text(pg) -> str:
+    return pg.locator(MAIN).inner_text()
+
+
+def test_browser_empty_data_folder_asks_for_one(app_url, page):  # noqa: F811
+    """Train: an empty folder field says "Enter a data folder", not "does not exist"; Compare keeps
+    its button disabled and says nothing about a folder that does not exist."""
+    url, _ = app_url
+    page.goto(f"{url}/train")
+    page.get_by_role("button", name="Start training").wait_for()
+    wait_idle(page)
+    field = page.get_by_label("Data folder on the server", exact=True)
+    field.fill("")
+    page.get_by_role("button", name="Start training").click()
+    page.locator(ERROR).filter(has_text="Enter a data folder").wait_for(timeout=30_000)
+    wait_idle(page)
+    assert "does not exist" not in main_text(page)
+
+    page.goto(f"{url}/compare")
+    folder = page.get_by_label("Folder (images/", exact=False)
+    folder.wait_for()
+    folder.fill("   ")
+    folder.press("Enter")
+    wait_idle(page)
+    assert page.get_by_role("button", name="Run comparison").is_disabled()
+    assert "does not exist" not in main_text(page)
+    assert page.locator(ERROR).count() == 0
+
+
+def test_browser_mask_of_another_name_is_not_used(app_url, page):  # noqa: F811
+    """Scan a.png + mask b.png of the same size: a warning, and no agreement metrics."""
+    url, tmp = app_url
+    img, mask = blob_slice(64, seed=2)
+    d = tmp / "names"
+    d.mkdir(exist_ok=True)
+    (d / "a.png").write_bytes(png_bytes(img))
+    (d / "b.png").write_bytes(png_bytes(mask))
+    page.goto(url)
+    page.get_by_text("Upload a CT slice").wait_for()
+    files = page.locator('input[type="file"]')
+    files.nth(0).set_input_files(str(d / "a.png"))
+    files.nth(1).set_input_files(str(d / "b.png"))
+    page.locator(WARNING).filter(has_text="b.png is not named like the scan a.png").wait_for(timeout=90_000)
+    page.locator('[data-testid="scv-viewer"][data-painted]').wait_for(timeout=90_000)
+    wait_idle(page)
+    assert page.get_by_text("Agreement with the ground truth").count() == 0
+
+
+def test_browser_metrics_csv_has_a_threshold_column(app_url, page):  # noqa: F811
+    url, _ = app_url
+    page.goto(url)
+    page.get_by_text("Upload a CT slice").wait_for()
+    page.get_by_role("button", name="Example").click()
+    page.get_by_text("drawn procedurally").wait_for(timeout=90_000)
+    wait_for_table(page, 4)
+    wait_idle(page)
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Metrics CSV").click()
+    text = Path(dl.value.path()).read_text(encoding="utf-8")
+    header = next(csv.reader(io.StringIO(text)))
+    assert "threshold" in header, header
+    assert header[:2] == ["model", "threshold"], header
+
+
+def _submit_tiny_job(page, url: str, data: Path, name: str, epochs: int) -> int:
+    page.goto(f"{url}/train")
+    page.get_by_role("button", name="Start training").wait_for()
+    page.get_by_label("Data folder on the server", exact=True).fill(str(data))
+    page.get_by_label("Folds", exact=True).fill("2")
+    page.get_by_label("Epochs", exact=True).fill(str(epochs))
+    page.get_by_label("Job name", exact=True).fill(name)
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Image size").click()
+    page.get_by_role("option", name="32", exact=True).click()
+    page.get_by_role("button", name="Start training").click()
+    msg = page.get_by_text(re.compile(r"Submitted job\(s\) #\d+\."))
+    msg.wait_for()
+    return int(re.search(r"#(\d+)", msg.inner_text()).group(1))
+
+
+def test_browser_cancel_is_neutral_info_not_an_error(app_url, page):  # noqa: F811
+    url, tmp = app_url
+    data = make_labeled_folder(tmp / "cancel-set", n=6, size=32)
+    job_id = _submit_tiny_job(page, url, data, "browser-cancel", epochs=200)
+    info = page.locator(INFO).filter(has_text="Resume")
+    for _ in range(6):  # the job list re-renders every 2 s: a click can land on a replaced button
+        button = page.get_by_role("button", name="Cancel", exact=True)
+        try:
+            button.first.wait_for(timeout=15_000)
+            button.first.click()
+        except Exception:
+            pass
+        try:
+            info.first.wait_for(timeout=10_000)
+            break
+        except Exception:
+            continue
+    else:
+        raise AssertionError(f"job #{job_id} was not shown as cancelled in an info box")
+    time.sleep(2.5)  # one more re-render of the job list
+    wait_idle(page)
+    assert info.count() >= 1
+    assert page.locator(ERROR).count() == 0, page.locator(ERROR).all_inner_texts()
+    shot(page, "train-cancelled.png", height=1400)
+
+
+def _finished_job(jobs_dir: Path, data: Path, weights: Path) -> int:
+    """A 'done' job row with a run folder as training writes it (as tests/test_app.py does)."""
+    from smallcovid.training.config import TrainConfig
+    from smallcovid.training.jobs import JobStore
+
+    store = JobStore(jobs_dir / "jobs.db")
+    cfg = TrainConfig(model="smallcovid-net", data=str(data), folds=3, epochs=2, image_size=64, final=True)
+    run = jobs_dir / "runs" / "browser-done"
+    job_id = store.add("done-job", cfg, run)
+    for k in (1, 2, 3):
+        (run / f"fold_{k}").mkdir(parents=True, exist_ok=True)
+        (run / f"fold_{k}" / "history.csv").write_text(
+            "epoch,train_loss,val_loss,val_dice,lr\n1,1.0,1.1,0.3,0.001\n2,0.8,0.9,0.5,0.0005\n")
+    (run / "final").mkdir(exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights / f"smallcovid-net{suffix}", run / "final" / f"smallcovid-net{suffix}")
+    (run / "summary.json").write_text(json.dumps({**fake_cv(0), "device": "cpu", "elapsed_s": 6.0}))
+    (run / "train.log").write_text("line one\nfold 3/3 done\n")
+    store.update(job_id, status="done", run_dir=str(run), finished=time.time())
+    return job_id
+
+
+def test_browser_models_page_disclaimer_once_and_installed_cv_table(app_url, page, tiny_weights):  # noqa: F811
+    url, tmp = app_url
+    job_id = _finished_job(tmp / "jobs", tmp, tiny_weights)
+    label = f"done-job-job{job_id}"
+    page.goto(f"{url}/train")
+    page.get_by_text(f"#{job_id} done-job", exact=False).first.wait_for()
+    for _ in range(5):
+        exp = page.locator('[data-testid="stExpander"]').filter(has_text=f"#{job_id} done-job")
+        button = exp.get_by_role("button", name="Use these weights")
+        try:
+            if not button.is_visible():
+                exp.locator("summary").first.click()
+            button.click(timeout=10_000)
+        except Exception:
+            pass
+        try:
+            page.get_by_text(f"Installed as {label}").wait_for(timeout=10_000)
+            break
+        except Exception:
+            continue
+    else:
+        raise AssertionError("the job's weights were not installed")
+
+    page.goto(f"{url}/models")
+    page.get_by_text("Trained here").first.wait_for()
+    wait_idle(page)
+    body = page.locator("body").inner_text()
+    assert body.count("Research use only") == 1, body.count("Research use only")
+    installed = page.locator('[data-testid="stExpander"]').filter(has_text=label)
+    installed.wait_for()
+    if not installed.locator('[data-testid="stTable"]').first.is_visible():
+        installed.locator("summary").first.click()
+    table = installed.locator('[data-testid="stTable"]').first
+    table.wait_for()
+    text = table.inner_text()
+    assert "mean" in text and "std" in text and "Dice" in text, text
+    shot(page, "models-installed.png", height=1600)
