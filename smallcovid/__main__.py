@@ -2,7 +2,7 @@
 
 import sys
 
-from smallcovid.cli.main import main
+from smallcovid.cli.main import run_process
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_process())

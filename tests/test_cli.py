@@ -190,6 +190,30 @@ def test_console_command_is_declared_and_importable():
     assert callable(getattr(importlib.import_module(module), attr)), target
 
 
+def test_ensemble_choices_are_the_engines():
+    from smallcovid.cli.main import ENSEMBLES
+    from smallcovid.inference.ensemble import ENSEMBLES as ENGINE
+
+    assert ENSEMBLES == ENGINE
+
+
+def test_parsing_and_help_import_no_torch():
+    code = ("import sys, contextlib, io\n"
+            "from smallcovid.cli.main import build_parser\n"
+            "p = build_parser()\n"
+            "p.parse_args(['predict', '--model', 'unet', 'a.nii.gz', '--out', 'o', '--ensemble', 'folds'])\n"
+            "p.parse_args(['evaluate', '--model', 'all', '--data', 'd'])\n"
+            "for argv in (['--help'], ['predict', '--help'], ['train', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n"
+            "            p.parse_args(argv)\n"
+            "        except SystemExit as exc:\n"
+            "            assert exc.code == 0\n"
+            "assert 'torch' not in sys.modules\n")
+    p = run("-c", code)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
 # ------------------------------------------------------------------ predict
 
 @pytest.fixture(scope="module")
@@ -438,6 +462,30 @@ def test_predict_volumes_dicom_series_folders_and_nifti(tmp_path):
     card = json.loads((REPO / "weights" / "smallcovid-net.json").read_text())
     assert rep["weights_sha256"] == card["sha256"] and rep["threshold"] == card["threshold"]
     assert rep["model"] == "smallcovid-net" and rep["input"] == "PHANTOM.nii.gz"
+
+
+def test_predict_process_matches_predict_one(tmp_path):
+    """``python -m smallcovid predict`` (first volume read and its lungs found while the model loads,
+    fast exit) writes the same bytes as :func:`predict_one` in-process (lungs found there)."""
+    from smallcovid.cli.predict import predict_one
+    from smallcovid.inference.predictor import load_predictor
+    from smallcovid.io import read_scan
+
+    phantom_nifti(tmp_path / "PHANTOM.nii.gz")
+    p = smallcovid("predict", "--model", "smallcovid-net", str(tmp_path / "PHANTOM.nii.gz"), "--out",
+                   str(tmp_path / "cli"), "--device", "cpu")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert p.stdout.startswith(f"{tmp_path / 'PHANTOM.nii.gz'}: wrote PHANTOM_mask.nii.gz")  # flushed before the exit
+    pred = load_predictor("smallcovid-net", device="cpu")
+    (tmp_path / "lib").mkdir()
+    predict_one(pred, read_scan(tmp_path / "PHANTOM.nii.gz"), None, pred.threshold, tmp_path / "lib", "PHANTOM")
+    for name in VOLUME_FILES:
+        a, b = (tmp_path / d / f"PHANTOM_{name}" for d in ("cli", "lib"))
+        if name.endswith(".json"):
+            ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
+            assert {**ja, "date": None} == {**jb, "date": None}
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
 
 
 def test_predict_series_problems_exit_2_and_keep_the_rest(tmp_path):

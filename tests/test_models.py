@@ -8,7 +8,11 @@ well under a minute on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +28,9 @@ from smallcovid.models import (
     register_model,
 )
 from smallcovid.models.checkpoint import load_weights, save_weights
+from smallcovid.models.registry import BUILTIN
+
+REPO = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(2)
 
@@ -175,6 +182,48 @@ def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         register_model(MODELS[0], spec.config_cls, "duplicate")(spec.builder)
     assert get_spec(MODELS[0]) is spec
+
+
+def test_builtin_table_names_each_module_config_builder_and_description():
+    assert [row.name for row in BUILTIN] == list_models()[: len(BUILTIN)]
+    assert [row.name for row in BUILTIN] == ["smallcovid-net", "unet", "segnet", "mask-rcnn"]
+    for row in BUILTIN:
+        module = importlib.import_module(row.module)
+        spec = get_spec(row.name)
+        assert spec.config_cls is getattr(module, row.config) and spec.builder is module.build, row
+        assert dataclasses.is_dataclass(spec.config_cls), row
+        assert spec.description == module.DESCRIPTION, row  # the table repeats the module's text
+        assert get_spec(row.name) is spec  # resolved once
+
+
+def _fresh(code: str) -> None:
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_listing_models_imports_no_model_and_a_model_imports_only_its_own():
+    _fresh("import sys\n"
+           "from smallcovid.models import list_models\n"
+           "assert list_models()[:4] == ['smallcovid-net', 'unet', 'segnet', 'mask-rcnn'], list_models()\n"
+           "heavy = ('torch', 'torchvision', 'segmentation_models_pytorch')\n"
+           "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n"
+           "from smallcovid.models import build_model\n"
+           "build_model('smallcovid-net')\n"
+           "others = ('torchvision', 'segmentation_models_pytorch', 'smallcovid.models.mask_rcnn',\n"
+           "          'smallcovid.models.unet', 'smallcovid.models.segnet')\n"
+           "assert not [m for m in others if m in sys.modules], [m for m in others if m in sys.modules]\n")
+
+
+def test_duplicate_of_a_builtin_not_yet_used_is_refused_without_importing_it():
+    _fresh("import sys\n"
+           "from smallcovid.models import register_model\n"
+           "try:\n"
+           "    register_model('mask-rcnn', object, 'x')(lambda *, config: None)\n"
+           "except ValueError as exc:\n"
+           "    assert 'already registered' in str(exc)\n"
+           "else:\n"
+           "    raise AssertionError('a duplicate name was registered')\n"
+           "assert 'torchvision' not in sys.modules and 'smallcovid.models.mask_rcnn' not in sys.modules\n")
 
 
 @pytest.mark.parametrize("name", MODELS)

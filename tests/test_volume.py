@@ -189,7 +189,7 @@ def test_volume_result_thresholds_and_report_like_the_rules(net, phantom_volume,
 
 def test_predict_levels_equals_predict_images(net):
     rng = np.random.default_rng(0)
-    for shapes in ([(61, 47)] * 3, [(61, 47), (30, 90), (120, 100)]):
+    for shapes in ([(61, 47)] * 3, [(61, 47), (30, 90), (120, 100)], [(61, 47), (30, 90), (61, 47), (30, 90), (9, 200)]):
         images = [rng.random(s, dtype=np.float32) for s in shapes]
         for m, (levels, kind) in zip(net.predict_images(images), net.predict_levels(images)):
             np.testing.assert_array_equal(prob_levels(m.lesion), levels)

@@ -28,6 +28,7 @@ after doing the others.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -42,6 +43,7 @@ from smallcovid.cli.predict_inputs import expand, output_stem, plan
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.fsutil import atomic_write_bytes, atomic_write_text
 from smallcovid.data.preprocess import get_window
+from smallcovid.io import validate as _v
 
 # torch (smallcovid.inference.ensemble) and scipy (smallcovid.inference.framing) are imported
 # in the functions below: run_predict starts reading the first input before they load.
@@ -55,8 +57,9 @@ def run_predict(args: argparse.Namespace) -> int:
     """The command: exit 0 when every input was segmented, 2 when any was bad (one line each).
 
     The first input is read (and a volume's lungs found) in a background thread while torch
-    and the model load: decompression and numpy release the GIL, so on two cores the two
-    overlap (a 300-slice ``.nii.gz``: ~1.5 s of ~5 s). Later inputs are read one at a time.
+    and the model load and warm up: decompression and numpy release the GIL, so on two cores
+    the two overlap (a 300-slice ``.nii.gz``: read and lungs ~1.7 s, imports, model and
+    warm-up ~1.8 s, together ~2.3 s). Later inputs are read one at a time.
     """
     if args.model is None and args.weights is None:
         raise SmallCovidError("give --model NAME (shipped weights) or --weights PATH")
@@ -66,17 +69,30 @@ def run_predict(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise SmallCovidError(f"{out}: output path exists and is not a folder")
     local = getattr(args, "executor", "local") != "ray"
+    collect = gc.isenabled()
+    gc.disable()  # the imports below make ~2x10^5 objects: repeated cyclic GC passes cost ~0.25 s
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-read") as reader:
         first = reader.submit(_prepare, jobs[0], taken) if local and jobs else None
         try:
+            if first is not None and _is_nifti(jobs[0].label):
+                # Here, while the reader decompresses (no GIL), rather than in the reader once
+                # it needs it: imported there, against torch's import, it took ~0.5 s.
+                import nibabel  # noqa: F401
             from smallcovid.inference.ensemble import load_model
 
             predictor = load_model(args.model, weights=args.weights, device=args.device, ensemble=args.ensemble)
+            if first is not None:
+                # While the input is still being read: torch's one-time costs of a first forward
+                # pass (lazy imports, thread pool, kernels; ~0.4 s) on a tiny image.
+                predictor.predict_images([np.zeros((64, 64), np.float32)])
         except BaseException:
             if first is not None:
                 first.cancel()
                 _quietly(first)  # a bad input must not hide the model error
             raise
+        finally:
+            if collect:
+                gc.enable()
     threshold = args.threshold if args.threshold is not None else predictor.threshold
     if not local:  # the same steps per input, one Ray task each
         from smallcovid.cli.predict_ray import run_on_ray
@@ -117,6 +133,15 @@ def _prepare(job, taken: set[str]) -> list[list]:
     return pending
 
 
+def _is_nifti(path: str) -> bool:
+    """Whether ``path`` is a file that starts like a NIfTI or gzip stream (a hint, not a check)."""
+    try:
+        with open(path, "rb") as fh:
+            return _v.sniff(fh.read(352)) in ("nifti", "gzip")
+    except OSError:
+        return False
+
+
 def _quietly(future) -> None:
     """Wait for ``future`` and drop its result or error."""
     try:
@@ -148,23 +173,32 @@ def predict_one(predictor, scan, window, threshold: float, out: Path, stem: str,
         lungs: a volume's (D, H, W) lung labels when already found
             (:func:`~smallcovid.inference.framing.lungs_for`); ignored for a slice.
     """
-    from smallcovid.inference.framing import segment_slice, slice_box
+    from smallcovid.inference.framing import lungs_for, segment_slice, slice_box
     from smallcovid.inference.quantify import slice_report
     from smallcovid.inference.volume import segment_volume
 
     if callable(scan):
         scan = scan()
     if isinstance(scan, io.Volume):
-        res = segment_volume(predictor, scan, lungs=lungs)
-        scan = _geometry(scan)  # drops the voxels (float32, 4 bytes a voxel) from here on
+        lungs = np.asarray(lungs_for(scan) if lungs is None else lungs, np.uint8)
+        geometry = _geometry(scan)
+        with ThreadPoolExecutor(max_workers=1) as side:
+            # The lungs' file does not depend on the model: compressed while the model runs
+            # (the forward passes leave a core idle between batches).
+            lung_file = side.submit(io.nifti_mask_data, lungs, geometry)
+            res = segment_volume(predictor, scan, lungs=lungs)
+        scan = geometry  # drops the voxels (float32, 4 bytes a voxel) from here on
         framed = sum(b is not None for b in res.boxes)
-        report = res.report(threshold, predictor.name, _provenance(predictor, scan, {
-            "framing": {"mode": "slice", "cropped_slices": framed, "slices": len(res.boxes)}}))
-        # Each map is made when its file is written, so at most one full-size map exists at a time.
+        extra = _provenance(predictor, scan, {
+            "framing": {"mode": "slice", "cropped_slices": framed, "slices": len(res.boxes)}})
+        # The report is counted while the masks are compressed, and each map is made when its
+        # file is written, so at most one full-size map exists at a time.
         files = {f"{stem}_mask.nii.gz": lambda p: atomic_write_bytes(p, io.nifti_mask_data(res.mask(threshold), scan)),
                  f"{stem}_classes.nii.gz": lambda p: atomic_write_bytes(
                      p, io.nifti_mask_data(res.classes(threshold), scan)),
-                 f"{stem}_lungs.nii.gz": lambda p: atomic_write_bytes(p, io.nifti_mask_data(res.lungs, scan))}
+                 f"{stem}_lungs.nii.gz": lambda p: atomic_write_bytes(p, lung_file.result()),
+                 f"{stem}_report.json": lambda p: atomic_write_text(
+                     p, json.dumps(res.report(threshold, predictor.name, extra), indent=1) + "\n")}
     else:
         maps, lungs = segment_slice(predictor, scan)
         box = slice_box(scan, lungs)
@@ -176,8 +210,8 @@ def predict_one(predictor, scan, window, threshold: float, out: Path, stem: str,
                   f"{stem}_mask.png": (classes > 0).astype(np.uint8) * 255,
                   f"{stem}_classes.png": classes, f"{stem}_lungs.png": lungs.astype(np.uint8)}
         files = {name: (lambda p, a=arr: io.write_png(p, a)) for name, arr in arrays.items()}
-    text = json.dumps(report, indent=1)
-    files[f"{stem}_report.json"] = lambda p: atomic_write_text(p, text + "\n")
+        text = json.dumps(report, indent=1)
+        files[f"{stem}_report.json"] = lambda p: atomic_write_text(p, text + "\n")
     _write_all(out, files)
     return list(files)
 
@@ -191,12 +225,12 @@ def _geometry(volume: io.Volume) -> io.Volume:
 def _write_all(out: Path, files: dict) -> None:
     """Write every output of one scan or none: stage each under a hidden name, then rename them all.
 
-    The files are made in up to 3 threads (gzip and PNG compression release the GIL): the
-    volume's three NIfTI files take about half the time on 2 cores.
+    The files are made in up to 4 threads (gzip and PNG compression release the GIL): the
+    volume's three NIfTI files and its report take about half the time on 2 cores.
     """
     staged = {name: out / f".{name}.staged" for name in files}
     try:
-        with ThreadPoolExecutor(max_workers=3) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             for job in [pool.submit(write, staged[name]) for name, write in files.items()]:
                 job.result()  # re-raises the first failure
         for name, path in staged.items():

@@ -166,29 +166,34 @@ class Predictor:
     def predict_levels(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Compact maps of a batch of (H, W) images in [0, 1] (one forward pass), for volumes.
 
-        The same numbers as :meth:`predict_images` followed by
+        The numbers of :meth:`predict_images` followed by
         :func:`~smallcovid.inference.volume.prob_levels` and :attr:`ProbMaps.kind`, without
-        float maps at full size (images of one size share one resize call each way).
+        float maps at full size: two channels are resized back, the lesion probability (the
+        same kernel and values as :meth:`predict_images`) and consolidation minus ground-glass
+        (its sign is the type; bilinear resizing is linear, so it is the sign of the resized
+        difference up to rounding), one resize call per group of images of one size.
 
         Returns:
             Per image ``(levels, kind)``: (H, W) uint8 lesion probability levels
             ``floor(255 p + 0.5)`` and (H, W) uint8 most likely lesion type (1 ground-glass,
-            2 consolidation).
+            2 consolidation; ground-glass on ties).
         """
         probs = self._forward(self._resize_in(images))
-        out: list[tuple[np.ndarray, np.ndarray]] = []
-        shapes = [np.shape(im) for im in images]
-        one = len(set(shapes)) == 1
-        for i, (h, w) in enumerate(shapes):
-            if one and i:
-                break
-            # All four channels, as predict_images does: the same kernel gives bit-identical values.
-            src = probs if one else probs[i : i + 1]
-            p = F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
-            levels = torch.floor(p[:, 0].double().mul_(255.0).add_(0.5)).to(torch.uint8).numpy()
-            kind = (p[:, 3] > p[:, 2]).to(torch.uint8).add_(1).numpy()  # argmax (GGO, consolidation), GGO on ties
-            out.extend(zip(levels, kind))
-        return out
+        two = torch.stack((probs[:, 0], probs[:, 3] - probs[:, 2]), dim=1)  # (N, 2, s, s), contiguous
+        del probs
+        shapes = [tuple(np.shape(im)) for im in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, shape in enumerate(shapes):
+            groups.setdefault(shape, []).append(i)
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(images)
+        for (h, w), idx in groups.items():
+            src = two if len(idx) == len(images) else two[idx]
+            p = F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False)
+            levels = torch.floor(p[:, 0].clamp(0, 1).double().mul_(255.0).add_(0.5)).to(torch.uint8).numpy()
+            kind = (p[:, 1] > 0).to(torch.uint8).add_(1).numpy()
+            for j, i in enumerate(idx):
+                out[i] = (levels[j], kind[j])
+        return out  # type: ignore[return-value]
 
     def predict_scan(self, scan, window: Window | None = None) -> ProbMaps:
         """Predict one :class:`smallcovid.io.Slice`, framed like the training slices.

@@ -173,19 +173,18 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
     return Slice(arr, units, dec.spacing, name)  # type: ignore[arg-type]
 
 
-def _axial_float32(arr: np.ndarray, rows: int = 64) -> np.ndarray:
+def _axial_float32(arr: np.ndarray, slab: int = 32) -> np.ndarray:
     """NIfTI data (X, Y, Z) as stored -> (Z, X, Y) C-contiguous float32 with ``out[k] == arr[:, :, k]``.
 
-    Cast and reordered ``rows`` rows of one slice at a time: no full-size temporary, and the
-    block being written (``rows`` x Y float32) stays in cache while the stored (Fortran-order)
-    slice is read across; ~6x faster than copying whole slices (0.11 s for 300 x 512 x 512).
+    Cast and reordered ``slab`` slices at a time: no full-size temporary, ~5x faster than
+    casting the whole array and then making the transpose contiguous, and few numpy calls
+    (each takes the GIL back: slow while another thread holds it, e.g. ``import torch``
+    during the CLI's read).
     """
     x, y, z = arr.shape
     out = np.empty((z, x, y), np.float32)
-    for k in range(z):
-        plane = arr[:, :, k]
-        for i in range(0, x, rows):
-            out[k, i:i + rows] = plane[i:i + rows]
+    for k in range(0, z, slab):
+        out[k:k + slab] = arr[:, :, k:k + slab].transpose(2, 0, 1)
     return out
 
 
