@@ -23,7 +23,8 @@ from smallcovid.training.jobqueue import JobManager, can_resume, default_install
 from smallcovid.training.jobs import ACTIVE, Job, jobs_dir
 from smallcovid.models import list_models
 from smallcovid.app.policy import TRAINING_OFF
-from smallcovid.training.config import TrainConfig
+from smallcovid.training.config import PRECISIONS, TrainConfig
+from smallcovid.training.pseudo import unlabeled_files
 
 IMAGE_SIZES = (32, 64, 128, 192, 256, 320, 384, 512)
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
@@ -49,7 +50,8 @@ def make_configs(v: dict) -> list[tuple[TrainConfig, str]]:
     detect_format(v["data"])  # cheap: names only, no image is read
     data = str(Path(v["data"]).resolve())  # the worker may run from another folder
     common = dict(data=data, folds=int(v["folds"]), batch_size=int(v["batch_size"]), image_size=int(v["image_size"]),
-                  device=v["device"], seed=int(v["seed"]), final=bool(v["final"]))
+                  device=v["device"], seed=int(v["seed"]), final=bool(v["final"]),
+                  precision=v.get("precision", "auto"), **semi_options(v))
     out = []
     for model in v["models"]:
         if v["paper"]:
@@ -60,6 +62,34 @@ def make_configs(v: dict) -> list[tuple[TrainConfig, str]]:
         name = f"{name}-{model}" if name and len(v["models"]) > 1 else (name or model)
         out.append((cfg, name))
     return out
+
+
+def semi_options(v: dict) -> dict:
+    """The semi-supervised part of the form as config fields ({} without an unlabeled folder);
+    raises SmallCovidError when the folder holds no images."""
+    folder = (v.get("unlabeled") or "").strip()
+    if not folder:
+        return {}
+    unlabeled_files(folder)  # fails fast, in the page, on a wrong folder
+    return dict(unlabeled=str(Path(folder).resolve()), pseudo_keep=float(v["pseudo_keep"]),
+                student_epochs=int(v["student_epochs"]) or None, student_lr=float(v["student_lr"]) or None)
+
+
+def semi_fields() -> dict:
+    """Widgets for semi-supervised training and precision (inside the job form)."""
+    with st.expander("Unlabeled slices and precision"):
+        unlabeled = st.text_input("Unlabeled slices folder on the server (optional)", key="tr_unlabeled",
+                                  placeholder="e.g. data/covid-semiseg/unlabeled",
+                                  help="Each fold's teacher labels these slices; a student trains on the "
+                                       "labeled slices plus the kept pseudo-labeled ones.")
+        c = st.columns(4)
+        keep = c[0].number_input("Keep fraction", 0.05, 1.0, 0.5, step=0.05, key="tr_keep",
+                                 help="share of the unlabeled slices the student trains on")
+        s_epochs = c[1].number_input("Student epochs (0 = same)", 0, 1000, 0, key="tr_s_epochs")
+        s_lr = c[2].number_input("Student lr (0 = same)", 0.0, 1.0, 0.0, format="%.5f", step=1e-4, key="tr_s_lr")
+        precision = c[3].selectbox("Precision", PRECISIONS, key="tr_precision",
+                                   help="auto: fp16 on CUDA, fp32 on CPU; bf16: bf16 autocast (faster on recent CPUs)")
+    return dict(unlabeled=unlabeled, pseudo_keep=keep, student_epochs=s_epochs, student_lr=s_lr, precision=precision)
 
 
 def train_form() -> dict | None:
@@ -83,11 +113,12 @@ def train_form() -> dict | None:
                             "(replaces the epochs and learning rate above)", key="tr_paper")
         final = st.checkbox("Also train a final model on all data (needed for “Use these weights”)", value=True,
                             key="tr_final")
+        semi = semi_fields()
         executor = run_on_picker()  # this machine, or the Ray cluster from the settings
         if not st.form_submit_button("Start training", type="primary"):
             return None
     return dict(models=models, data=data, folds=folds, epochs=epochs, batch_size=batch, lr=lr, image_size=size,
-                device=device, seed=seed, name=name, paper=paper, final=final, executor=executor)
+                device=device, seed=seed, name=name, paper=paper, final=final, executor=executor, **semi)
 
 
 def _cuda() -> bool:

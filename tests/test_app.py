@@ -390,6 +390,34 @@ def test_compare_with_an_empty_folder_field_asks_for_one(app_env):
     assert not any("does not exist" in e.value for e in at.error)
 
 
+def test_train_form_starts_a_semi_supervised_bf16_job(app_env, tmp_path):
+    from PIL import Image
+
+    data = make_labeled_folder(tmp_path / "set", n=6, size=32)
+    pool = tmp_path / "pool" / "images"
+    pool.mkdir(parents=True)
+    at = new_app().switch_page("pages/train.py").run()
+    _fill_form(at, data, epochs=200)
+    at.text_input(key="tr_unlabeled").set_value(str(pool.parent))
+    at.number_input(key="tr_keep").set_value(0.25)
+    at.number_input(key="tr_s_epochs").set_value(7)
+    at.number_input(key="tr_s_lr").set_value(0.0005)
+    at.selectbox(key="tr_precision").set_value("bf16")
+    at.button[0].click().run()
+    assert at.error and "holds no PNG/JPEG/TIFF images" in at.error[0].value  # an empty pool is refused up front
+    assert not JobStore(app_env / "jobs.db").list()
+    Image.fromarray(np.full((40, 36), 90, np.uint8)).save(pool / "u1.png")
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = JobStore(app_env / "jobs.db").get(1)
+    c = job.config
+    assert c["unlabeled"] == str(pool.parent.resolve()) and c["pseudo_keep"] == 0.25 and c["student_epochs"] == 7
+    assert c["student_lr"] == 0.0005 and c["precision"] == "bf16" and c["pseudo_select"] == "area-matched"
+    at.run()
+    at.button(key="cancel-1").click().run()
+    assert JobStore(app_env / "jobs.db").get(1).status == "cancelled"
+
+
 def test_train_rejects_a_missing_data_folder(app_env, tmp_path):
     at = new_app().switch_page("pages/train.py").run()
     _fill_form(at, tmp_path / "nope").button[0].click().run()

@@ -15,7 +15,8 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.cli.benchreport import format_bench
 from smallcovid.models import list_models
 
-KEYS = {"params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "epoch_s", "peak_mem_mb"}
+KEYS = {"params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "epoch_s", "peak_mem_mb",
+        "train_sps_fp32", "train_sps_bf16"}
 VOLUME_KEYS = {"volume_s", "volume_peak_mb"}
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,7 @@ def test_measure_model_reports_every_key(tmp_path, monkeypatch, tiny_data):
     assert m["params"] > 1000 and m["flops"] > m["params"]
     assert m["latency_ms"] > 0 and m["throughput_per_s"] > 0 and m["epoch_s"] > 0 and m["peak_mem_mb"] > 10
     assert m["trained_weights"] is False
+    assert m["train_sps_fp32"] > 0 and m["train_sps_bf16"] > 0
 
 
 def test_epoch_timing_needs_a_data_folder(tmp_path, monkeypatch, tiny_data):
@@ -40,7 +42,8 @@ def test_epoch_timing_needs_a_data_folder(tmp_path, monkeypatch, tiny_data):
            "epoch_s": None, "peak_mem_mb": 300.0}
     text = format_bench({"device": "cpu", "models": {"unet": row, "smallcovid-net": row}})
     assert "epoch: skipped (no data folder" in text
-    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).rstrip().endswith("—")
+    line = next(l for l in text.splitlines() if l.startswith("smallcovid-net"))
+    assert line.split(" | ")[1].rstrip().endswith("—")  # the epoch ratio
 
 
 def test_table_has_ratios_against_unet():
@@ -50,7 +53,7 @@ def test_table_has_ratios_against_unet():
                                        "smallcovid-net": row}}
     text = format_bench(doc)
     line = next(l for l in text.splitlines() if l.startswith("smallcovid-net"))
-    assert line.rstrip().endswith("0.050    0.25   0.25")
+    assert line.split(" | ")[1].rstrip().endswith("0.050    0.25   0.25")
 
 
 @pytest.mark.slow
@@ -92,4 +95,13 @@ def test_table_shows_volume_figures():
     text = format_bench(doc)
     assert "12.35" in next(l for l in text.splitlines() if l.startswith("unet")) and "1400" in text
     assert "300x512x512" in text and "volume s" in text
-    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).count("—") == 2  # no volume figures
+    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).count("—") == 5  # no volume or training-throughput figures
+
+
+def test_table_shows_bf16_speedup():
+    row = {"params": 100, "flops": 10**9, "weights_mb": 1.0, "latency_ms": 10.0, "throughput_per_s": 5.0,
+           "epoch_s": 2.0, "peak_mem_mb": 300.0, "train_sps_fp32": 10.0, "train_sps_bf16": 17.5}
+    text = format_bench({"device": "cpu", "models": {"unet": row}})
+    line = next(l for l in text.splitlines() if l.startswith("unet"))
+    assert "10.0" in line and "17.5" in line and line.split("|")[-1].strip() == "1.75"
+    assert "training samples per second" in text

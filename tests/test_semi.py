@@ -12,7 +12,7 @@ from PIL import Image
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.training import semi
 from smallcovid.training.loop import train
-from smallcovid.training.pseudo import load_unlabeled, pseudo_label, unlabeled_files, unlabeled_hash
+from smallcovid.training.pseudo import area_matched, load_unlabeled, pseudo_label, unlabeled_files, unlabeled_hash
 
 
 @pytest.fixture
@@ -74,7 +74,8 @@ def test_semi_supervised_run_never_trains_on_its_validation_slices(tiny_cfg, unl
         return real(ctx, train_set, val_set, **kw)
 
     monkeypatch.setattr(semi, "train_fold", spy)
-    cfg = tiny_cfg(epochs=1, student_epochs=1, unlabeled=str(unlabeled_dir), pseudo_keep=0.6, final=True)
+    cfg = tiny_cfg(epochs=1, student_epochs=1, unlabeled=str(unlabeled_dir), pseudo_keep=0.6, final=True,
+                   student_lr=1e-5)
     summary = train(cfg, tmp_path / "run")
     assert [(f, s) for f, s, *_ in seen] == [(1, "teacher"), (1, "student"), (2, "teacher"), (2, "student"),
                                              (0, "teacher"), (0, "student")]
@@ -89,6 +90,35 @@ def test_semi_supervised_run_never_trains_on_its_validation_slices(tiny_cfg, unl
     card = json.loads((tmp_path / "run" / "final" / "smallcovid-net.json").read_text())
     assert card["semi_supervised"]["unlabeled_sha256"] == rec["unlabeled_sha256"]
     assert "--unlabeled" in summary["command"] and "--student-epochs 1" in summary["command"]
+    assert "--student-lr 1e-05" in summary["command"] and "--pseudo-select area-matched" in summary["command"]
+    assert rec["student_lr"] == 1e-5 and rec["selection"] == "area-matched"
+    student_lr = float((tmp_path / "run" / "fold_1" / "history.csv").read_text().splitlines()[1].split(",")[-1])
+    teacher_lr = float((tmp_path / "run" / "fold_1" / "teacher" / "history.csv").read_text().splitlines()[1].split(",")[-1])
+    assert student_lr <= 1e-5 < teacher_lr
+
+
+def test_area_matched_selection_follows_the_labeled_lesion_areas():
+    # Ten pool slices: the five most confident all have huge lesions (0.4 of the slice),
+    # the labeled slices' lesions cover 0.01..0.04.
+    score = torch.tensor([0.99, 0.98, 0.97, 0.96, 0.95, 0.5, 0.45, 0.4, 0.35, 0.3])
+    area = torch.tensor([0.4, 0.4, 0.4, 0.4, 0.4, 0.011, 0.021, 0.031, 0.045, 0.012])
+    reference = torch.tensor([0.01, 0.02, 0.03, 0.04])
+    picked = area_matched(score, area, reference, 4)
+    assert picked.tolist() == [0, 5, 6, 7]  # one per labeled quartile; only the top bin takes a huge lesion
+    by_confidence = torch.argsort(score, descending=True)[:4].sort().values
+    assert by_confidence.tolist() == [0, 1, 2, 3]
+    # Bins that cannot fill their seats hand them to the most confident slices left.
+    assert area_matched(score, torch.full((10,), 0.4), reference, 3).tolist() == [0, 1, 2]
+    assert len(area_matched(score, area, reference, 10).unique()) == 10
+    with pytest.raises(SmallCovidError, match="at least one labeled slice"):
+        area_matched(score, area, torch.tensor([]), 2)
+
+
+def test_pseudo_select_is_checked(tiny_cfg):
+    with pytest.raises(SmallCovidError, match="pseudo_select must be one of area-matched, confidence"):
+        tiny_cfg(pseudo_select="random")
+    with pytest.raises(SmallCovidError, match="student_lr"):
+        tiny_cfg(student_lr=0.0)
 
 
 def test_bf16_training_on_cpu_runs_and_records_its_precision(tiny_cfg, tmp_path):

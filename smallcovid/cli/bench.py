@@ -5,7 +5,10 @@ parameters, FLOPs per 256x256 slice, weights file size, end-to-end latency for o
 512x512 slice (resize in, forward, resize back; median after warm-up), throughput
 at the best batch size, seconds per training epoch on a labeled set (``--data``
 or ``$SMALLCOVID_DATA_DIR``; skipped with a note when neither is set), and peak
-memory (CPU: max resident set size of the process; CUDA: max allocated). Then the
+memory (CPU: max resident set size of the process; CUDA: max allocated), and
+training samples per second in fp32 and in bf16 (autocast + channels-last on CPU),
+both measured in the model's own process on synthetic 160x160 batches of 4 so
+their ratio does not depend on the labeled set. Then the
 whole app path for one 512x512 upload: decode, preprocess, every model, overlays;
 and per model a whole CT volume through ``predict``'s code (``volume_s``,
 ``volume_peak_mb``; :mod:`smallcovid.cli.benchvolume`).
@@ -54,6 +57,7 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
     from torch.utils.flop_counter import FlopCounterMode
 
     from smallcovid.inference.predictor import weights_dir
+    from smallcovid.training.throughput import PRECISIONS, train_samples_per_s
 
     pred, trained = _predictor(name, device)
     dev = pred.device
@@ -79,13 +83,16 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
         if bs / secs > best_tp:
             best_tp, best_bs = bs / secs, bs
     epoch_s = _epoch_seconds(name, pred.image_size, dev, data, quick) if data else None
+    train_sps = {p: train_samples_per_s(name, precision=p, image_size=160, steps=2 if quick else 4,
+                                        warmup=1 if quick else 2, device=dev) for p in PRECISIONS}
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"params": pred.params, "flops": int(fc.get_total_flops()), "weights_mb": round(weights_mb, 3),
             "trained_weights": trained, "input_size": pred.image_size, "latency_ms": latency * 1000,
-            "throughput_per_s": best_tp, "best_batch": best_bs, "epoch_s": epoch_s, "peak_mem_mb": peak}
+            "throughput_per_s": best_tp, "best_batch": best_bs, "epoch_s": epoch_s, "peak_mem_mb": peak,
+            "train_sps_fp32": train_sps["fp32"], "train_sps_bf16": train_sps["bf16"]}
 
 
 def _epoch_seconds(name: str, size: int, dev: torch.device, data: str, quick: bool) -> float:

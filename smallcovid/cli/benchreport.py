@@ -8,13 +8,20 @@ def _num(value: float | None, fmt: str, width: int) -> str:
     return f"{'—':>{width}}" if value is None else f"{value:>{width}{fmt}}"
 
 
+def _speedup(m: dict) -> float | None:
+    """bf16 over fp32 training throughput, or None when either was not measured."""
+    fp32, bf16 = m.get("train_sps_fp32"), m.get("train_sps_bf16")
+    return bf16 / fp32 if fp32 and bf16 else None
+
+
 def format_bench(doc: dict) -> str:
     """The bench table (one row per model, ratios against ``unet``); a missing figure (``epoch_s`` None,
     no ``volume_s``) shows as a dash."""
     models = doc["models"]
     ref = models.get("unet")
     head = (f"{'model':<15}{'params':>11}{'GFLOPs':>8}{'MB':>7}{'latency ms':>11}{'img/s':>7}"
-            f"{'epoch s':>9}{'peak MB':>9}{'volume s':>10}{'vol MB':>8} | vs U-Net: params latency epoch")
+            f"{'epoch s':>9}{'peak MB':>9}{'volume s':>10}{'vol MB':>8}{'train/s':>8}{'bf16/s':>8}"
+            " | vs U-Net: params latency epoch | bf16 speed-up")
     lines = [f"device: {doc['device']}", head, "-" * len(head)]
     for name, m in models.items():
         ratio = ""
@@ -25,7 +32,8 @@ def format_bench(doc: dict) -> str:
         lines.append(f"{name:<15}{m['params']:>11,d}{m['flops'] / 1e9:>8.2f}{m['weights_mb']:>7.1f}"
                      f"{m['latency_ms']:>11.1f}{m['throughput_per_s']:>7.1f}{_num(m.get('epoch_s'), '.1f', 9)}"
                      f"{m['peak_mem_mb']:>9.0f}{_num(m.get('volume_s'), '.2f', 10)}"
-                     f"{_num(m.get('volume_peak_mb'), '.0f', 8)} | {ratio}")
+                     f"{_num(m.get('volume_peak_mb'), '.0f', 8)}{_num(m.get('train_sps_fp32'), '.1f', 8)}"
+                     f"{_num(m.get('train_sps_bf16'), '.1f', 8)} | {ratio} | {_num(_speedup(m), '.2f', 5)}")
     p = doc.get("pipeline")
     if p:
         lines.append(f"all {len(p['models'])} models on one 512x512 upload (decode, preprocess, forward, overlays): "
@@ -39,5 +47,6 @@ def format_bench(doc: dict) -> str:
                  + ("epoch: one pass over the labeled set, batch 4, at each model's input size"
                     if all(m.get("epoch_s") is not None for m in models.values())
                     else "epoch: skipped (no data folder: pass --data DIR or set SMALLCOVID_DATA_DIR)")
+                 + "; train/s, bf16/s: training samples per second (160x160, batch 4, synthetic) in fp32 and bf16"
                  + "; untrained weights where none are shipped")
     return "\n".join(lines)

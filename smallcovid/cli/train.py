@@ -30,6 +30,7 @@ DESCRIPTION = "k-fold training of a SmallCovid model"
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The training flags, shared by ``train.py`` and the ``train`` subcommand."""
     from smallcovid.models import list_models
+    from smallcovid.training.config import PSEUDO_SELECT
 
     p.add_argument("--model", choices=list_models())
     p.add_argument("--data", help="labeled folder (images/ + masks/ [+ classes/]) or MedSeg NIfTI folder")
@@ -58,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--pseudo-keep", type=float, default=0.5,
                    help="fraction of unlabeled slices the student trains on, most confident first (default 0.5)")
     p.add_argument("--student-epochs", type=int, help="student epochs per fold (default: --epochs)")
+    p.add_argument("--student-lr", type=float, help="the student's peak learning rate (default: --lr)")
+    p.add_argument("--pseudo-select", choices=PSEUDO_SELECT, default="area-matched",
+                   help="which pseudo-labeled slices the student keeps: area-matched (most confident within each "
+                        "quartile of the labeled lesion areas, default) or confidence (most confident overall)")
     p.add_argument("--final", action="store_true", help="also train on all data and write final/ weights + card")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -105,7 +110,7 @@ def config_from_args(args: argparse.Namespace):
               device=args.device, seed=args.seed, augment=not args.no_augment, final=args.final,
               groups=args.groups, splits=args.splits, model_config=options, precision=args.precision,
               unlabeled=str(args.unlabeled) if args.unlabeled else None, pseudo_keep=args.pseudo_keep,
-              student_epochs=args.student_epochs)
+              student_epochs=args.student_epochs, student_lr=args.student_lr, pseudo_select=args.pseudo_select)
     for name in ("epochs", "lr", "steps_per_epoch"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)

@@ -12,6 +12,7 @@ from smallcovid.models import list_models, make_config
 
 PROTOCOLS = ("default", "paper")
 PRECISIONS = ("auto", "bf16")
+PSEUDO_SELECT = ("area-matched", "confidence")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class TrainConfig:
     unlabeled: str | None = None  # folder of unlabeled slices: semi-supervised (teacher -> student) training
     pseudo_keep: float = 0.5  # fraction of unlabeled slices kept, most confident first
     student_epochs: int | None = None  # student epochs per fold (None: same as epochs)
+    student_lr: float | None = None  # the student's peak learning rate (None: same as lr)
+    # Which pseudo-labeled slices the student keeps: "confidence" (most confident first) or
+    # "area-matched" (most confident within each quartile of the labeled slices' lesion area).
+    pseudo_select: str = "area-matched"
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -56,6 +61,8 @@ class TrainConfig:
             raise SmallCovidError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.precision not in PRECISIONS:
             raise SmallCovidError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.pseudo_select not in PSEUDO_SELECT:
+            raise SmallCovidError(f"pseudo_select must be one of {', '.join(PSEUDO_SELECT)}, got {self.pseudo_select!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise SmallCovidError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         checks = [
@@ -71,6 +78,7 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0, "0 or more"),
             ("pseudo_keep", 0 < self.pseudo_keep <= 1, "in (0, 1]"),
             ("student_epochs", self.student_epochs is None or self.student_epochs >= 1, "at least 1"),
+            ("student_lr", self.student_lr is None or self.student_lr > 0, "positive"),
         ]
         for name, ok, allowed in checks:
             if not ok:

@@ -52,6 +52,9 @@ def reproduce_command(cfg: TrainConfig) -> str:
         parts += ["--unlabeled", cfg.unlabeled, "--pseudo-keep", str(cfg.pseudo_keep)]
         if cfg.student_epochs:
             parts += ["--student-epochs", str(cfg.student_epochs)]
+        if cfg.student_lr:
+            parts += ["--student-lr", str(cfg.student_lr)]
+        parts += ["--pseudo-select", cfg.pseudo_select]
     if cfg.final:
         parts += ["--final"]
     return shlex.join(parts)
@@ -107,7 +110,8 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
         "calibration": calibration,
-        "semi_supervised": recipe(cfg.unlabeled, cfg.pseudo_keep, cfg.student_epochs or cfg.epochs)
+        "semi_supervised": recipe(cfg.unlabeled, cfg.pseudo_keep, cfg.student_epochs or cfg.epochs,
+                                  student_lr=cfg.student_lr or cfg.lr, select=cfg.pseudo_select)
         if cfg.unlabeled else None,
         "elapsed_s": run.clock.elapsed(),
         "device": describe_device(device),

@@ -92,6 +92,11 @@ class FoldContext:
         return (self.cfg.student_epochs or self.cfg.epochs) if self.stage == "student" else self.cfg.epochs
 
     @property
+    def lr(self) -> float:
+        """Peak learning rate of this stage: a student uses ``student_lr`` when set."""
+        return (self.cfg.student_lr or self.cfg.lr) if self.stage == "student" else self.cfg.lr
+
+    @property
     def dir(self) -> Path:
         """This fold's folder (see :func:`fold_dir`); a teacher lives in its ``teacher/``."""
         base = fold_dir(self.run.out, self.fold)
@@ -247,7 +252,7 @@ def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, 
     """One optimiser step on ``batch`` (images, masks, types); returns the loss."""
     cfg, device = ctx.cfg, ctx.run.device
     for group in state.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, global_step, ctx.epochs * state.steps)
+        group["lr"] = lr_at(cfg, global_step, ctx.epochs * state.steps, base=ctx.lr)
     x, m, t = batch
     x = x.to(device)
     if _channels_last(cfg, state.model, device):
@@ -307,16 +312,18 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+def lr_at(cfg: TrainConfig, step: int, total: int, *, base: float | None = None) -> float:
     """Learning rate at 0-based global ``step`` of ``total``: constant for the paper protocol,
-    else linear warm-up over the first 5% of steps, then cosine down to 2% of ``cfg.lr``."""
+    else linear warm-up over the first 5% of steps, then cosine down to 2% of the peak
+    ``base`` (default ``cfg.lr``)."""
+    peak = cfg.lr if base is None else base
     if cfg.protocol == "paper":
-        return cfg.lr
+        return peak
     warm = max(1, total // 20)
     if step < warm:
-        return cfg.lr * (step + 1) / warm
+        return peak * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
-    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

@@ -72,17 +72,22 @@ def load_unlabeled(folder: str | os.PathLike, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def pseudo_label(teacher: SegmentationModel, images: torch.Tensor, device: torch.device, *,
-                 keep: float = 0.5, batch_size: int = 8) -> Tensors:
-    """The teacher's labels for ``images``, keeping the most confident ``keep`` fraction.
+                 keep: float = 0.5, batch_size: int = 8, area_reference: torch.Tensor | None = None) -> Tensors:
+    """The teacher's labels for ``images``, keeping a ``keep`` fraction of them.
 
     A slice's confidence is the mean of ``|2p - 1|`` over the pixels the teacher
     does not call plain background (``p > 0.05``), so a slice of clear lungs with a
-    sharply outlined lesion ranks above one with hazy, undecided regions.
+    sharply outlined lesion ranks above one with hazy, undecided regions. Ranked by
+    confidence alone, the kept set fills up with slices of large lesions and a student
+    learns to over-call; with ``area_reference`` the kept slices follow the labeled
+    slices' lesion-area distribution instead (:func:`area_matched`).
 
     Args:
         teacher: trained model (put in eval mode here).
         images: (N, 1, S, S) float in [0, 1].
         keep: fraction of slices kept, in (0, 1].
+        area_reference: (M,) lesion area fractions of the labeled training slices, or
+            None to keep the most confident slices whatever their lesion area.
 
     Returns:
         ``(images, masks, types)`` of the kept slices, as :data:`Tensors`; types are
@@ -102,7 +107,10 @@ def pseudo_label(teacher: SegmentationModel, images: torch.Tensor, device: torch
     informative = p > 0.05
     score = (conf * informative).flatten(1).sum(1) / informative.flatten(1).sum(1).clamp(min=1)
     n_keep = max(1, math.ceil(keep * len(images)))
-    order = torch.argsort(score, descending=True)[:n_keep].sort().values
+    if area_reference is None:
+        order = torch.argsort(score, descending=True)[:n_keep].sort().values
+    else:
+        order = area_matched(score, (p >= 0.5).flatten(1).float().mean(1), area_reference, n_keep)
     p, kind = p[order], kind[order]
     masks = (p >= 0.5).float()
     unsure = ((p > UNSURE[0]) & (p < UNSURE[1]))[:, 0]
@@ -113,10 +121,45 @@ def pseudo_label(teacher: SegmentationModel, images: torch.Tensor, device: torch
     return images[order], masks, types.long()
 
 
-def recipe(folder: str | os.PathLike, keep: float, epochs: int) -> dict:
+def area_matched(score: torch.Tensor, area: torch.Tensor, reference: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Indices (sorted) of ``n_keep`` slices whose lesion areas follow ``reference``.
+
+    The labeled areas ``reference`` (M,) are cut at their quartiles into four bins
+    (open at both ends); each bin gets the share of ``n_keep`` that the labeled slices
+    have in it, filled with the pool's most confident slices (``score``, (N,)) whose
+    predicted ``area`` (N,) falls in that bin. Seats a bin cannot fill go to the most
+    confident slices left over, whatever their area.
+
+    Raises:
+        SmallCovidError: ``reference`` is empty.
+    """
+    if reference.numel() == 0:
+        raise SmallCovidError("area-matched pseudo-labels need at least one labeled slice")
+    ref = reference.float()
+    inner = torch.quantile(ref, torch.tensor([0.25, 0.5, 0.75])).unique()
+    ref_bin = torch.bucketize(ref, inner, right=True)
+    pool_bin = torch.bucketize(area.float(), inner, right=True)
+    chosen: list[torch.Tensor] = []
+    for b in range(len(inner) + 1):
+        seats = round(n_keep * float((ref_bin == b).float().mean()))
+        members = torch.nonzero(pool_bin == b).flatten()
+        chosen.append(members[torch.argsort(score[members], descending=True)[:seats]])
+    taken = torch.cat(chosen)[:n_keep]
+    if len(taken) < n_keep:
+        rest = torch.ones(len(score), dtype=torch.bool)
+        rest[taken] = False
+        left = torch.nonzero(rest).flatten()
+        taken = torch.cat([taken, left[torch.argsort(score[left], descending=True)[:n_keep - len(taken)]]])
+    return taken.sort().values
+
+
+def recipe(folder: str | os.PathLike, keep: float, epochs: int, *, student_lr: float | None = None,
+           select: str = "confidence") -> dict:
     """What a model card records of the semi-supervised recipe."""
     files = unlabeled_files(folder)
-    return {"method": "self-training: fold teacher -> confidence-ranked pseudo-labels -> student from teacher",
+    how = "area-matched confident" if select == "area-matched" else "confidence-ranked"
+    return {"method": f"self-training: fold teacher -> {how} pseudo-labels -> student from teacher",
             "unlabeled": "/".join(Path(folder).resolve().parts[-2:]), "n_unlabeled": len(files), "unlabeled_sha256": unlabeled_hash(folder),
-            "keep_fraction": keep, "student_epochs": epochs, "strong_augment": dict(vars(STRONG_AUGMENT)),
+            "keep_fraction": keep, "selection": select, "student_epochs": epochs, "student_lr": student_lr,
+            "strong_augment": dict(vars(STRONG_AUGMENT)),
             "per_fold_teacher": "each fold's teacher trains on that fold's training slices only"}

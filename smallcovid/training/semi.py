@@ -12,6 +12,13 @@ from smallcovid.data.dataset import LabeledSet
 from smallcovid.models import SegmentationModel
 from smallcovid.training.fold import FoldContext, train_fold
 from smallcovid.training.pseudo import pseudo_label
+from smallcovid.training.tensors import to_tensors
+
+
+def train_set_fractions(train_set: LabeledSet, size: int) -> torch.Tensor:
+    """Lesion area fraction of each labeled training slice at input size ``size``: (N,) float."""
+    _, masks, _ = to_tensors(train_set, size)
+    return masks.flatten(1).mean(1)
 
 
 def train_model(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None,
@@ -28,7 +35,10 @@ def train_model(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | N
         return train_fold(ctx, train_set, val_set)
     teacher_ctx = FoldContext(ctx.run, ctx.fold, card=ctx.card, stage="teacher")
     teacher = train_fold(teacher_ctx, train_set, val_set)
-    pseudo = pseudo_label(teacher, pool, ctx.run.device, keep=ctx.cfg.pseudo_keep)
+    reference = None
+    if ctx.cfg.pseudo_select == "area-matched":
+        reference = train_set_fractions(train_set, ctx.cfg.image_size)
+    pseudo = pseudo_label(teacher, pool, ctx.run.device, keep=ctx.cfg.pseudo_keep, area_reference=reference)
     del teacher
     student_ctx = FoldContext(ctx.run, ctx.fold, card=ctx.card, stage="student")
     return train_fold(student_ctx, train_set, val_set, pseudo=pseudo, init=teacher_ctx.weights_path)
