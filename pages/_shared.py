@@ -10,7 +10,7 @@ import os
 
 import streamlit as st
 
-from smallcovid.app.catalog import ModelEntry, available_models
+from smallcovid.app.catalog import ModelEntry, available_models, ensemble_entries
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.fsutil import SessionScratch
 from smallcovid.core.vocab import METRIC_TITLES
@@ -47,8 +47,20 @@ def _load(name: str, weights: str, mtime: float, device: str):
     return load_predictor(name, weights=weights, device=device)
 
 
+@st.cache_resource(max_entries=8, show_spinner="Loading fold models…")
+def _load_folds(name: str, folder: str, mtime: float, device: str):
+    """One eval-mode fold ensemble per (name, shipped folds folder, newest fold's mtime, device);
+    ``folder`` and ``mtime`` only key the cache, so replaced fold models are reloaded."""
+    from smallcovid.inference.ensemble import load_ensemble
+
+    return load_ensemble(name, device=device)
+
+
 def predictor(entry: ModelEntry):
-    """The cached :class:`smallcovid.inference.predictor.Predictor` for a catalog entry."""
+    """The cached predictor for a catalog entry: a :class:`smallcovid.inference.predictor.Predictor`,
+    or an :class:`smallcovid.inference.ensemble.EnsemblePredictor` for a fold-ensemble entry."""
+    if entry.source == "ensemble":
+        return _load_folds(entry.name, str(entry.weights), entry.mtime, device_name())
     return _load(entry.name, str(entry.weights), entry.mtime, device_name())
 
 
@@ -163,6 +175,14 @@ def check_upload(upload) -> None:
     policy().check_upload(upload.name, int(upload.size))
 
 
+def _carry_selection(key: str, swap: dict[str, str]) -> None:
+    """Toggle callback: keep the chosen models chosen when they switch to or from their fold ensembles."""
+    if key not in st.session_state:
+        return
+    mapping = swap if st.session_state[f"{key}_folds"] else {v: k for k, v in swap.items()}
+    st.session_state[key] = [mapping.get(label, label) for label in st.session_state[key]]
+
+
 def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
     """Multiselect of the available models (all selected by default); returns the chosen entries.
 
@@ -176,6 +196,14 @@ def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
                 "are not in place" + ("." if policy().public else
                                       " and no training job has been installed. Train one on the Train page."))
         return []
+    folds = ensemble_entries()
+    if folds:
+        # Label of a shipped model <-> label of its fold ensemble, to carry the selection over.
+        swap = {e.label: folds[e.name].label for e in entries if e.source == "shipped" and e.name in folds}
+        if st.toggle("Fold ensembles", key=f"{key}_folds", on_change=_carry_selection, args=(key, swap),
+                     help=f"Average the cross-validation fold models instead of the single final model "
+                          f"(available for: {', '.join(folds)}). Slower: one forward pass per fold model."):
+            entries = [folds.get(e.name, e) if e.source == "shipped" else e for e in entries]
     by_label = {e.label: e for e in entries}
     chosen = st.multiselect(label, list(by_label), default=list(by_label), key=key)
     return [by_label[c] for c in chosen]

@@ -90,6 +90,29 @@ def test_sidebar_shows_device_and_disclaimer(app_env):
 
 # ------------------------------------------------------------------ Segment
 
+def test_fold_ensemble_toggle_swaps_in_the_shipped_fold_models(app_env, tiny_weights, tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
+    at = segment_app()
+    assert not [t for t in at.toggle if t.key == "models_folds"]  # no fold models shipped: no toggle
+    folds = weights / "smallcovid-net-folds"
+    folds.mkdir()
+    for k in (1, 2):  # two identical members: the ensemble's maps equal the single model's
+        shutil.copy(weights / "smallcovid-net.safetensors", folds / f"fold_{k}.safetensors")
+        shutil.copy(weights / "smallcovid-net.json", folds / f"fold_{k}.json")
+    at = segment_app()
+    at.button(key="example").click().run()
+    single = metrics_df(at).loc["smallcovid-net", "Dice"]
+    at.toggle(key="models_folds").set_value(True).run()
+    assert not at.exception and not at.error
+    assert overlay_captions(at)[1:-1] == ["smallcovid-net ×2"] + MODELS[1:]
+    assert metrics_df(at).loc["smallcovid-net ×2", "Dice"] == pytest.approx(single, abs=1e-6)
+    assert any(k[1] == "smallcovid-net:folds" for k in at.session_state["prob_cache"])
+    at.toggle(key="models_folds").set_value(False).run()
+    assert overlay_captions(at)[1:-1] == MODELS  # back to the single models, still all chosen
+
+
 def test_example_gives_overlays_and_metrics_that_follow_the_threshold(app_env):
     at = segment_app()
     at.button(key="example").click().run()

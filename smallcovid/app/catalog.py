@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import TABLE_METRICS
 from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import list_models
@@ -29,7 +30,8 @@ class ModelEntry:
         label: what the UI shows.
         name: registry architecture name (``smallcovid-net``, ``unet``, ``segnet``, ``mask-rcnn``).
         weights: path of the ``.safetensors`` file (its card sits next to it).
-        source: ``"shipped"`` or ``"installed"``.
+        source: ``"shipped"``, ``"installed"`` or ``"ensemble"`` (the shipped fold models of
+            ``name`` averaged; ``weights`` is their ``weights/<name>-folds/`` folder).
     """
 
     key: str
@@ -40,8 +42,11 @@ class ModelEntry:
 
     @property
     def mtime(self) -> float:
-        """Modification time of the weights (part of the model-cache key)."""
+        """Modification time of the weights (part of the model-cache key); for an
+        ensemble, of its newest fold model."""
         try:
+            if self.weights.is_dir():
+                return max((f.stat().st_mtime for f in self.weights.glob("*.safetensors")), default=0.0)
             return self.weights.stat().st_mtime
         except OSError:
             return 0.0
@@ -84,6 +89,23 @@ def installed_models() -> list[ModelEntry]:
             continue
         entries.append(ModelEntry(f"job:{f.stem}", f"{f.stem} (trained here)", card["architecture"], f, "installed"))
     return entries
+
+
+def ensemble_entries() -> dict[str, ModelEntry]:
+    """Registry name -> its fold-ensemble entry, for shipped models whose fold models ship too."""
+    from smallcovid.inference.ensemble import fold_weight_files, shipped_folds_dir
+
+    out = {}
+    for name, card in shipped_cards().items():
+        folder = shipped_folds_dir(name)
+        if card is None or not folder.is_dir():
+            continue
+        try:
+            n = len(fold_weight_files(folder, name))
+        except SmallCovidError:
+            continue
+        out[name] = ModelEntry(f"{name}:folds", f"{name} ×{n}", name, folder, "ensemble")
+    return out
 
 
 def available_models() -> list[ModelEntry]:
