@@ -1,11 +1,14 @@
 """Copy a finished run's final model into weights/ with a complete model card.
 
-    python scripts/ship_weights.py runs/unet-cv [--fp16]
+    python scripts/ship_weights.py runs/unet-cv [--fp16] [--folds] [--folds-fp16]
 
 Refuses a run without summary.json. With --fp16 the float tensors are stored in
 half precision (loading casts back); the script reports the largest probability
 difference this makes on the run's training slices so the choice is checked,
-not assumed.
+not assumed. With --folds the run's fold models also go to ``weights/<name>-folds/``
+(``fold_<k>.safetensors`` + card) for ``--ensemble folds`` and the app's toggle;
+--folds-fp16 stores them in half precision and reports each fold's out-of-fold
+Dice before and after, so "Dice unchanged" is a measurement.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("run")
     p.add_argument("--fp16", action="store_true")
+    p.add_argument("--folds", action="store_true", help="also ship the fold models to weights/<name>-folds/")
+    p.add_argument("--folds-fp16", action="store_true", help="store the fold models in half precision")
     p.add_argument("--out", default=str(REPO / "weights"))
     a = p.parse_args()
     run = Path(a.run)
@@ -85,7 +90,33 @@ def main() -> int:
     diff = max(float(np.abs(r.lesion - n.lesion).max()) for r, n in zip(ref, new))
     print(f"{dest}: {dest.stat().st_size / 2**20:.1f} MB, dtype {written['weights_dtype']}, "
           f"max |p - p_fp32| on 10 slices = {diff:.4f}, threshold {card['threshold']}")
+    if a.folds:
+        ship_folds(run, summary, card, data, Path(a.out) / f"{name}-folds", fp16=a.folds_fp16)
     return 0
+
+
+def ship_folds(run: Path, summary: dict, final_card: dict, data, dest: Path, *, fp16: bool) -> None:
+    """Write each fold model with a short card; print its out-of-fold Dice as stored vs as trained."""
+    from smallcovid.inference.evaluation import evaluate_maps, predict_set
+
+    name, size = summary["model"], final_card["input_size"]
+    splits = json.loads((run / "splits.json").read_text())["folds"]
+    dest.mkdir(parents=True, exist_ok=True)
+    threshold = summary["recommended_threshold"]  # uncalibrated maps here: the raw out-of-fold threshold
+    for k, split in enumerate(splits, start=1):
+        model, _ = load_weights(run / f"fold_{k}" / f"{name}.safetensors")
+        per_fold = next(f for f in summary["per_fold"] if f["fold"] == k)
+        card = {"name": f"{name} fold {k}", "fold": k, "input_size": size, "val_stems": split["val"],
+                "cv_fold": per_fold, "command": final_card["command"], "device": final_card["device"],
+                "data_sha256": final_card["data_sha256"], "note": final_card["note"]}
+        path = dest / f"fold_{k}.safetensors"
+        save_weights(model, path, card=card, dtype=torch.float16 if fp16 else None)
+        stored, _ = load_weights(path)
+        val = data.subset(split["val"])
+        before = evaluate_maps(predict_set(Predictor(model, image_size=size), val), val.samples, threshold)
+        after = evaluate_maps(predict_set(Predictor(stored, image_size=size), val), val.samples, threshold)
+        print(f"{path}: {path.stat().st_size / 2**20:.2f} MB, out-of-fold Dice at {threshold}: "
+              f"{before.summary.mean['dice']:.5f} trained, {after.summary.mean['dice']:.5f} stored")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""scripts/ship_weights.py: a run's final model and fold models into a weights folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from smallcovid.inference.ensemble import load_ensemble
+from smallcovid.models.checkpoint import load_weights
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_ships_final_and_fp16_fold_models_that_load_as_an_ensemble(copy_run, tmp_path, monkeypatch):
+    out = tmp_path / "weights"
+    proc = subprocess.run([sys.executable, "scripts/ship_weights.py", str(copy_run), "--out", str(out),
+                           "--folds", "--folds-fp16"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((out / "smallcovid-net.json").read_text())
+    assert card["weights_dtype"] == "float32" and str(copy_run) not in json.dumps(card)  # no machine paths
+    folds = sorted((out / "smallcovid-net-folds").glob("fold_*.safetensors"))
+    assert [f.name for f in folds] == ["fold_1.safetensors", "fold_2.safetensors"]
+    splits = json.loads((copy_run / "splits.json").read_text())["folds"]
+    for k, f in enumerate(folds, start=1):
+        _, fcard = load_weights(f)
+        assert fcard["weights_dtype"] == "float16" and fcard["fold"] == k and fcard["val_stems"] == splits[k - 1]["val"]
+    assert proc.stdout.count("out-of-fold Dice") == 2
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(out))
+    ens = load_ensemble("smallcovid-net", device="cpu")
+    assert len(ens.members) == 2 and ens.threshold == card["threshold"]
