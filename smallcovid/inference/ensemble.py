@@ -9,6 +9,8 @@ a training run folder's ``fold_<k>/`` works too.
 
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 import time
@@ -116,9 +118,21 @@ def load_ensemble(name: str, *, weights: str | os.PathLike | None = None, device
         card = read_card(weights_dir() / f"{name}.json")
     else:
         final = source / "final" / f"{name}.json"
-        card = read_card(final) if final.is_file() else members[0].card
+        card = read_card(final) if final.is_file() else _run_card(source) or members[0].card
     return EnsemblePredictor(members, card=card, threshold=float(card.get("threshold", DEFAULT_THRESHOLD)),
                              calibration=Calibration.from_dict(card.get("calibration")))
+
+
+def _run_card(run: Path) -> dict | None:
+    """For a finished run folder without a final model: its fold models' threshold and calibration
+    from ``summary.json`` (the calibrated threshold when calibrated); None when there is no summary."""
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    cal = summary.get("calibration")
+    threshold = cal["threshold"] if cal else summary.get("recommended_threshold", DEFAULT_THRESHOLD)
+    return {"architecture": summary.get("model"), "threshold": threshold, "calibration": cal}
 
 
 def load_model(name: str | None = None, *, weights: str | os.PathLike | None = None, device: str = "auto",

@@ -1,0 +1,46 @@
+"""Fold ensembles: the mean of the fold models' maps, with the right card, from a run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.inference.ensemble import load_ensemble, load_model
+from smallcovid.inference.predictor import load_predictor
+
+
+def test_ensemble_is_the_mean_of_its_fold_models(copy_run):
+    ens = load_model("smallcovid-net", weights=copy_run, device="cpu", ensemble="folds")
+    final = json.loads((copy_run / "final" / "smallcovid-net.json").read_text())
+    assert len(ens.members) == 2 and ens.threshold == final["threshold"]
+    img = np.random.default_rng(0).random((53, 47)).astype(np.float32)
+    singles = [load_predictor("smallcovid-net", weights=copy_run / f"fold_{k}" / "smallcovid-net.safetensors",
+                              device="cpu") for k in (1, 2)]
+    raw = np.mean([p.predict_images([img])[0].lesion for p in singles], axis=0)
+    # The members' raw maps, averaged, then the card's calibration.
+    assert np.allclose(ens.predict_images([img])[0].lesion, ens.calibration.apply(raw), atol=1e-6)
+
+
+def test_run_without_final_model_takes_threshold_and_calibration_from_its_summary(copy_run):
+    shutil.rmtree(copy_run / "final")
+    summary = json.loads((copy_run / "summary.json").read_text())
+    summary["calibration"] = {"method": "platt", "a": 1.5, "b": -0.25, "threshold": 0.35}
+    (copy_run / "summary.json").write_text(json.dumps(summary))
+    ens = load_ensemble("smallcovid-net", weights=copy_run, device="cpu")
+    assert ens.threshold == 0.35 and ens.calibration.a == 1.5 and ens.calibration.b == -0.25
+    summary["calibration"] = None
+    (copy_run / "summary.json").write_text(json.dumps(summary))
+    ens = load_ensemble("smallcovid-net", weights=copy_run, device="cpu")
+    assert ens.threshold == summary["recommended_threshold"]
+
+
+def test_too_few_or_foreign_fold_models_are_refused(copy_run, tmp_path):
+    shutil.rmtree(copy_run / "fold_2")
+    with pytest.raises(SmallCovidError, match="no fold models of 'smallcovid-net' found"):
+        load_ensemble("smallcovid-net", weights=copy_run, device="cpu")
+    with pytest.raises(SmallCovidError, match="ensemble must be one of none, folds"):
+        load_model("smallcovid-net", weights=copy_run, ensemble="bagging")
