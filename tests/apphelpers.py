@@ -127,3 +127,30 @@ def make_labeled_folder(root: Path, n: int = 6, size: int = 64) -> Path:
         (root / "images" / f"case_{i}.png").write_bytes(png_bytes(img))
         (root / "masks" / f"case_{i}.png").write_bytes(png_bytes(mask))
     return root
+
+
+def finished_job(jobs_dir: Path, data: Path, weights: Path, run_name: str = "job-1") -> int:
+    """A 'done' job row with a run folder as training writes it (history, summary, final model
+    copied from ``weights``); returns the job id."""
+    import json
+    import shutil
+    import time
+
+    from smallcovid.training.config import TrainConfig
+    from smallcovid.training.jobs import JobStore
+
+    store = JobStore(jobs_dir / "jobs.db")
+    cfg = TrainConfig(model="smallcovid-net", data=str(data), folds=3, epochs=2, image_size=64, final=True)
+    run = jobs_dir / "runs" / run_name
+    job_id = store.add("done-job", cfg, run)
+    for k in (1, 2, 3):
+        (run / f"fold_{k}").mkdir(parents=True, exist_ok=True)
+        (run / f"fold_{k}" / "history.csv").write_text(
+            "epoch,train_loss,val_loss,val_dice,lr\n1,1.0,1.1,0.3,0.001\n2,0.8,0.9,0.5,0.0005\n")
+    (run / "final").mkdir(exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights / f"smallcovid-net{suffix}", run / "final" / f"smallcovid-net{suffix}")
+    (run / "summary.json").write_text(json.dumps({**fake_cv(0), "device": "cpu", "elapsed_s": 6.0}))
+    (run / "train.log").write_text("line one\nfold 3/3 done\n")
+    store.update(job_id, status="done", run_dir=str(run), finished=time.time())
+    return job_id

@@ -24,7 +24,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import viewerhelpers as vh
-from apphelpers import blob_slice, fake_cv, make_labeled_folder, png_bytes
+from apphelpers import blob_slice, fake_cv, finished_job, make_labeled_folder, png_bytes
 from smallcovid.app import analysis
 from smallcovid.app import uploads
 from smallcovid.data.dataset import load_dataset
@@ -474,29 +474,8 @@ def test_data_folder_setting_prefills_train_and_compare(app_env, tmp_path, monke
     assert at.text_input(key="cmp_path").value == str(data)
 
 
-def _finished_job(jobs_dir: Path, data: Path, weights: Path) -> int:
-    """A 'done' job row with a run folder as training writes it (history, summary, final model)."""
-    from smallcovid.training.config import TrainConfig
-
-    store = JobStore(jobs_dir / "jobs.db")
-    cfg = TrainConfig(model="smallcovid-net", data=str(data), folds=3, epochs=2, image_size=64, final=True)
-    run = jobs_dir / "runs" / "job-1"
-    job_id = store.add("done-job", cfg, run)
-    for k in (1, 2, 3):
-        (run / f"fold_{k}").mkdir(parents=True)
-        (run / f"fold_{k}" / "history.csv").write_text(
-            "epoch,train_loss,val_loss,val_dice,lr\n1,1.0,1.1,0.3,0.001\n2,0.8,0.9,0.5,0.0005\n")
-    (run / "final").mkdir()
-    for suffix in (".safetensors", ".json"):
-        shutil.copy(weights / f"smallcovid-net{suffix}", run / "final" / f"smallcovid-net{suffix}")
-    (run / "summary.json").write_text(json.dumps({**fake_cv(0), "device": "cpu", "elapsed_s": 6.0}))
-    (run / "train.log").write_text("line one\nfold 3/3 done\n")
-    store.update(job_id, status="done", run_dir=str(run), finished=time.time())
-    return job_id
-
-
 def test_finished_job_shows_results_and_its_weights_can_be_used(app_env, tiny_weights, tmp_path):
-    job_id = _finished_job(app_env, tmp_path, tiny_weights)
+    job_id = finished_job(app_env, tmp_path, tiny_weights)
     at = new_app().switch_page("pages/train.py").run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1  # loss and Dice curves per fold
@@ -552,7 +531,7 @@ def test_models_page_curves_and_calibration_from_cards_and_installed_runs(app_en
                            "ece_after": 0.012, "reliability": {"before": rel, "after": rel}}
     (weights / "unet.json").write_text(json.dumps(card))
     monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
-    job_id = _finished_job(app_env, tmp_path, tiny_weights)
+    job_id = finished_job(app_env, tmp_path, tiny_weights)
     at = new_app().switch_page("pages/train.py").run()
     at.button(key=f"install-{job_id}").click().run()
     at.switch_page("pages/models.py").run()

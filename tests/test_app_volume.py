@@ -15,13 +15,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import torch
-from pydicom.data import get_testdata_file
 from streamlit.testing.v1 import AppTest
 
 from smallcovid.inference.predictor import load_predictor
+from dicomhelpers import STEP, UID_A, UID_B, series_slice
 from smallcovid.inference.quantify import volume_dice
 from smallcovid.inference.volume import segment_volume
 from smallcovid.io.series import read_series, series_stem
@@ -30,24 +29,10 @@ from smallcovid.models import list_models
 torch.set_num_threads(1)  # a long training may share these cores
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 MODELS = list_models()
-UID_A = "1.2.826.0.1.3680043.8.498.11111111"
-UID_B = "1.2.826.0.1.3680043.8.498.22222222"
-STEP = 2.5
-
-
 def dicom_bytes(k: int, uid: str = UID_A, z0: float = -75.7) -> bytes:
-    """Slice k of a series: z = z0 + k * STEP, pixels = fixture + 40 * k (as tests/test_series.py builds them)."""
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    ds.SeriesInstanceUID = uid
-    ds.SOPInstanceUID = f"{uid}.{k + 1}"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.InstanceNumber = k + 1
-    x, y, _ = (float(v) for v in ds.ImagePositionPatient)
-    ds.ImagePositionPatient = [x, y, z0 + k * STEP]
-    ds.SliceLocation = z0 + k * STEP
-    ds.PixelData = (ds.pixel_array.astype(np.int16) + 40 * k).tobytes()
+    """Slice k of a series: z = z0 + k * STEP, pixels = fixture + 40 * k."""
     buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    series_slice(k, uid, z0, offset=40).save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 

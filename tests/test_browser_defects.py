@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from apphelpers import blob_slice, fake_cv, make_labeled_folder, png_bytes
+from apphelpers import blob_slice, fake_cv, finished_job, make_labeled_folder, png_bytes
 from test_browser import app_url, browser, page, shot, wait_for_table, wait_idle  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -132,31 +130,9 @@ def test_browser_cancel_is_neutral_info_not_an_error(app_url, page):  # noqa: F8
     shot(page, "train-cancelled.png", height=1400)
 
 
-def _finished_job(jobs_dir: Path, data: Path, weights: Path) -> int:
-    """A 'done' job row with a run folder as training writes it (as tests/test_app.py does)."""
-    from smallcovid.training.config import TrainConfig
-    from smallcovid.training.jobs import JobStore
-
-    store = JobStore(jobs_dir / "jobs.db")
-    cfg = TrainConfig(model="smallcovid-net", data=str(data), folds=3, epochs=2, image_size=64, final=True)
-    run = jobs_dir / "runs" / "browser-done"
-    job_id = store.add("done-job", cfg, run)
-    for k in (1, 2, 3):
-        (run / f"fold_{k}").mkdir(parents=True, exist_ok=True)
-        (run / f"fold_{k}" / "history.csv").write_text(
-            "epoch,train_loss,val_loss,val_dice,lr\n1,1.0,1.1,0.3,0.001\n2,0.8,0.9,0.5,0.0005\n")
-    (run / "final").mkdir(exist_ok=True)
-    for suffix in (".safetensors", ".json"):
-        shutil.copy(weights / f"smallcovid-net{suffix}", run / "final" / f"smallcovid-net{suffix}")
-    (run / "summary.json").write_text(json.dumps({**fake_cv(0), "device": "cpu", "elapsed_s": 6.0}))
-    (run / "train.log").write_text("line one\nfold 3/3 done\n")
-    store.update(job_id, status="done", run_dir=str(run), finished=time.time())
-    return job_id
-
-
 def test_browser_models_page_disclaimer_once_and_installed_cv_table(app_url, page, tiny_weights):  # noqa: F811
     url, tmp = app_url
-    job_id = _finished_job(tmp / "jobs", tmp, tiny_weights)
+    job_id = finished_job(tmp / "jobs", tmp, tiny_weights, "browser-done")
     label = f"done-job-job{job_id}"
     page.goto(f"{url}/train")
     page.get_by_text(f"#{job_id} done-job", exact=False).first.wait_for()

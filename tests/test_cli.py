@@ -385,27 +385,17 @@ def test_predict_output_path_is_a_file(tiny_run, inputs, tmp_path, capsys):
 
 # ------------------------------------------------------------------ volumes: DICOM series and NIfTI
 
-FIXTURE = get_testdata_file("CT_small.dcm")
-
 
 def write_series(folder: Path, uid: str, n: int, seed: int) -> list[Path]:
     """``n`` slices of a DICOM series built from CT_small.dcm (2.5 mm apart), shuffled file names."""
-    import pydicom
+    from dicomhelpers import series_slice
 
     folder.mkdir(parents=True, exist_ok=True)
     order = list(range(n))
     random.Random(seed).shuffle(order)  # file names do not follow slice order
     paths = []
     for i, k in enumerate(order):
-        ds = pydicom.dcmread(FIXTURE)
-        ds.SeriesInstanceUID = uid
-        ds.SOPInstanceUID = f"{uid}.{k + 1}"
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = k + 1
-        x, y, _ = (float(v) for v in ds.ImagePositionPatient)
-        ds.ImagePositionPatient = [x, y, -75.0 + 2.5 * k]
-        ds.SliceLocation = -75.0 + 2.5 * k
-        ds.PixelData = (ds.pixel_array.astype(np.int16) + 10 * k).tobytes()
+        ds = series_slice(k, uid, z0=-75.0, step=2.5, offset=10)
         path = folder / f"{uid[-4:]}_{i:02d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -14,18 +14,15 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
 from smallcovid.core.errors import InputFileError
+from dicomhelpers import FIXTURE, STEP, UID_A, UID_B, series_slice
+from pydicom.data import get_testdata_file
 from smallcovid.io import Volume, nifti_mask_data
 from smallcovid.io import validate as _v
 from smallcovid.io.series import (SeriesVolume, group_series, read_series, read_series_folder,
                                   series_stem, unique_stem)
 
-FIXTURE = get_testdata_file("CT_small.dcm")
-UID_A = "1.2.826.0.1.3680043.8.498.11111111"
-UID_B = "1.2.826.0.1.3680043.8.498.22222222"
-STEP = 2.5
 PIX = 0.661468
 
 
@@ -35,21 +32,7 @@ def _base() -> pydicom.Dataset:
 
 def _write(path, k, uid=UID_A, z0=-75.7, step=STEP, **changes) -> None:
     """Slice k of a series: z = z0 + k * step, pixels = fixture + 10 * k (stored values)."""
-    ds = _base()
-    ds.SeriesInstanceUID = uid
-    ds.SOPInstanceUID = f"{uid}.{k + 1}"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.InstanceNumber = k + 1
-    x, y, _ = (float(v) for v in ds.ImagePositionPatient)
-    ds.ImagePositionPatient = [x, y, z0 + k * step]
-    ds.SliceLocation = z0 + k * step
-    ds.PixelData = (ds.pixel_array.astype(np.int16) + 10 * k).tobytes()
-    for key, value in changes.items():
-        if value is None:
-            delattr(ds, key)
-        else:
-            setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
+    series_slice(k, uid, z0, step, offset=10, **changes).save_as(path, enforce_file_format=True)
 
 
 def _series(folder, n=7, shuffle=True, **kw) -> list:
