@@ -29,6 +29,22 @@ def test_measure_model_reports_every_key(tmp_path, monkeypatch, tiny_data):
     assert m["latency_ms"] > 0 and m["throughput_per_s"] > 0 and m["epoch_s"] > 0 and m["peak_mem_mb"] > 10
     assert m["trained_weights"] is False
     assert m["train_sps_fp32"] > 0 and m["train_sps_bf16"] > 0
+    assert m["ensemble_latency_ms"] is None and m["ensemble_size"] is None  # no fold models shipped
+
+
+def test_measure_model_times_the_shipped_fold_ensemble(tmp_path, monkeypatch):
+    import shutil
+
+    from apphelpers import make_tiny_weights
+
+    weights = make_tiny_weights(tmp_path / "w", names=["smallcovid-net"], with_cv=())
+    (weights / "smallcovid-net-folds").mkdir()
+    for k in (1, 2, 3):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(weights / f"smallcovid-net{suffix}", weights / "smallcovid-net-folds" / f"fold_{k}{suffix}")
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
+    m = measure_model("smallcovid-net", "cpu", None, quick=True)
+    assert m["ensemble_size"] == 3 and m["ensemble_latency_ms"] > m["latency_ms"] * 1.2
 
 
 def test_epoch_timing_needs_a_data_folder(tmp_path, monkeypatch, tiny_data):
@@ -104,4 +120,7 @@ def test_table_shows_bf16_speedup():
     text = format_bench({"device": "cpu", "models": {"unet": row}})
     line = next(l for l in text.splitlines() if l.startswith("unet"))
     assert "10.0" in line and "17.5" in line and line.split("|")[-1].strip() == "1.75"
-    assert "training samples per second" in text
+    assert "training samples per second" in text and "fold ensemble" not in text
+    doc = {"device": "cpu", "models": {"unet": {**row, "latency_ms": 44.0},
+                                       "smallcovid-net": {**row, "ensemble_latency_ms": 33.3, "ensemble_size": 5}}}
+    assert "fold ensemble of smallcovid-net (5 models): 33.3 ms per 512x512 slice (one U-Net: 44.0 ms)" in format_bench(doc)

@@ -11,6 +11,8 @@ import pytest
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.inference.ensemble import load_ensemble, load_model
 from smallcovid.inference.predictor import load_predictor
+from smallcovid.inference.volume import prob_levels
+from smallcovid.models.calibration import Calibration
 
 
 def test_ensemble_is_the_mean_of_its_fold_models(copy_run):
@@ -23,6 +25,13 @@ def test_ensemble_is_the_mean_of_its_fold_models(copy_run):
     raw = np.mean([p.predict_images([img])[0].lesion for p in singles], axis=0)
     # The members' raw maps, averaged, then the card's calibration.
     assert np.allclose(ens.predict_images([img])[0].lesion, ens.calibration.apply(raw), atol=1e-6)
+    # A real calibration is applied at the model's resolution, before the maps are resized back.
+    ens.calibration = Calibration(a=1.5, b=-0.25, method="platt")
+    assert np.allclose(ens.predict_images([img])[0].lesion, ens.calibration.apply(raw), atol=0.02)
+    # The volume path (uint8 levels in one pass) gives the same numbers as predict_images.
+    maps = ens.predict_images([img, img[:40]])
+    for (levels, kind), m in zip(ens.predict_levels([img, img[:40]]), maps):
+        assert np.array_equal(levels, prob_levels(m.lesion)) and np.array_equal(kind, m.kind)
 
 
 def test_run_without_final_model_takes_threshold_and_calibration_from_its_summary(copy_run):

@@ -5,7 +5,8 @@ parameters, FLOPs per 256x256 slice, weights file size, end-to-end latency for o
 512x512 slice (resize in, forward, resize back; median after warm-up), throughput
 at the best batch size, seconds per training epoch on a labeled set (``--data``
 or ``$SMALLCOVID_DATA_DIR``; skipped with a note when neither is set), and peak
-memory (CPU: max resident set size of the process; CUDA: max allocated), and
+memory (CPU: max resident set size of the process; CUDA: max allocated), the
+latency of the shipped fold ensemble where one ships (``weights/<name>-folds/``), and
 training samples per second in fp32 and in bf16 (autocast + channels-last on CPU),
 both measured in the model's own process on synthetic 160x160 batches of 4 so
 their ratio does not depend on the labeled set. Then the
@@ -76,6 +77,7 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
         _sync(dev)
 
     latency = _median_time(one, reps)
+    ens_latency, ens_size = _ensemble_latency(name, dev, img512, reps)
     best_tp, best_bs = 0.0, 1
     for bs in (1, 4, 8) if not quick else (1, 4):
         batch = [img512] * bs
@@ -92,7 +94,20 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
     return {"params": pred.params, "flops": int(fc.get_total_flops()), "weights_mb": round(weights_mb, 3),
             "trained_weights": trained, "input_size": pred.image_size, "latency_ms": latency * 1000,
             "throughput_per_s": best_tp, "best_batch": best_bs, "epoch_s": epoch_s, "peak_mem_mb": peak,
-            "train_sps_fp32": train_sps["fp32"], "train_sps_bf16": train_sps["bf16"]}
+            "train_sps_fp32": train_sps["fp32"], "train_sps_bf16": train_sps["bf16"],
+            "ensemble_latency_ms": ens_latency, "ensemble_size": ens_size}
+
+
+def _ensemble_latency(name: str, dev: torch.device, img: np.ndarray, reps: int) -> tuple[float | None, int | None]:
+    """Latency (ms) of the shipped fold ensemble of ``name`` on ``img`` and its size; (None, None) when
+    no fold models are shipped."""
+    from smallcovid.inference.ensemble import load_ensemble, shipped_folds_dir
+
+    if not shipped_folds_dir(name).is_dir():
+        return None, None
+    ens = load_ensemble(name, device=str(dev))
+    secs = _median_time(lambda: (ens.predict_images([img]), _sync(dev)), reps)
+    return secs * 1000, len(ens.members)
 
 
 def _epoch_seconds(name: str, size: int, dev: torch.device, data: str, quick: bool) -> float:

@@ -34,6 +34,11 @@ def format_bench(doc: dict) -> str:
                      f"{m['peak_mem_mb']:>9.0f}{_num(m.get('volume_s'), '.2f', 10)}"
                      f"{_num(m.get('volume_peak_mb'), '.0f', 8)}{_num(m.get('train_sps_fp32'), '.1f', 8)}"
                      f"{_num(m.get('train_sps_bf16'), '.1f', 8)} | {ratio} | {_num(_speedup(m), '.2f', 5)}")
+    for name, m in models.items():
+        if m.get("ensemble_latency_ms"):
+            vs = f" (one U-Net: {ref['latency_ms']:.1f} ms)" if ref and name != "unet" else ""
+            lines.append(f"fold ensemble of {name} ({m['ensemble_size']} models): "
+                         f"{m['ensemble_latency_ms']:.1f} ms per 512x512 slice{vs}")
     p = doc.get("pipeline")
     if p:
         lines.append(f"all {len(p['models'])} models on one 512x512 upload (decode, preprocess, forward, overlays): "

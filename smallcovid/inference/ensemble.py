@@ -13,11 +13,11 @@ import json
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from smallcovid.core.devices import resolve_device
 from smallcovid.core.errors import SmallCovidError
@@ -47,6 +47,9 @@ class EnsemblePredictor:
         names = {m.name for m in members}
         if len(names) != 1:
             raise SmallCovidError(f"a fold ensemble mixes architectures: {', '.join(sorted(names))}")
+        sizes = {m.image_size for m in members}
+        if len(sizes) != 1:
+            raise SmallCovidError(f"a fold ensemble mixes input sizes: {', '.join(map(str, sorted(sizes)))}")
         self.members = list(members)
         self.name = members[0].name
         self.card = card
@@ -56,17 +59,23 @@ class EnsemblePredictor:
         self.params = sum(m.params for m in members)
         self.device = members[0].device
 
-    def predict_images(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[ProbMaps]:
-        """Mean of the members' maps for each (H, W) image in [0, 1], then calibrated."""
-        t0 = time.perf_counter()
-        per_member = [m.predict_images(images, batch_size=batch_size) for m in self.members]
-        secs = (time.perf_counter() - t0) / max(1, len(images))
-        out = []
-        for i in range(len(images)):
-            lesion = np.mean([pm[i].lesion for pm in per_member], axis=0)
-            types = np.mean([pm[i].types for pm in per_member], axis=0).astype(np.float32)
-            out.append(ProbMaps(lesion=self.calibration.apply(lesion), types=types, seconds=secs))
-        return out
+    def _resize_in(self, chunk: Sequence[np.ndarray]) -> torch.Tensor:
+        """The members' common model input, resized once for all of them."""
+        return self.members[0]._resize_in(chunk)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, s, s) -> (N, 4, s, s): the mean of the members' raw maps, lesion channel then calibrated."""
+        probs = self.members[0]._forward(x)
+        for m in self.members[1:]:
+            probs += m._forward(x)
+        probs /= len(self.members)
+        probs[:, :1] = self.calibration.apply_torch(probs[:, :1])
+        return probs
+
+    # One resize in and one resize back for the whole ensemble: the single model's code
+    # running on the averaged maps (a fold ensemble costs members x the forward pass only).
+    predict_images = Predictor.predict_images
+    predict_levels = Predictor.predict_levels
 
     def predict_scan(self, scan, window: Window | None = None) -> ProbMaps:
         """Predict one :class:`smallcovid.io.Slice` like :meth:`Predictor.predict_scan` (``window``: display only)."""
@@ -114,8 +123,8 @@ def load_ensemble(name: str, *, weights: str | os.PathLike | None = None, device
             raise SmallCovidError(f"{path}: holds a {card.get('architecture')!r} model, not {name!r}")
         members.append(Predictor(model, image_size=int(card.get("input_size", 256)), card=card,
                                  device=dev, calibration=Calibration()))
-    if weights is None:
-        card = read_card(weights_dir() / f"{name}.json")
+    if weights is None:  # the architecture's shipped card, or (fold models alone) fold 1's
+        card = read_card(weights_dir() / f"{name}.json") or members[0].card
     else:
         final = source / "final" / f"{name}.json"
         card = read_card(final) if final.is_file() else _run_card(source) or members[0].card
