@@ -53,3 +53,21 @@ def test_too_few_or_foreign_fold_models_are_refused(copy_run, tmp_path):
         load_ensemble("smallcovid-net", weights=copy_run, device="cpu")
     with pytest.raises(SmallCovidError, match="ensemble must be one of none, folds"):
         load_model("smallcovid-net", weights=copy_run, ensemble="bagging")
+
+
+def test_members_run_two_at_a_time_with_the_same_result(copy_run):
+    import torch
+
+    ens = load_model("smallcovid-net", weights=copy_run, device="cpu", ensemble="folds")
+    img = np.random.default_rng(1).random((61, 45)).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = ens.predict_images([img])[0]
+        assert ens._pool is None  # one thread: the members run one after the other
+        torch.set_num_threads(2)
+        paired = ens.predict_images([img])[0]
+        assert ens._pool is not None
+    finally:
+        torch.set_num_threads(before)
+    assert np.allclose(alone.lesion, paired.lesion, atol=1e-6) and np.allclose(alone.types, paired.types, atol=1e-6)
