@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from smallcovid.app.runview import read_histories
+from smallcovid.app.runview import card_histories
 from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.data.dataset import load_dataset
 from smallcovid.training.calibrate import calibrate_folds
@@ -54,8 +54,7 @@ def main() -> int:
                         "recommended_threshold": summary["recommended_threshold"], "device": summary["device"],
                         "elapsed_s": summary["elapsed_s"]}
     # The rerun's per-fold training curves, for the Models page (fold -> column -> values).
-    card["histories"] = {str(k): {c: [None if v != v else round(v, 5) for v in vals] for c, vals in cols.items()}
-                         for k, cols in read_histories(run).items()}
+    card["histories"] = card_histories(run)
     card["histories_from"] = "cv_rerun"
     atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
     print(f"{card_path}: a={cal['a']:.3f} b={cal['b']:.3f}  ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} "

@@ -24,6 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from smallcovid.app.runview import card_histories  # noqa: E402
 from smallcovid.core.fsutil import tree_sha256  # noqa: E402
 from smallcovid.data.dataset import load_dataset  # noqa: E402
 from smallcovid.inference.predictor import Predictor  # noqa: E402
@@ -51,6 +52,17 @@ def _without_local_paths(card: dict, run: Path) -> dict:
     return out
 
 
+def _training_time(run: Path, summary: dict) -> float | None:
+    """Seconds of training behind the final model: the run's, plus its cross-validation part when
+    the final model was added later by resuming the finished run with ``final`` set (the CV part's
+    summary kept as ``summary.cv.json``)."""
+    total = summary.get("elapsed_s")
+    cv = run / "summary.cv.json"
+    if total is not None and cv.is_file():
+        total += json.loads(cv.read_text()).get("elapsed_s") or 0.0
+    return total
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("run")
@@ -68,7 +80,7 @@ def main() -> int:
         name=name,
         threshold=summary["recommended_threshold"],
         threshold_sweep=summary["threshold_sweep"],
-        training_time_s=summary.get("elapsed_s"),
+        training_time_s=_training_time(run, summary),
         device=summary["device"],
         command=summary["command"],
         trained_on=f"COVID-SemiSeg training split ({summary['n_slices']} slices, MedSeg COVID-19 CT segmentation data)",
@@ -77,6 +89,7 @@ def main() -> int:
     if summary.get("calibration"):  # calibrated: the best out-of-fold threshold on calibrated maps
         card.update(calibration=summary["calibration"], threshold=summary["calibration"]["threshold"],
                     threshold_uncalibrated=summary["recommended_threshold"])
+    card["histories"] = card_histories(run)  # per-fold training curves for the Models page
     data_dir = json.loads((run / "config.json").read_text())["data"]
     card = _without_local_paths(card, run)
     card["data_sha256"] = tree_sha256(data_dir)

@@ -20,6 +20,7 @@ def test_ships_final_and_fp16_fold_models_that_load_as_an_ensemble(copy_run, tmp
     assert proc.returncode == 0, proc.stderr
     card = json.loads((out / "smallcovid-net.json").read_text())
     assert card["weights_dtype"] == "float32" and str(copy_run) not in json.dumps(card)  # no machine paths
+    assert set(card["histories"]) == {"0", "1", "2"} and len(card["histories"]["1"]["val_dice"]) == 2
     folds = sorted((out / "smallcovid-net-folds").glob("fold_*.safetensors"))
     assert [f.name for f in folds] == ["fold_1.safetensors", "fold_2.safetensors"]
     splits = json.loads((copy_run / "splits.json").read_text())["folds"]

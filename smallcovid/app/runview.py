@@ -52,6 +52,13 @@ def read_histories(run_dir: str | Path) -> dict[int, dict[str, list[float]]]:
     return out
 
 
+def card_histories(run_dir: str | Path) -> dict[str, dict[str, list[float | None]]]:
+    """:func:`read_histories` as a model card stores them: string fold keys, values rounded
+    to 5 decimals, NaN as null (JSON has no NaN)."""
+    return {str(k): {c: [None if v != v else round(v, 5) for v in vals] for c, vals in cols.items()}
+            for k, cols in read_histories(run_dir).items()}
+
+
 def read_summary(run_dir: str | Path) -> dict | None:
     """``summary.json`` of a finished run, or None."""
     try:
