@@ -17,7 +17,7 @@ PY=${PYTHON:-.venv/bin/python}
 BUDGET_S=${BUDGET_S:-510}   # hard stop per run; an interrupted run can be resumed with --resume
 mkdir -p "$OUT/runs" "$OUT/logs" "$OUT/weights"
 semi=()
-[ -n "$UNL" ] && semi=(--unlabeled "$UNL" --pseudo-keep 0.5)
+[ -n "$UNL" ] && semi=(--unlabeled "$UNL" --pseudo-keep 0.5 --pseudo-select area-matched)
 common=(--data "$DATA" --folds 5 --seed 0 --final --device cuda --image-size 256 --threads 4 --out "$OUT/runs")
 run() {  # name, then train.py flags
   local name=$1; shift
@@ -25,14 +25,16 @@ run() {  # name, then train.py flags
     > "$OUT/logs/$name.log" 2>&1
   echo "$name: exit $? after ${SECONDS}s" >> "$OUT/logs/summary.txt"
 }
-run smallcovid-net --epochs 150 --student-epochs 100 --lr 2e-3 --model-option decoder_convs=1 &
-run unet --epochs 80 --student-epochs 60 --lr 1e-3 &
-run segnet --epochs 80 --student-epochs 60 --lr 2e-3 &
-run mask-rcnn --epochs 50 --student-epochs 30 --lr 2e-3 &
+run smallcovid-net --epochs 150 --student-epochs 60 --student-lr 5e-4 --lr 2e-3 --model-option decoder_convs=1 &
+run unet --epochs 80 --student-epochs 40 --student-lr 2.5e-4 --lr 1e-3 &
+run segnet --epochs 80 --student-epochs 40 --student-lr 5e-4 --lr 2e-3 &
+run mask-rcnn --epochs 50 --student-epochs 30 --student-lr 5e-4 --lr 2e-3 &
 wait
 for name in smallcovid-net unet segnet mask-rcnn; do
   [ -f "$OUT/runs/$name-gpu/summary.json" ] || continue
   fp16=(); [ "$name" = unet ] || [ "$name" = mask-rcnn ] && fp16=(--fp16)
+  # SmallCovid-Net's five fold models (under 1 MB in fp16) ship for the fold-ensemble option.
+  [ "$name" = smallcovid-net ] && fp16+=(--folds --folds-fp16)
   $PY scripts/ship_weights.py "$OUT/runs/$name-gpu" --out "$OUT/weights" "${fp16[@]}" >> "$OUT/logs/ship.log" 2>&1
 done
 cat "$OUT/logs/summary.txt"
