@@ -69,11 +69,20 @@ def main() -> int:
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--folds", action="store_true", help="also ship the fold models to weights/<name>-folds/")
     p.add_argument("--folds-fp16", action="store_true", help="store the fold models in half precision")
+    p.add_argument("--folds-only", action="store_true",
+                   help="ship only the fold models (a CV run without a final model, same recipe as the shipped card)")
     p.add_argument("--out", default=str(REPO / "weights"))
     a = p.parse_args()
     run = Path(a.run)
     summary = json.loads((run / "summary.json").read_text())
     name = summary["model"]
+    if a.folds_only:
+        cfg = json.loads((run / "config.json").read_text())
+        facts = _without_local_paths({"command": summary["command"], "device": summary["device"]}, run)
+        facts.update(input_size=cfg["image_size"], data_sha256=tree_sha256(cfg["data"]),
+                     note="research use only, not a medical device")
+        ship_folds(run, summary, facts, load_dataset(cfg["data"]), Path(a.out) / f"{name}-folds", fp16=a.folds_fp16)
+        return 0
     model, card = load_weights(run / "final" / f"{name}.safetensors")
     card = {k: v for k, v in card.items() if k not in COMPUTED}
     card.update(
@@ -109,7 +118,10 @@ def main() -> int:
 
 
 def ship_folds(run: Path, summary: dict, final_card: dict, data, dest: Path, *, fp16: bool) -> None:
-    """Write each fold model with a short card; print its out-of-fold Dice as stored vs as trained."""
+    """Write each fold model with a short card; print its out-of-fold Dice as stored vs as trained.
+
+    ``final_card`` supplies ``input_size``, ``command``, ``device``, ``data_sha256`` and ``note``.
+    """
     from smallcovid.inference.evaluation import evaluate_maps, predict_set
 
     name, size = summary["model"], final_card["input_size"]

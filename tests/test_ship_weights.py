@@ -31,3 +31,17 @@ def test_ships_final_and_fp16_fold_models_that_load_as_an_ensemble(copy_run, tmp
     monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(out))
     ens = load_ensemble("smallcovid-net", device="cpu")
     assert len(ens.members) == 2 and ens.threshold == card["threshold"]
+
+
+def test_folds_only_ships_a_cv_run_without_final_model(copy_run, tmp_path):
+    import shutil
+
+    shutil.rmtree(copy_run / "final")
+    out = tmp_path / "weights"
+    proc = subprocess.run([sys.executable, "scripts/ship_weights.py", str(copy_run), "--out", str(out),
+                           "--folds-only", "--folds-fp16"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "smallcovid-net.safetensors").exists()
+    _, card = load_weights(out / "smallcovid-net-folds" / "fold_2.safetensors")
+    assert card["weights_dtype"] == "float16" and card["input_size"] == 32 and card["data_sha256"]
+    assert str(copy_run) not in json.dumps(card) and "--data" in card["command"]
