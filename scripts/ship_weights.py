@@ -46,17 +46,19 @@ def _without_local_paths(card: dict, run: Path) -> dict:
         if cfg.get(key):
             name = _dataset_name(cfg[key])
             text = text.replace(json.dumps(cfg[key])[1:-1], name)  # the path as it appears inside JSON strings
+    if cfg.get("splits"):  # folds reused from another run: its file name only (they are the seed's folds)
+        text = text.replace(json.dumps(cfg["splits"])[1:-1], Path(cfg["splits"]).name)
     out = json.loads(text)
     out["command"] = out["command"].replace(" --data covid-semiseg", " --data data/covid-semiseg").replace(
         " --unlabeled covid-semiseg", " --unlabeled data/covid-semiseg")
     return out
 
 
-def _training_time(run: Path, summary: dict) -> float | None:
-    """Seconds of training behind the final model: the run's, plus its cross-validation part when
-    the final model was added later by resuming the finished run with ``final`` set (the CV part's
-    summary kept as ``summary.cv.json``)."""
-    total = summary.get("elapsed_s")
+def _training_time(run: Path, final_card: dict) -> float | None:
+    """Seconds of training behind the final model (its card's, which counts the whole run), plus
+    the cross-validation part when the final model was added later by resuming the finished run
+    with ``final`` set (that part's summary kept as ``summary.cv.json``)."""
+    total = final_card.get("training_time_s")
     cv = run / "summary.cv.json"
     if total is not None and cv.is_file():
         total += json.loads(cv.read_text()).get("elapsed_s") or 0.0
@@ -89,7 +91,7 @@ def main() -> int:
         name=name,
         threshold=summary["recommended_threshold"],
         threshold_sweep=summary["threshold_sweep"],
-        training_time_s=_training_time(run, summary),
+        training_time_s=_training_time(run, card),
         device=summary["device"],
         command=summary["command"],
         trained_on=f"COVID-SemiSeg training split ({summary['n_slices']} slices, MedSeg COVID-19 CT segmentation data)",
