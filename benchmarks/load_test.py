@@ -215,10 +215,11 @@ async def run_load(url: str, sessions: int, image: Path, timeout: float) -> dict
 
 
 def describe_weights(folder: str | None) -> str:
-    if folder is None:
-        folder = str(REPO / "weights")
-    files = sorted(p.stem for p in Path(folder).glob("*.safetensors"))
-    return f"{folder} ({', '.join(files) or 'none'})"
+    """The weights folder (``weights/`` when it is the shipped one; reports name no machine paths) and its models."""
+    shipped = folder is None
+    path = REPO / "weights" if shipped else Path(folder)
+    files = sorted(p.stem for p in path.glob("*.safetensors"))
+    return f"{'weights/' if shipped else path.name} ({', '.join(files) or 'none'})"
 
 
 def main(argv: list[str] | None = None) -> int:
