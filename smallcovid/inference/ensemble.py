@@ -10,7 +10,6 @@ a training run folder's ``fold_<k>/`` works too.
 from __future__ import annotations
 
 import json
-
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -69,8 +68,8 @@ class EnsemblePredictor:
         """(N, 1, s, s) -> (N, 4, s, s): the mean of the members' raw maps, lesion channel then calibrated.
 
         On a CPU with two or more torch threads the members run two at a time: a small
-        model's forward pass does not keep both cores busy (measured: five SmallCovid-Nets
-        in 29 ms instead of 33 ms per 512x512 slice on two cores). The sum is taken in
+        model's forward pass does not keep both cores busy (one paired measurement: five
+        SmallCovid-Nets in 29 ms instead of 33 ms per 512x512 slice on two cores). The sum is taken in
         member order either way, so the result does not depend on which finished first.
         """
         if self.device.type == "cpu" and torch.get_num_threads() >= 2:
