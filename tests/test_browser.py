@@ -117,6 +117,29 @@ def wait_idle(page, timeout: float = 60) -> None:
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout * 1000)
 
 
+def wait_or_explain(locator, page, log: Path, timeout_ms: float = 90_000) -> None:
+    """``locator.wait_for`` that, on a timeout, fails with what the page showed and the app log's tail."""
+    try:
+        locator.wait_for(timeout=timeout_ms)
+    except Exception as exc:  # playwright's TimeoutError: say what was on the page instead
+        shown = page.locator('[data-testid="stMain"]').inner_text()[-2000:]
+        tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no app log)"
+        raise AssertionError(f"{exc}\n--- page ---\n{shown}\n--- app log ---\n{tail}") from None
+
+
+def upload_scan_then_mask(page, tmp: Path, scan: Path, mask: Path) -> None:
+    """Upload a scan, wait until the app has segmented it, then upload its mask (as a person does).
+
+    Setting both inputs in the same millisecond makes the mask's upload race the first run of
+    the scan (model loading included); waiting keeps these tests about the app's answers.
+    """
+    files = page.locator('input[type="file"]')
+    files.nth(0).set_input_files(str(scan))
+    wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
+    wait_idle(page)
+    files.nth(1).set_input_files(str(mask))
+
+
 def shot(page, name: str, height: int = 2600) -> None:
     """Screenshot with a tall viewport: Streamlit scrolls inside its own container, not the page."""
     wait_idle(page)
@@ -237,11 +260,10 @@ def test_segment_viewer_slider_is_fast_exact_and_settles_on_the_server(app_url, 
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
     image, mask = slice_and_mask(tmp)
-    files = page.locator('input[type="file"]')
-    files.nth(0).set_input_files(str(image))
-    files.nth(1).set_input_files(str(mask))
-    page.get_by_text("Agreement with the ground truth").wait_for(timeout=90_000)
+    upload_scan_then_mask(page, tmp, image, mask)
+    wait_or_explain(page.get_by_text("Agreement with the ground truth"), page, tmp / "streamlit.log")
     page.locator(f"{VIEWER}[data-painted]").wait_for()
+    assert page.locator(VIEWER).count() == 1  # the viewer drawn before the mask came is replaced, not stacked
     texts = viewer_captions(page)
     assert texts[:5] == ["scan", "smallcovid-net", "unet", "segnet", "mask-rcnn"], texts
     assert texts[5].startswith("disagreement")

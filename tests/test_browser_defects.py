@@ -1,7 +1,7 @@
 """Real-browser checks of app behaviours otherwise covered only by AppTest (tests/test_app*.py):
 a cancelled job is neutral news, an empty data folder asks for one, a mask of another name is not
-used, the Metrics CSV names its threshold, the Models page shows the disclaimer once and the CV
-table of a model trained here. Run with ``pytest -m browser``.
+used, a rebuilt viewer replaces the old one, the Metrics CSV names its threshold, the Models page
+shows the disclaimer once and the CV table of a model trained here. Run with ``pytest -m browser``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from apphelpers import blob_slice, fake_cv, finished_job, make_labeled_folder, png_bytes
-from test_browser import app_url, browser, page, shot, wait_for_table, wait_idle  # noqa: F401  (fixtures)
+from test_browser import (VIEWER, app_url, browser, page, shot, upload_scan_then_mask,  # noqa: F401
+                          viewer_captions, wait_for_table, wait_idle, wait_or_explain)
 
 pytestmark = pytest.mark.browser
 
@@ -64,13 +65,40 @@ def test_browser_mask_of_another_name_is_not_used(app_url, page):  # noqa: F811
     (d / "b.png").write_bytes(png_bytes(mask))
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
-    files = page.locator('input[type="file"]')
-    files.nth(0).set_input_files(str(d / "a.png"))
-    files.nth(1).set_input_files(str(d / "b.png"))
-    page.locator(WARNING).filter(has_text="b.png is not named like the scan a.png").wait_for(timeout=90_000)
-    page.locator('[data-testid="scv-viewer"][data-painted]').wait_for(timeout=90_000)
+    upload_scan_then_mask(page, tmp, d / "a.png", d / "b.png")
+    wait_or_explain(page.locator(WARNING).filter(has_text="b.png is not named like the scan a.png"), page,
+                    tmp / "streamlit.log")
+    page.locator(f"{VIEWER}[data-painted]").wait_for(timeout=90_000)
+    assert page.locator(VIEWER).count() == 1
     wait_idle(page)
     assert page.get_by_text("Agreement with the ground truth").count() == 0
+
+
+def test_browser_viewer_is_replaced_not_stacked(app_url, page):  # noqa: F811
+    """Removing a model from the picker rebuilds the viewer for three models in place of the old one."""
+    url, tmp = app_url
+    img, _ = blob_slice(96, seed=5)
+    scan = tmp / "stack.png"
+    scan.write_bytes(png_bytes(img))
+    page.goto(url)
+    page.get_by_text("Upload a CT slice").wait_for()
+    page.locator('input[type="file"]').nth(0).set_input_files(str(scan))
+    wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
+    wait_idle(page)
+    assert viewer_captions(page)[:5] == ["scan", "smallcovid-net", "unet", "segnet", "mask-rcnn"]
+    picker = page.locator('[data-testid="stMultiSelect"]').filter(has_text="smallcovid-net")
+    picker.locator("input").click()
+    picker.locator("input").press("Backspace")  # drops the last tag: mask-rcnn
+    page.keyboard.press("Escape")
+    for _ in range(60):
+        caps = viewer_captions(page)
+        if "mask-rcnn" not in caps and caps[:4] == ["scan", "smallcovid-net", "unet", "segnet"]:
+            break
+        time.sleep(0.5)
+    wait_idle(page)
+    assert page.locator(VIEWER).count() == 1
+    assert viewer_captions(page)[:4] == ["scan", "smallcovid-net", "unet", "segnet"]
+    assert "mask-rcnn" not in viewer_captions(page)
 
 
 def test_browser_metrics_csv_has_a_threshold_column(app_url, page):  # noqa: F811

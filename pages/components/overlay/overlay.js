@@ -120,6 +120,18 @@ function fmt(v, d) {
   return v == null || Number.isNaN(v) ? "—" : Number(v).toFixed(d);
 }
 
+/** Put `node` in place of the viewer (or its error message) under `root`, or append it.
+ * `root` is a ShadowRoot: ":scope > .scv" matches nothing there, so look at its children. */
+function replaceOwn(root, node) {
+  const old = Array.from(root.children).filter((c) => c.matches(".scv, .err"));
+  if (old.length) {
+    old[0].replaceWith(node);
+    old.slice(1).forEach((c) => c.remove());
+  } else {
+    root.append(node);
+  }
+}
+
 class Viewer {
   constructor(root, data) {
     this.root = root;
@@ -183,8 +195,7 @@ class Viewer {
     const statsBox = el("div", { class: "tables" });
     w.append(controls, note, panels, legend, inspect, metricsBox, statsBox);
     // Replace only our own node: the shadow root also holds the stylesheet Streamlit put there.
-    const old = this.root.querySelector(":scope > .scv");
-    if (old) old.replaceWith(w); else this.root.append(w);
+    replaceOwn(this.root, w);
     Object.assign(this, { w, thrIn, thrOut, opIn, opOut, cards, types, note, legend, pick, swipe, swipeCanvas,
       metricsBox, statsBox, paper });
     this.syncControls();
@@ -414,10 +425,11 @@ export default function (component) {
   if (!v || v.data.key !== data.key) {
     v = parentElement.__scv = new Viewer(parentElement, data);
     v.setStateValue = setStateValue;
+    const started = v;
     v.load().then(() => v.draw(true)).catch((err) => {
+      if (parentElement.__scv !== started) return; // a newer slice has replaced this viewer
       const msg = el("p", { class: "err", text: "The viewer could not start: " + err });
-      const old = parentElement.querySelector(":scope > .scv");
-      if (old) old.replaceWith(msg); else parentElement.append(msg);
+      replaceOwn(parentElement, msg);
     });
   } else {
     v.setStateValue = setStateValue; // same images: keep the controls as the user left them
