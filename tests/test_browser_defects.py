@@ -12,6 +12,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from apphelpers import blob_slice, fake_cv, finished_job, make_labeled_folder, png_bytes
@@ -99,6 +100,32 @@ def test_browser_viewer_is_replaced_not_stacked(app_url, page):  # noqa: F811
     assert page.locator(VIEWER).count() == 1
     assert viewer_captions(page)[:4] == ["scan", "smallcovid-net", "unet", "segnet"]
     assert "mask-rcnn" not in viewer_captions(page)
+
+
+def test_browser_volume_slices_and_windows_keep_one_viewer(app_url, page):  # noqa: F811
+    """A 3-slice NIfTI: "next ▶" and the mediastinum window each rebuild the viewer; one stays."""
+    import nibabel as nib
+
+    from smallcovid.data.phantom import make_phantom
+
+    url, tmp = app_url
+    ph = make_phantom(64, seed=4)
+    vol = np.stack([ph.scan.pixels + 20 * k for k in range(3)], axis=-1).astype(np.int16)
+    path = tmp / "three.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([0.7, 0.7, 2.5, 1.0])), path)
+    page.goto(url)
+    page.get_by_text("Upload a CT slice").wait_for()
+    page.locator('input[type="file"]').nth(0).set_input_files(str(path))
+    wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
+    wait_idle(page)
+    first = page.locator(VIEWER).get_attribute("data-key")
+    page.get_by_role("button", name="next ▶").click()
+    wait_idle(page)
+    page.locator('[data-testid="stRadio"]').get_by_text("mediastinum", exact=False).click()
+    wait_idle(page)
+    page.locator(f"{VIEWER}[data-painted]").wait_for()
+    assert page.locator(VIEWER).count() == 1
+    assert page.locator(VIEWER).get_attribute("data-key") != first
 
 
 def test_browser_metrics_csv_has_a_threshold_column(app_url, page):  # noqa: F811

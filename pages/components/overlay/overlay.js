@@ -148,7 +148,7 @@ class Viewer {
 
   build() {
     const d = this.data;
-    const w = el("div", { class: "scv", "data-testid": "scv-viewer" });
+    const w = el("div", { class: "scv", "data-testid": "scv-viewer", "data-key": String(d.key) });
     // --- controls
     const thrIn = el("input", { type: "range", min: "0.01", max: "0.99", step: "0.01", "aria-label": "Threshold" });
     const thrOut = el("output", { class: "val" });
