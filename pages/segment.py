@@ -3,7 +3,7 @@
 Probability maps are computed once per (upload hash, model, slice) and kept in
 ``st.session_state``; the threshold and opacity sliders only re-threshold and re-colour, and
 the window radio changes only the display. Several DICOM files of one series load as one
-volume; volume parts (series, slice navigation, whole-volume results) are in ``_volume_parts``.
+volume; scan choice and slice navigation are in ``_scan_parts``, whole-volume results in ``_volume_parts``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pages._segment_parts import (draw_cli_caption, draw_downloads, draw_viewer,
                                   session_cache, view_state, viewer_payload)
 from pages._shared import (DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error,
                            upload_limit_mb)
-from pages._volume_parts import choose_scan, choose_slice, load_scan, quantities_frame, volume_section
+from pages._scan_parts import choose_scan, choose_slice, load_scan, quantities_frame
+from pages._volume_parts import volume_section
 from smallcovid.app import uploads
 from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
 from smallcovid.app.viewer import thresholds_for

@@ -20,7 +20,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from smallcovid.inference.predictor import load_predictor
-from dicomhelpers import STEP, UID_A, UID_B, series_slice
+from dicomhelpers import UID_A, UID_B, series_slice
 from smallcovid.inference.quantify import volume_dice
 from smallcovid.inference.volume import segment_volume
 from smallcovid.io.series import read_series, series_stem
@@ -250,17 +250,17 @@ def test_chart_click_and_buttons_move_the_slice(monkeypatch):
     """The chart's on_select callback and the ◀ / ▶ callbacks set the slider's session value (clamped)."""
     from types import SimpleNamespace
 
-    import pages._volume_parts as vp
+    import pages._scan_parts as vp
 
     state = {"chart": SimpleNamespace(selection={"points": [{"x": 7, "curve_number": 0}]}), "slice-x": 2}
     monkeypatch.setattr(vp.st, "session_state", state)
-    vp._jump("chart", "slice-x", 10)
+    vp.jump_to_selected("chart", "slice-x", 10)
     assert state["slice-x"] == 7
     state["chart"] = SimpleNamespace(selection={"points": [{"x": 42}]})
-    vp._jump("chart", "slice-x", 10)
+    vp.jump_to_selected("chart", "slice-x", 10)
     assert state["slice-x"] == 9
     state["chart"] = SimpleNamespace(selection={"points": []})  # a click that deselects: stay
-    vp._jump("chart", "slice-x", 10)
+    vp.jump_to_selected("chart", "slice-x", 10)
     assert state["slice-x"] == 9
     vp._step("slice-x", 1, 10)
     assert state["slice-x"] == 9

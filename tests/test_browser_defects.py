@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apphelpers import blob_slice, fake_cv, finished_job, make_labeled_folder, png_bytes
+from apphelpers import blob_slice, finished_job, make_labeled_folder, png_bytes
 from test_browser import (VIEWER, app_url, browser, page, shot, upload_scan_then_mask,  # noqa: F401
                           viewer_captions, wait_for_table, wait_idle, wait_or_explain)
 

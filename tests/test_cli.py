@@ -518,7 +518,7 @@ def test_report_matches_ground_truth_on_labeled_slices(tmp_path):
         data = mf.load(mf.find_data(), 3)
     except FileNotFoundError:
         pytest.skip("labeled slices not available (../shared/data/covid-semiseg/train or SMALLCOVID_DATA_DIR)")
-    frames, truth, classes_gt, crop_lungs = [], [], [], []
+    frames, truth, crop_lungs = [], [], []
     folder = mf.find_data()
     for name, img, mask in data:
         hu, place = mf.full_frame(img)

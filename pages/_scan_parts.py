@@ -1,0 +1,183 @@
+"""Scan parts of the Segment page: scan choice (single files, DICOM series), slice navigation, 2D quantities.
+
+Widgets only; the work is in :mod:`smallcovid.io.series` (DICOM series) and
+:mod:`smallcovid.app.volume_report` (lungs, rows). Per-user state lives in
+``st.session_state``: decoded scans and lung masks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages._segment_parts import remember, session_cache
+from pages._shared import check_upload
+from smallcovid.app import uploads
+from smallcovid.app import volume_report as vr
+from smallcovid.app.analysis import lesion_stats
+from smallcovid.core.errors import SmallCovidError
+from smallcovid.inference.framing import lungs_for
+from smallcovid.io import Slice, Volume, read_scan
+from smallcovid.io import validate
+from smallcovid.io.series import group_series, read_series, series_stem, unique_stem
+
+SCAN_CACHE_ENTRIES = 2  # decoded scans kept per session (a 512x512x300 volume is 300 MB)
+SHORTCUTS = ("J", "K")  # previous / next slice (arrow keys already move a focused slider)
+
+
+# ------------------------------------------------------------------ scan choice
+
+@dataclass(frozen=True)
+class ScanChoice:
+    """One scan the user can pick: a single uploaded file, or the files of one DICOM series."""
+
+    label: str
+    files: tuple  # UploadedFile objects
+    series_uid: str | None = None
+    stem: str = ""
+
+
+def _dicom_uid(upload) -> str | None:
+    """The SeriesInstanceUID of a DICOM upload; None for other files (and DICOM files that fail: read alone)."""
+    check_upload(upload)
+    data = upload.getvalue()
+    if validate.sniff(data) != "dicom":
+        return None
+    try:
+        return next(iter(group_series([(upload.name, data)])))
+    except SmallCovidError:
+        return None  # reading it alone gives the one-sentence error
+
+
+def scan_choices(scans: list) -> list[ScanChoice]:
+    """Uploads -> scans: DICOM files of one series together (never mixed), every other file on its own."""
+    key = tuple(u.file_id for u in scans)
+    cache = session_cache("series_groups")
+    if key not in cache:
+        uids = [_dicom_uid(u) for u in scans]
+        remember(cache, key, uids, 2)
+    uids = cache[key]
+    groups: dict[str, list] = {}
+    for u, uid in zip(scans, uids):
+        if uid is not None:
+            groups.setdefault(uid, []).append(u)
+    out: list[ScanChoice] = []
+    stems: set[str] = set()
+    done: set[str] = set()
+    for u, uid in zip(scans, uids):
+        if uid is None or len(groups[uid]) == 1:
+            out.append(ScanChoice(u.name, (u,), None, uploads.stem(u.name)))
+        elif uid not in done:
+            done.add(uid)
+            stem = unique_stem(series_stem(uid), stems)
+            stems.add(stem)
+            out.append(ScanChoice(f"{stem}: DICOM series, {len(groups[uid])} files", tuple(groups[uid]), uid, stem))
+    return out
+
+
+def choose_scan(scans: list) -> ScanChoice:
+    """Selectbox over the scans of the upload (files and DICOM series) -> the chosen one."""
+    choices = scan_choices(scans)
+    if len(choices) == 1:
+        return choices[0]
+    names = [f"{i + 1}. {c.label}" for i, c in enumerate(choices)]
+    pick = st.selectbox("Scan", names, key="scan_pick")
+    return choices[names.index(pick)]
+
+
+def load_scan(choice: ScanChoice) -> tuple[str, Slice | Volume]:
+    """Decode a scan once per session -> (content hash, scan); raises SmallCovidError."""
+    cache = session_cache("scan_cache")
+    key = tuple(u.file_id for u in choice.files)
+    if key not in cache:
+        try:
+            for u in choice.files:
+                check_upload(u)  # the size cap (lower in public mode), before reading the bytes
+            if choice.series_uid is None:
+                data = choice.files[0].getvalue()
+                value = (hashlib.sha256(data).hexdigest()[:16], read_scan(data, name=choice.files[0].name))
+            else:
+                files = [(u.name, u.getvalue()) for u in choice.files]
+                digest = hashlib.sha256(b"".join(sorted(hashlib.sha256(d).digest() for _, d in files)))
+                value = (digest.hexdigest()[:16], read_series(files, name=choice.stem))
+        except SmallCovidError as exc:
+            value = SmallCovidError(str(exc))  # the message only: no traceback holding the upload
+        remember(cache, key, value, SCAN_CACHE_ENTRIES)
+    value = cache[key]
+    cache.move_to_end(key)
+    if isinstance(value, SmallCovidError):
+        raise value
+    return value
+
+
+# ------------------------------------------------------------------ slice navigation
+
+def _step(key: str, delta: int, n: int) -> None:
+    st.session_state[key] = int(min(max(st.session_state.get(key, n // 2) + delta, 0), n - 1))
+
+
+def jump_to_selected(chart_key: str, slice_key: str, n: int) -> None:
+    """Chart click callback: move the slice slider to the clicked slice."""
+    state = st.session_state.get(chart_key)
+    k = vr.selected_slice(getattr(state, "selection", None) if state is not None else None)
+    if k is not None:
+        st.session_state[slice_key] = int(min(max(k, 0), n - 1))
+
+
+def slice_navigator(n: int, key: str) -> int:
+    """Slice slider with "◀ previous" / "next ▶" buttons (keys J / K) -> the slice index."""
+    st.session_state.setdefault(key, n // 2)
+    if not 0 <= st.session_state[key] < n:
+        st.session_state[key] = n // 2
+    now = int(st.session_state[key])
+    prev, mid, nxt = st.columns([1, 6, 1], vertical_alignment="bottom")
+    prev.button("◀ previous", key=f"{key}-prev", shortcut=SHORTCUTS[0], on_click=_step, args=(key, -1, n),
+                disabled=now <= 0, help=f"Previous slice (key {SHORTCUTS[0]})")
+    nxt.button("next ▶", key=f"{key}-next", shortcut=SHORTCUTS[1], on_click=_step, args=(key, 1, n),
+               disabled=now >= n - 1, help=f"Next slice (key {SHORTCUTS[1]})")
+    idx = mid.slider(f"Slice (of {n})", 0, n - 1, key=key,
+                     help="Arrow keys move the slider once it has focus; J / K step from anywhere on the page.")
+    return int(idx)
+
+
+def slice_key(scan_key: str) -> str:
+    """Session-state key of a volume's slice slider."""
+    return f"slice-{scan_key}"
+
+
+def choose_slice(scan: Slice | Volume, digest: str) -> tuple[Slice, int | None]:
+    """For a volume, slice navigation -> (slice, index); a 2D scan is returned as is."""
+    if isinstance(scan, Volume):
+        n = len(scan)
+        idx = slice_navigator(n, slice_key(digest)) if n > 1 else 0
+        return scan.slice(idx), idx
+    return scan, None
+
+
+# ------------------------------------------------------------------ 2D quantities
+
+def _lungs(key, compute) -> np.ndarray:
+    cache = session_cache("lung_cache")
+    if key not in cache:
+        remember(cache, key, compute(), 4)
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def quantities_frame(maps: dict, thr: dict, sl: Slice, slice_key: str, truth=None, truth_types=None) -> pd.DataFrame:
+    """Lesion quantities of the slice per model (+ ground truth): mm² (or px), % of lung, separate lesions."""
+    lungs = _lungs(("slice", slice_key), lambda: lungs_for(sl))
+    rows = []
+    for label, m in maps.items():
+        mask = m.mask(thr[label])
+        rows.append(vr.slice_row(label, m.type_map(thr[label]), lungs, sl.spacing,
+                                 n_lesions=lesion_stats(mask).n_lesions, seconds=m.seconds))
+    if truth is not None:
+        classes = truth_types if truth_types is not None else np.asarray(truth, np.uint8)
+        rows.append(vr.slice_row("ground truth", classes, lungs, sl.spacing, types_known=truth_types is not None,
+                                 n_lesions=lesion_stats(truth).n_lesions))
+    return pd.DataFrame(rows).set_index("model")
