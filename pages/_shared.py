@@ -205,7 +205,10 @@ def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
                           f"(available for: {', '.join(folds)}). Slower: one forward pass per fold model."):
             entries = [folds.get(e.name, e) if e.source == "shipped" else e for e in entries]
     by_label = {e.label: e for e in entries}
-    chosen = st.multiselect(label, list(by_label), default=list(by_label), key=key)
+    # The default only seeds a new widget: passing it when the selection is already in the
+    # session (or was carried over by the toggle) makes Streamlit warn about two sources.
+    default = None if key in st.session_state else list(by_label)
+    chosen = st.multiselect(label, list(by_label), default=default, key=key)
     return [by_label[c] for c in chosen]
 
 

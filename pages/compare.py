@@ -16,12 +16,12 @@ from pages._shared import (DISCLAIMER, admin_gate, admin_unlocked, check_upload,
                            model_picker, policy, predictor, session_scratch, show_error, upload_limit_mb)
 from smallcovid.app import analysis
 from smallcovid.app import viz
-from smallcovid.app.catalog import cv_mean_std, default_threshold, shipped_cards
-from smallcovid.data.dataset import load_dataset
+from smallcovid.app.catalog import cv_mean_std, default_threshold, protocol_threshold, shipped_cards
+from smallcovid.data.dataset import LabeledSet, load_dataset
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import TABLE_METRICS
 from smallcovid.inference.evaluation import evaluate_maps, predict_set, threshold_sweep
-from smallcovid.io.labeled_zip import extract_labeled_zip
+from smallcovid.io.labeled_zip import extract_labeled_zip, zip_paths
 from smallcovid.app.policy import SERVER_PATHS_OFF
 from smallcovid.inference.report import PAPER_TABLE1
 
@@ -49,22 +49,38 @@ def extract_upload(up) -> str:
     """Extract a zip upload once into this session's private temporary folder; returns the data folder.
 
     Only the latest zip is kept (``<session scratch>/zip``); the folder goes when the session ends.
+    ``cmp_zip_origin`` remembers where it went so that :func:`load_set` can name files by their
+    path in the zip.
     """
     cache = st.session_state.setdefault("cmp_zip_dirs", {})
     scratch = session_scratch()
     if up.file_id not in cache or not Path(cache[up.file_id]).is_dir():
         cache.clear()
         check_upload(up)
-        dest = scratch.fresh("zip")
-        root = extract_labeled_zip(up.getvalue(), dest / "data", name=up.name,
-                                   max_bytes=policy().max_unpacked_bytes)
+        folder = scratch.fresh("zip") / "data"
+        root = extract_labeled_zip(up.getvalue(), folder, name=up.name, max_bytes=policy().max_unpacked_bytes)
         cache[up.file_id] = str(root)
+        st.session_state["cmp_zip_origin"] = {"root": str(root), "folder": str(folder), "name": up.name}
     return cache[up.file_id]
+
+
+def load_set(path: str) -> tuple[LabeledSet, str]:
+    """The labeled set at ``path`` and its name for the page.
+
+    For an uploaded zip both the name and any error name the upload and paths inside it: the
+    session's temporary folder is the server's business (and the app may be a public demo).
+    """
+    origin = st.session_state.get("cmp_zip_origin") or {}
+    if origin.get("root") != path:
+        data = load_dataset(path)
+        return data, data.name
+    with zip_paths(origin["folder"], origin["name"]):
+        return load_dataset(path), origin["name"]
 
 
 def run_models(path: str, entries) -> dict:
     """Load the set and run every model with a progress bar -> the stored comparison."""
-    data = load_dataset(path)
+    data, name = load_set(path)
     bar = st.progress(0.0, text="Starting…")
     maps, total = {}, len(entries) * len(data)
     for i, e in enumerate(entries):
@@ -73,7 +89,7 @@ def run_models(path: str, entries) -> dict:
         maps[e.label] = [analysis.CompactMaps(m) for m in predict_set(predictor(e), data, progress=report)]
     bar.empty()
     return {"key": (path, tuple((e.key, e.mtime) for e in entries)), "samples": data.samples, "maps": maps,
-            "names": {e.label: e.name for e in entries}, "name": data.name, "sweeps": {}}
+            "names": {e.label: e.name for e in entries}, "name": name, "sweeps": {}}
 
 
 def results_at(cmp: dict, thr: float) -> dict:
@@ -167,13 +183,19 @@ def shipped_cv() -> None:
     for name, card in shipped_cards().items():
         if card is None:
             continue
-        ms = cv_mean_std(card)
-        row = {"model": name, "folds": str((card.get("cv") or {}).get("folds", "—"))}
+        ms, fixed, thr = cv_mean_std(card, "tuned"), cv_mean_std(card), protocol_threshold(card)
+        cv = card.get("cv") or {}
+        row = {"model": name, "folds": str(cv.get("folds", "—")), "threshold": str(cv.get("recommended_threshold", "—"))}
         for k in TABLE_METRICS:
             row[TITLES[k]] = analysis.format_mean_std(*ms[k]) if k in ms else "—"
+        row[f"Dice at {thr:g}" if thr is not None else "Dice at 0.8"] = (
+            analysis.format_mean_std(*fixed["dice"]) if "dice" in fixed else "—")
         rows.append(row)
     if rows:
         st.table(pd.DataFrame(rows).set_index("model"))
+        st.caption("Each fold at its threshold chosen on out-of-fold predictions (raw probabilities; the app "
+                   "applies the card's calibrated threshold). The last column is the paper's protocol, a fixed "
+                   "threshold: models whose probabilities are seldom that high score near 0 there.")
     else:
         st.info("No shipped model cards yet (weights/<model>.json): the shipped weights are not in place.")
 

@@ -15,7 +15,7 @@ from pages._shared import admin_unlocked, ensure_app_shell, cv_table
 from smallcovid.app import runview
 from smallcovid.app import viz
 from smallcovid.app.catalog import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
-                                    cv_table_rows, installed_models, installed_run_dir, paper_vs_ours, read_card,
+                                    cv_operating_rows, installed_models, installed_run_dir, paper_vs_ours, read_card,
                                     shipped_cards)
 from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import get_spec
@@ -29,10 +29,11 @@ def facts_list(card: dict) -> None:
 
 
 def cv_section(card: dict) -> None:
-    rows = cv_table_rows(card)
+    rows = cv_operating_rows(card)
     if rows:
-        st.markdown("**Cross-validation, per fold** (at the training threshold; per-type Dice over "
-                    "images that contain the type)")
+        st.markdown("**Cross-validation, per fold**, at each fold's threshold chosen on its out-of-fold "
+                    "predictions (raw probabilities); per-type Dice over images that contain the type. The "
+                    "last column is the paper's protocol: Dice at its fixed threshold.")
         st.table(cv_table(rows))
     else:
         st.caption("This card has no cross-validation results.")
@@ -63,7 +64,8 @@ def calibration_section(card: dict, key: str) -> None:
 
 
 def paper_section(name: str, card: dict | None) -> None:
-    st.markdown("**The paper's reported test results beside ours**")
+    st.markdown("**The paper's reported test results beside ours** (ours: cross-validation mean at each "
+                "fold's threshold chosen on its out-of-fold predictions)")
     paper = pd.DataFrame(paper_vs_ours(name, card, PAPER_TABLE1)).set_index("metric")
     st.table(paper.style.format("{:.3f}", na_rep="—"))
 

@@ -53,6 +53,25 @@ def source_inputs() -> tuple[list, list, str]:
     return list(scans or []), list(masks or []), st.session_state["source"]
 
 
+def uploads_set_aside(n: int) -> None:
+    """Under the example: the uploads are still there, unused, and one click brings them back."""
+    what = "Your uploaded scan is" if n == 1 else f"Your {n} uploaded files are"
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    left.caption(f"{what} set aside while the example is shown.")
+    right.button("Back to my upload", key="back_to_upload", on_click=lambda: st.session_state.update(source="upload"))
+
+
+SMALL_SIDE = 64  # px: below this an image cannot be a CT slice the models know
+
+
+def warn_if_small(sl: Slice) -> None:
+    """Say so when a slice is far smaller than the 512x512 CT slices the models were trained on."""
+    h, w = sl.shape
+    if min(h, w) < SMALL_SIDE:
+        st.warning(f"This image is {w}×{h} pixels. The models were trained on 512×512 CT slices; on an image "
+                   f"this small their output says little.", icon=":material/warning:")
+
+
 def window_picker(sl: Slice) -> Window | None:
     """Window preset radio (lung, mediastinum, custom width/level) for HU scans; None otherwise."""
     if sl.units != "hu":
@@ -142,6 +161,8 @@ def main() -> None:
             scan, scan_key, stem = ph.scan, EXAMPLE, EXAMPLE
             truth, truth_types, truth_name = ph.mask, ph.types, "the phantom's true lesions"
             st.info(ph.description, icon=":material/science:")
+            if scans:
+                uploads_set_aside(len(scans))
         elif scans:
             choice = choose_scan(scans)
             digest, scan = load_scan(choice)
@@ -150,6 +171,8 @@ def main() -> None:
             st.info("Upload a CT slice, or press **Example** to try a synthetic phantom.")
             return
         sl, idx = choose_slice(scan, scan_key)
+        if source != "example":
+            warn_if_small(sl)
         window = window_picker(sl)
     except SmallCovidError as exc:
         show_error(exc)

@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 import viewerhelpers as vh
 from apphelpers import blob_slice, fake_cv, finished_job, make_labeled_folder, png_bytes
+from test_labeled_zip import missing_mask_zip
 from smallcovid.app import analysis
 from smallcovid.app import uploads
 from smallcovid.data.dataset import load_dataset
@@ -341,6 +342,15 @@ def test_compare_zip_upload_and_unsafe_zip(app_env, tmp_path):
     at.button(key="cmp_run").click().run()
     assert not at.exception and not at.error
     assert at.dataframe[0].value.loc["smallcovid-net", "n"] == 3
+
+    # A slice without its mask is named by its path in the zip, not the server's session folder.
+    at.file_uploader(key="cmp_zip").set_value(("medseg.zip", missing_mask_zip(), "application/zip")).run()
+    at.button(key="cmp_run").click().run()
+    assert not at.exception
+    scratch = str(at.session_state["_scratch"].path)
+    assert [e.value for e in at.error] == ["images/medseg_001.jpg in medseg.zip: has no mask masks/medseg_001.png"]
+    shown = " ".join([e.value for e in at.error] + [c.value for c in at.caption])
+    assert "/tmp" not in shown and "smallcovid-session" not in shown and scratch not in shown
 
     bad = io.BytesIO()
     with zipfile.ZipFile(bad, "w") as zf:

@@ -1,7 +1,8 @@
 """Real-browser checks of app behaviours otherwise covered only by AppTest (tests/test_app*.py):
 a cancelled job is neutral news, an empty data folder asks for one, a mask of another name is not
-used, a rebuilt viewer replaces the old one, the Metrics CSV names its threshold, the Models page
-shows the disclaimer once and the CV table of a model trained here. Run with ``pytest -m browser``.
+used, a rebuilt viewer replaces the old one, a tall image keeps panels of sensible height, the
+Metrics CSV names its threshold, the Models page shows the disclaimer once and the CV table of a
+model trained here. Run with ``pytest -m browser``.
 """
 
 from __future__ import annotations
@@ -100,6 +101,22 @@ def test_browser_viewer_is_replaced_not_stacked(app_url, page):  # noqa: F811
     assert page.locator(VIEWER).count() == 1
     assert viewer_captions(page)[:4] == ["scan", "smallcovid-net", "unet", "segnet"]
     assert "mask-rcnn" not in viewer_captions(page)
+
+
+def test_browser_tall_narrow_image_keeps_panels_of_sensible_height(app_url, page):  # noqa: F811
+    """A 30x400 image: each panel at most 1.25x as high as it is wide, not 13x."""
+    from PIL import Image
+
+    url, tmp = app_url
+    path = tmp / "tall.png"
+    Image.fromarray((np.random.default_rng(0).random((400, 30)) * 255).astype(np.uint8)).save(path)
+    page.goto(url)
+    page.get_by_text("Upload a CT slice").wait_for()
+    page.locator('input[type="file"]').nth(0).set_input_files(str(path))
+    wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
+    boxes = page.locator(f"{VIEWER} figure").evaluate_all(
+        "(els) => els.map((f) => [f.getBoundingClientRect().width, f.querySelector('canvas').getBoundingClientRect().height])")
+    assert boxes and all(h <= 1.25 * w + 2 for w, h in boxes), boxes
 
 
 def test_browser_volume_slices_and_windows_keep_one_viewer(app_url, page):  # noqa: F811

@@ -54,6 +54,25 @@ def test_card_rows():
     assert catalog.cv_table_rows({}) == []
 
 
+def test_operating_rows_are_at_the_tuned_threshold_with_the_protocol_dice_beside():
+    """A model that finds almost nothing at the paper's 0.8 is shown at its tuned threshold, 0.8 beside it."""
+    cv = fake_cv(2)
+    for f in cv["per_fold"]:
+        f["at_threshold"] = dict(f["at_threshold"], dice=0.01)
+        f["tuned"] = dict(f["tuned"], dice=0.55, threshold=0.25)
+    cv["at_threshold"] = dict(cv["at_threshold"], dice={"mean": 0.01, "std": 0.0})
+    cv["tuned"] = dict(cv["tuned"], dice={"mean": 0.55, "std": 0.0})
+    card = {"cv": cv}
+    assert catalog.protocol_threshold(card) == 0.8 and catalog.protocol_threshold({}) is None
+    rows = catalog.cv_operating_rows(card)
+    assert [r["fold"] for r in rows] == ["1", "2", "3", "mean", "std"]
+    assert [r["threshold"] for r in rows[:3]] == [0.25] * 3
+    assert rows[0]["dice"] == 0.55 and rows[0]["Dice at 0.8"] == 0.01
+    assert rows[3]["dice"] == pytest.approx(0.55) and rows[3]["Dice at 0.8"] == pytest.approx(0.01)
+    assert catalog.paper_vs_ours("mask-rcnn", card, {})[0]["ours (CV mean)"] == pytest.approx(0.55)
+    assert catalog.cv_operating_rows({}) == []
+
+
 def test_runview_reads_partial_runs(tmp_path):
     assert runview.read_histories(tmp_path) == {} and runview.read_summary(tmp_path) is None
     (tmp_path / "fold_1").mkdir()

@@ -12,7 +12,7 @@ from smallcovid.io import labeled_zip
 from smallcovid.data.dataset import load_dataset
 from smallcovid.core.errors import SmallCovidError
 
-from apphelpers import make_labeled_folder
+from apphelpers import blob_slice, make_labeled_folder, png_bytes
 
 
 def zip_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -87,3 +87,62 @@ def test_not_a_zip_and_no_layout(tmp_path):
         labeled_zip.extract_labeled_zip(b"hello", tmp_path / "a", "x.zip")
     with pytest.raises(SmallCovidError, match="images/ and masks/"):
         labeled_zip.extract_labeled_zip(zip_bytes({"readme.txt": b"hi"}), tmp_path / "b", "y.zip")
+
+
+def jpeg_bytes(arr) -> bytes:
+    from PIL import Image
+
+    buf = BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def missing_mask_zip(prefix: str = "") -> bytes:
+    """The reported case: two JPEG slices, a mask for the first only."""
+    img0, mask0 = blob_slice(32, seed=0)
+    img1, _ = blob_slice(32, seed=1)
+    return zip_bytes({f"{prefix}images/medseg_000.jpg": jpeg_bytes(img0),
+                      f"{prefix}images/medseg_001.jpg": jpeg_bytes(img1),
+                      f"{prefix}masks/medseg_000.png": png_bytes(mask0)})
+
+
+@pytest.mark.parametrize("prefix", ["", "myset/"])
+def test_a_missing_mask_in_a_zip_is_named_by_its_path_in_the_zip(tmp_path, prefix):
+    dest = tmp_path / "smallcovid-session-x" / "zip" / "data"
+    root = labeled_zip.extract_labeled_zip(missing_mask_zip(prefix), dest, "set.zip")
+    with pytest.raises(SmallCovidError) as err, labeled_zip.zip_paths(dest, "set.zip"):
+        load_dataset(root)
+    msg = str(err.value)
+    assert msg == f"{prefix}images/medseg_001.jpg in set.zip: has no mask {prefix}masks/medseg_001.png"
+    assert str(tmp_path) not in msg and "smallcovid-session" not in msg
+
+
+def test_other_loader_errors_in_a_zip_name_paths_in_the_zip(tmp_path):
+    img, mask = blob_slice(32, seed=0)
+    data = zip_bytes({"images/a.png": png_bytes(img), "images/a.jpg": jpeg_bytes(img), "masks/a.png": png_bytes(mask)})
+    dest = tmp_path / "out"
+    root = labeled_zip.extract_labeled_zip(data, dest, "set.zip")
+    with pytest.raises(SmallCovidError) as err, labeled_zip.zip_paths(dest, "set.zip"):
+        load_dataset(root)
+    assert str(err.value) == "images in set.zip: a.jpg and a.png share the stem 'a'; every slice needs its own name"
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("{d}: not a labeled folder", "set.zip: not a labeled folder"),
+    ("{d}/images: no .png images found", "images in set.zip: no .png images found"),
+    ("{d}/images/a.png: has no mask in {d}/masks", "images/a.png in set.zip: has no mask in masks"),
+    ("folds must be 2 to 3, got 9", "set.zip: folds must be 2 to 3, got 9"),
+])
+def test_errors_from_an_extracted_zip_are_reworded_to_the_zip(tmp_path, message, shown):
+    with pytest.raises(SmallCovidError) as err, labeled_zip.zip_paths(tmp_path, "set.zip"):
+        raise SmallCovidError(message.format(d=tmp_path))
+    assert str(err.value) == shown
+
+
+def test_a_server_folder_keeps_its_own_paths(tmp_path):
+    make_labeled_folder(tmp_path / "set", n=1, size=32)
+    (tmp_path / "set" / "images" / "case_9.png").write_bytes((tmp_path / "set" / "images" / "case_0.png").read_bytes())
+    with pytest.raises(SmallCovidError) as err:
+        load_dataset(tmp_path / "set")
+    assert str(err.value) == (f"{tmp_path / 'set' / 'images' / 'case_9.png'}: has no mask "
+                              f"{tmp_path / 'set' / 'masks' / 'case_9.png'}")

@@ -170,7 +170,7 @@ def _load_folder(root: Path, allow_symlinks: bool) -> LabeledSet:
         stem = img_path.stem
         mask_path = masks_dir / f"{stem}.png"
         if not mask_path.is_file():
-            raise SmallCovidError(f"{img_path}: has no mask {mask_path.name} in {masks_dir}")
+            raise InputFileError(img_path, f"has no mask {mask_path}")
         scan = io.read_scan(_checked(img_path, root, allow_symlinks))
         if isinstance(scan, io.Volume):
             raise InputFileError(img_path, "is a volume; labeled folders hold single slices")

@@ -7,6 +7,10 @@ components, symbolic links and other special files, more than
 :data:`MAX_MEMBERS` members, and more than :data:`MAX_UNCOMPRESSED_BYTES` in
 total; while writing, it counts real bytes, so a header that lies about sizes
 cannot inflate past the limit.
+
+Errors raised later, while reading the extracted files, name paths under the
+server's temporary folder; :func:`zip_paths` rewords them to paths inside the
+zip so a public server shows none of its own folders.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import shutil
 import stat
 import zipfile
 import zlib
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
-from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.errors import InputFileError, SmallCovidError
 
 MAX_MEMBERS = 2000
 MAX_UNCOMPRESSED_BYTES = 500 * 1024 * 1024
@@ -121,3 +127,66 @@ def find_dataset_root(folder: str | os.PathLike, name: str = "upload.zip") -> Pa
             return c
     raise SmallCovidError(f"{name}: holds no images/ and masks/ folders (expected images/<stem>.png|jpg|tif "
                           "and masks/<stem>.png, at the top or inside one folder)")
+
+
+def in_zip_terms(exc: SmallCovidError, folder: str | os.PathLike, name: str) -> SmallCovidError:
+    """``exc`` reworded to name paths inside the zip instead of the folder it was extracted to.
+
+    Args:
+        exc: an error raised while reading files under ``folder``.
+        folder: the ``dest`` given to :func:`extract_labeled_zip`.
+        name: the upload's name, e.g. ``set.zip``.
+
+    Returns:
+        A new error whose message leads with the file's path in the zip
+        (``images/a.jpg in set.zip: has no mask masks/a.png``), or with ``name`` when the
+        message names no file in the zip; every other mention of ``folder`` becomes relative.
+        An :class:`InputFileError` stays one.
+    """
+    roots = _spellings(folder)
+    if isinstance(exc, InputFileError):
+        head, problem = exc.path, exc.problem
+    else:
+        text = str(exc)
+        head, sep, problem = text.partition(": ")
+        if not sep or _relative(head, roots) is None:
+            return SmallCovidError(f"{name}: {_strip(text, roots)}")
+    rel = _relative(head, roots)
+    shown = head if rel is None else name if rel == "." else f"{rel} in {name}"
+    problem = _strip(problem, roots)
+    return InputFileError(shown, problem) if isinstance(exc, InputFileError) else SmallCovidError(f"{shown}: {problem}")
+
+
+@contextmanager
+def zip_paths(folder: str | os.PathLike, name: str) -> Iterator[None]:
+    """Re-raise a :class:`SmallCovidError` from the block in zip terms (see :func:`in_zip_terms`).
+
+    Example: ``with zip_paths(dest, "set.zip"): data = load_dataset(root)``.
+    """
+    try:
+        yield
+    except SmallCovidError as exc:
+        raise in_zip_terms(exc, folder, name) from exc
+
+
+def _spellings(folder: str | os.PathLike) -> list[str]:
+    """``folder`` as given and resolved, longest first (one may contain the other, e.g. /private/tmp)."""
+    given = Path(folder)
+    return sorted({os.fspath(given), os.fspath(given.resolve())}, key=len, reverse=True)
+
+
+def _relative(path: str, roots: list[str]) -> str | None:
+    """``path`` relative to the first root it lies under, in zip (``/``) form; None when under none."""
+    for root in roots:
+        if path == root:
+            return "."
+        if path.startswith(root + os.sep):
+            return PurePosixPath(*Path(path[len(root) + 1:]).parts).as_posix()
+    return None
+
+
+def _strip(text: str, roots: list[str]) -> str:
+    """``text`` with paths under ``roots`` made relative (the root alone becomes "the zip")."""
+    for root in roots:
+        text = text.replace(root + os.sep, "").replace(root, "the zip")
+    return text

@@ -120,6 +120,8 @@ function fmt(v, d) {
   return v == null || Number.isNaN(v) ? "—" : Number(v).toFixed(d);
 }
 
+const MAX_ASPECT = 1.25; // panel height / panel width at most
+
 /** Put `node` in place of the viewer (or its error message) under `root`, or append it.
  * `root` is a ShadowRoot: ":scope > .scv" matches nothing there, so look at its children. */
 function replaceOwn(root, node) {
@@ -194,6 +196,13 @@ class Viewer {
     const metricsBox = el("div", { class: "tables" });
     const statsBox = el("div", { class: "tables" });
     w.append(controls, note, panels, legend, inspect, metricsBox, statsBox);
+    // A tall, narrow image drawn at the panel's full width would be thousands of pixels high:
+    // narrow its canvases so that none is more than MAX_ASPECT times as high as the panel is wide.
+    const aspect = d.height / d.width;
+    if (aspect > MAX_ASPECT) {
+      const width = `${(100 * MAX_ASPECT) / aspect}%`;
+      w.querySelectorAll("canvas").forEach((c) => Object.assign(c.style, { width, marginInline: "auto" }));
+    }
     // Replace only our own node: the shadow root also holds the stylesheet Streamlit put there.
     replaceOwn(this.root, w);
     Object.assign(this, { w, thrIn, thrOut, opIn, opOut, cards, types, note, legend, pick, swipe, swipeCanvas,
