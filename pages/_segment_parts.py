@@ -125,7 +125,14 @@ def results_table(maps: dict, thr: dict, truth, truth_types, stats: pd.DataFrame
     table = stats
     if truth is not None:
         table = metrics_frame(maps, thr, truth, truth_types).join(stats, how="outer")
+        # The join sorts rows by name: keep the viewer's order (models as picked, ground truth last).
+        table = table.reindex(list(stats.index) + [i for i in table.index if i not in stats.index])
     table = table.copy()
+    for col in table.columns:  # pixel counts stay integers where a row has none ("—" in the viewer)
+        values = table[col].dropna()
+        if table[col].dtype.kind == "f" and len(values) and (values == values.round()).all() and (
+                col.endswith("(px)") or col == "separate lesions"):
+            table[col] = table[col].astype("Int64")
     table.insert(0, "threshold", [thr.get(str(i)) for i in table.index])
     return table
 

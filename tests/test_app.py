@@ -173,8 +173,11 @@ def test_metrics_csv_has_each_models_threshold(app_env):
     ph = make_phantom(96, seed=1)
     maps = {n: predict(n, ph.scan) for n in MODELS[:2]}
     thr = {MODELS[0]: 0.3, MODELS[1]: 0.55}
-    stats = pd.DataFrame([{"model": n, "lesion area (mm²)": 1.0} for n in [*maps, "ground truth"]]).set_index("model")
+    stats = pd.DataFrame([{"model": n, "lesion area (mm²)": 1.0, "ground-glass (px)": None if n == "ground truth" else 168}
+                          for n in [*maps, "ground truth"]]).set_index("model")
     table = results_table(maps, thr, ph.mask, ph.types, stats)
+    assert list(table.index) == [*maps, "ground truth"]  # the viewer's order, not sorted by name
+    assert ",168\n" in table.to_csv() and "168.0" not in table.to_csv()  # pixel counts stay integers
     assert list(table.columns[:2]) == ["threshold", "Dice"]
     assert table.loc[MODELS[0], "threshold"] == 0.3 and table.loc[MODELS[1], "threshold"] == 0.55
     assert np.isnan(table.loc["ground truth", "threshold"])
