@@ -291,6 +291,7 @@ def test_segment_viewer_slider_is_fast_exact_and_settles_on_the_server(app_url, 
     assert slider.input_value() == "0.8"
     page.locator(f"{VIEWER} label.chk", has_text="Card thresholds").click()
     assert slider.is_disabled()
+    assert page.locator(f"{VIEWER} output.val").first.inner_text() == "cards"  # not the manual 0.80 it ignores
     page.get_by_text("Thresholds from the model cards", exact=False).wait_for()
     shot(page, "segment-threshold-0.80.png")
 

@@ -231,7 +231,7 @@ class Viewer {
     const v = this.view;
     this.thrIn.value = String(this.thr());
     this.thrIn.disabled = !!v.cards;
-    this.thrOut.textContent = this.thr().toFixed(2);
+    this.thrOut.textContent = v.cards ? "cards" : this.thr().toFixed(2); // each model has its own then
     this.opIn.value = String(v.opacity);
     this.opOut.textContent = Number(v.opacity).toFixed(2);
     this.cards.checked = !!v.cards;
