@@ -68,12 +68,12 @@ def example(page, url: str) -> None:
     save(page, REPO / "docs" / "example.jpg", height=2200)
 
 
-def segment(page, url: str, image: Path, mask: Path) -> None:
+def segment(page, url: str, tmp: Path, image: Path, mask: Path) -> None:
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
-    files = page.locator('input[type="file"]')
-    files.nth(0).set_input_files(str(image))
-    files.nth(1).set_input_files(str(mask))
+    tb.upload_scan_then_mask(page, tmp, image, mask)
+    page.get_by_text("Agreement with the ground truth").wait_for()
+    tb.wait_idle(page)
     page.locator(f"{tb.VIEWER}[data-painted]").wait_for()
     print(f"{image.name}, Dice at the default threshold:", tb.wait_for_table(page, 4),
           "threshold", page.locator(tb.VIEWER).get_attribute("data-threshold"))
@@ -111,7 +111,7 @@ def main() -> int:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(180_000)
             example(page, url)
-            segment(page, url, image, mask)
+            segment(page, url, Path(tmp), image, mask)
             if (tb.SHARED / "images").is_dir():
                 compare(page, url, Path(tmp))
             page.goto(f"{url}/train")
