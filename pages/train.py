@@ -145,33 +145,27 @@ def draw_results(job: Job) -> None:
     rows = cv_table_rows({"cv": summary}) if summary else []
     if not rows:
         return
-    thr = job.config.get("threshold")
-    st.markdown(f"**Cross-validation results** at threshold {thr} (each fold's best epoch; the solid line of "
-                "the Dice panel)")
+    st.markdown(runview.cv_results_heading(job.config.get("threshold"), job.config.get("image_size")))
     st.table(cv_table(rows))
-    st.caption(f"Recommended threshold (chosen on out-of-fold predictions): {summary.get('recommended_threshold')}"
-               f" · {summary.get('device')} · {summary.get('elapsed_s', 0) / 60:.1f} min")
+    st.caption(runview.results_caption(summary, final=bool(job.config.get("final"))))
 
 
 def draw_outcome(job: Job) -> None:
     """How a job that stopped ended: a cancel is the user's own choice (neutral), a failure an error."""
     if job.status == "cancelled":
-        reason = job.error.splitlines()[0].rstrip(".") if job.error else "Cancelled"
-        st.info(f"{reason[:1].upper()}{reason[1:]}. **Resume** continues from the last finished epoch.",
+        st.info(f"{runview.stop_reason(job.error, 'cancelled')}. **Resume** continues from the last finished epoch.",
                 icon=":material/stop_circle:")
     elif job.status == "interrupted":
-        st.warning((job.error or "The job stopped unexpectedly").splitlines()[0] + ". **Resume** continues from the "
+        st.warning(f"{runview.stop_reason(job.error, 'the job stopped unexpectedly')}. **Resume** continues from the "
                    "last finished epoch.", icon=":material/warning:")
     elif job.error and job.status != "done":
-        st.error(job.error.splitlines()[0])
+        st.error(runview.stop_reason(job.error, "failed", sentence=False))
 
 
 def draw_job(mgr: JobManager, job: Job) -> None:
     """Status, progress, curves, results, log tail and the action buttons of one job."""
     cfg = job.config
-    st.caption(f"{cfg.get('folds')} folds · {cfg.get('epochs')} epochs · image {cfg.get('image_size')} px · "
-               f"batch {cfg.get('batch_size')} · lr {cfg.get('lr')} · protocol {cfg.get('protocol')} · "
-               f"data {cfg.get('data')} · run folder {job.run_dir}")
+    st.caption(runview.job_caption(cfg, job.run_dir))
     cluster_caption(job)
     if job.status in ACTIVE:
         st.progress(runview.progress_fraction(job.progress, cfg), text=runview.progress_text(job.progress))

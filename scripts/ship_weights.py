@@ -55,13 +55,17 @@ def _without_local_paths(card: dict, run: Path) -> dict:
 
 
 def _training_time(run: Path, final_card: dict) -> float | None:
-    """Seconds of training behind the final model (its card's, which counts the whole run), plus
-    the cross-validation part when the final model was added later by resuming the finished run
-    with ``final`` set (that part's summary kept as ``summary.cv.json``)."""
+    """Seconds of training behind the final model: its card's, plus the cross-validation part when
+    the final model was added later by resuming the finished run with ``final`` set (that part's
+    summary kept as ``summary.cv.json``) and the card does not count it already."""
     total = final_card.get("training_time_s")
     cv = run / "summary.cv.json"
     if total is not None and cv.is_file():
-        total += json.loads(cv.read_text()).get("elapsed_s") or 0.0
+        cv_s = json.loads(cv.read_text()).get("elapsed_s") or 0.0
+        # A run that records its clock (clock.json) resumes counting from the CV part's time,
+        # so its card already holds it: a card shorter than the CV part alone does not.
+        if total < cv_s:
+            total += cv_s
     return total
 
 

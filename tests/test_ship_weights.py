@@ -45,3 +45,16 @@ def test_folds_only_ships_a_cv_run_without_final_model(copy_run, tmp_path):
     _, card = load_weights(out / "smallcovid-net-folds" / "fold_2.safetensors")
     assert card["weights_dtype"] == "float16" and card["input_size"] == 32 and card["data_sha256"]
     assert str(copy_run) not in json.dumps(card) and "--data" in card["command"]
+
+
+def test_training_time_adds_the_cv_part_only_when_the_card_lacks_it(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ship_weights", Path(__file__).parent.parent / "scripts" / "ship_weights.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    assert ship._training_time(tmp_path, {"training_time_s": 100.0}) == 100.0  # no summary.cv.json
+    (tmp_path / "summary.cv.json").write_text(json.dumps({"elapsed_s": 500.0}))
+    assert ship._training_time(tmp_path, {"training_time_s": 100.0}) == 600.0  # final model alone on the card
+    assert ship._training_time(tmp_path, {"training_time_s": 620.0}) == 620.0  # the clock counted the CV part
+    assert ship._training_time(tmp_path, {}) is None

@@ -336,3 +336,98 @@ def test_device_resolution_and_description():
         resolve_device("tpu")
     text = describe_device(torch.device("cpu"))
     assert text.startswith("cpu (") and text.endswith(f"{torch.get_num_threads()} threads)")
+
+
+# ------------------------------------------------------------------ time across resumes, thresholds, names
+
+def test_elapsed_time_adds_up_across_a_cancel_and_a_resume(tiny_cfg, tmp_path):
+    import time
+
+    run = tmp_path / "run"
+    first: list[Progress] = []
+    seen_clock_at_epoch = []
+
+    def slow(p: Progress) -> None:
+        first.append(p)
+        if p.kind == "epoch":  # saved with each epoch: a killed process keeps its time up to there
+            seen_clock_at_epoch.append((run / "clock.json").is_file())
+        if p.kind == "batch":
+            time.sleep(0.3)
+
+    # fold 1: epoch 1 (2 batches), then 1 batch of epoch 2, then the cancel
+    with pytest.raises(TrainingCancelled):
+        train(tiny_cfg(final=True), run, progress=slow, should_stop=_stop_after(3))
+    assert seen_clock_at_epoch == [True]
+    spent = json.loads((run / "clock.json").read_text())["elapsed_s"]
+    assert spent >= 0.9 and spent > first[-1].elapsed_s  # three batches' sleeps: the cut epoch's one counts too
+
+    events: list[Progress] = []
+    summary = train(tiny_cfg(final=True), run, progress=events.append)
+    assert all(e.elapsed_s >= spent for e in events)
+    assert summary["elapsed_s"] >= spent + (events[-1].elapsed_s - events[0].elapsed_s)
+    assert json.loads((run / "summary.json").read_text())["elapsed_s"] == summary["elapsed_s"]
+    _, card = load_weights(run / "final" / f"{MODEL}.safetensors")
+    assert card["training_time_s"] == summary["elapsed_s"]  # one total: the card's and the summary's
+    assert json.loads((run / "clock.json").read_text())["elapsed_s"] >= summary["elapsed_s"]
+
+
+def test_clock_record_and_spent_time_checks(tmp_path, caplog):
+    from smallcovid.training.progress import spent_seconds
+    from smallcovid.training.progress import Clock
+
+    assert spent_seconds(tmp_path) == 0.0
+    (tmp_path / "clock.json").write_text('{"elapsed_s": 12.5}')
+    assert spent_seconds(tmp_path) == 12.5
+    assert Clock(4, spent_s=12.5).elapsed() >= 12.5
+    for bad in ("{not json", '{"elapsed_s": -3}', '{"elapsed_s": "soon"}', "[]"):
+        (tmp_path / "clock.json").write_text(bad)
+        with caplog.at_level(logging.WARNING):
+            assert spent_seconds(tmp_path) == 0.0
+        assert "clock.json" in caplog.text
+        caplog.clear()
+    for bad in (-1.0, float("inf"), float("nan"), "3"):
+        with pytest.raises(ValueError, match="spent_s"):
+            Clock(4, spent_s=bad)
+
+
+def test_a_cancel_in_the_final_model_names_the_final_model(tiny_cfg, tmp_path):
+    # 13 batches: both folds (8) and the final model's first epoch (3) and 2 batches of its second
+    with pytest.raises(TrainingCancelled, match=r"^final model \(all data\) cancelled at epoch 2$"):
+        train(tiny_cfg(final=True), tmp_path / "run", should_stop=_stop_after(13))
+
+
+def test_operating_threshold_is_the_calibrated_one_when_calibrated():
+    from smallcovid.training.cvsummary import operating_threshold, threshold_text
+
+    assert operating_threshold({"recommended_threshold": 0.5, "calibration": {"threshold": 0.1}}) == (0.1, 0.5)
+    assert operating_threshold({"recommended_threshold": 0.55, "calibration": None}) == (0.55, None)
+    assert operating_threshold({"recommended_threshold": 0.55}) == (0.55, None)
+    assert threshold_text({"recommended_threshold": 0.5, "calibration": {"threshold": 0.1}}) == \
+        "0.10 on calibrated probabilities (0.50 on raw probabilities)"
+    assert threshold_text({"recommended_threshold": 0.55, "calibration": None}) == \
+        "0.55 on raw probabilities (no calibration fitted)"
+    for bad in ({}, {"recommended_threshold": 1.5}, {"recommended_threshold": "0.5"},
+                {"recommended_threshold": 0.5, "calibration": {"a": 1.0}}, {"recommended_threshold": 0.5,
+                                                                           "calibration": [0.1]}):
+        with pytest.raises(ValueError, match="summary"):
+            operating_threshold(bad)
+
+
+def test_console_summary_states_the_threshold_the_card_uses(tiny_run):
+    from smallcovid.training.console import format_summary
+    from smallcovid.training.cvsummary import operating_threshold, threshold_text
+
+    _, summary = tiny_run
+    _, card = load_weights(Path(summary["final"]["weights"]))
+    assert (card["threshold"], card.get("threshold_uncalibrated")) == operating_threshold(summary)
+    text = format_summary(summary)
+    line = next(x for x in text.splitlines() if x.startswith("recommended threshold"))
+    assert line == ("recommended threshold (out-of-fold), the one the final model's card uses: "
+                    + threshold_text(summary))
+    assert f"{card['threshold']:.2f} on " in line
+    calibrated = {**summary, "recommended_threshold": 0.5, "calibration": {"threshold": 0.1}}
+    line = next(x for x in format_summary(calibrated).splitlines() if x.startswith("recommended threshold"))
+    assert line.endswith("the one the final model's card uses: 0.10 on calibrated probabilities "
+                         "(0.50 on raw probabilities)")
+    no_final = {k: v for k, v in calibrated.items() if k != "final"}
+    assert "the one the fold models use: 0.10 on calibrated" in format_summary(no_final)

@@ -4,7 +4,9 @@ A run folder (see :mod:`smallcovid.training.loop`) holds ``fold_<k>/history.csv`
 (columns epoch, train_loss, val_loss, val_dice, val_dice_best, lr; a missing column reads as NaN), ``final/history.csv`` for the
 all-data model, ``summary.json`` when the folds are done, and ``train.log`` for jobs.
 Everything here tolerates a run that is still being written: missing or partial
-files give empty results, never an exception.
+files give empty results, never an exception. The texts for the Train page's job
+view (:func:`job_caption`, :func:`stop_reason`, :func:`cv_results_heading`,
+:func:`results_caption`) live here too, so that their wording is tested without Streamlit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
+
+from smallcovid.training.cvsummary import threshold_text
+from smallcovid.training.fold import FINAL_MODEL
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr")
 
@@ -136,3 +142,81 @@ def progress_text(progress: dict | None) -> str:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def plural(n: Any, word: str) -> str:
+    """``"1 epoch"``, ``"2 epochs"``; a count that is not a whole number keeps the plural (``"? epochs"``)."""
+    try:
+        one = float(n) == 1
+    except (TypeError, ValueError):
+        one = False
+    return f"{n} {word}" if one else f"{n} {word}s"
+
+
+def job_caption(config: dict, run_dir: str | Path) -> str:
+    """The one-line recipe of a job: ``2 folds · 1 epoch · image 32 px · batch 2 · lr 0.001 · ...``."""
+    return (f"{plural(config.get('folds'), 'fold')} · {plural(config.get('epochs'), 'epoch')} · "
+            f"image {config.get('image_size')} px · batch {config.get('batch_size')} · lr {config.get('lr')} · "
+            f"protocol {config.get('protocol')} · data {config.get('data')} · run folder {run_dir}")
+
+
+def stop_reason(error: str | None, default: str, *, sentence: bool = True) -> str:
+    """The first line of a stopped job's error (``default`` when there is none).
+
+    ``sentence=True`` makes it the start of a sentence (first letter upper case, no final
+    period), to be followed by more text; ``False`` keeps the line as recorded. Jobs
+    recorded before the final model had its own name say ``fold 0``; either way they
+    read as the final model here.
+    """
+    text = (error or "").strip()
+    reason = text.splitlines()[0] if text else default
+    if reason.startswith(("fold 0 ", "fold 0:")):
+        reason = FINAL_MODEL + reason[len("fold 0"):]
+    if not sentence:
+        return reason
+    reason = reason.rstrip(".")
+    return reason[:1].upper() + reason[1:]
+
+
+def cv_results_heading(threshold: Any, image_size: Any) -> str:
+    """Markdown heading of the per-fold table, saying how its numbers relate to the Dice panel.
+
+    Each fold's model is its best epoch by ``val_dice_best`` (the dotted line), see
+    :func:`smallcovid.training.fold.train_fold`; the table then scores that model again
+    out of fold, on the validation slices at their own size
+    (:func:`smallcovid.training.cvsummary.finish_run`), whereas the curves were measured
+    on ``image_size`` x ``image_size`` inputs and masks, so its Dice is close to the solid
+    line at that epoch but not the same number.
+    """
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        at = f"threshold {threshold:g}"
+    else:
+        at = "the run's threshold" if threshold is None else f"threshold {threshold}"
+    size = f"{image_size} px" if image_size else "the model's input size"
+    return (f"**Cross-validation results** at {at}. Each fold's model is its best epoch: the highest point of "
+            f"the dotted line (best-threshold Dice) in the Dice panel. The table scores that model again on "
+            f"the fold's validation slices at their own size, so its Dice can differ a little from the solid "
+            f"line (Dice at {at}, measured at {size}) at that epoch.")
+
+
+def results_caption(summary: dict, final: bool) -> str:
+    """The line under the per-fold table: the threshold the model uses, the device and the training time.
+
+    ``final``: the run trains a final model, whose card carries that threshold; else the
+    run's fold models use it. An old or partial summary without a usable threshold leaves
+    that part out.
+    """
+    parts = []
+    try:
+        text = threshold_text(summary)
+    except ValueError:
+        text = ""
+    if text:
+        who = "the model card uses" if final else "the fold models use"
+        parts.append(f"Threshold {who}: {text}, chosen on out-of-fold predictions")
+    if summary.get("device"):
+        parts.append(str(summary["device"]))
+    elapsed = summary.get("elapsed_s")
+    if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and elapsed >= 0:
+        parts.append(f"training time {_duration(elapsed)}")
+    return " · ".join(parts)

@@ -8,6 +8,7 @@ of the same scan line up pixel for pixel.
 
 from __future__ import annotations
 
+import math
 from io import BytesIO
 from typing import Mapping, Sequence
 
@@ -200,7 +201,7 @@ def training_curves_figure(histories: Mapping[int, Mapping[str, Sequence[float]]
     fig.update_annotations(font_size=13)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=50, b=10), title=title or None,
                       legend=dict(title_text="colour = fold", orientation="h", yanchor="top", y=-0.22, x=0))
-    return fig
+    return show_lone_points(fig)
 
 
 def dice_box_figure(per_image: Mapping[str, Sequence[float]], stems: Sequence[str] | None = None):
@@ -268,3 +269,34 @@ def reliability_figure(cal: Mapping):
                       xaxis_range=[0, 1], yaxis_range=[0, 1.02], height=360, margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0))
     return fig
+
+
+def show_lone_points(fig):
+    """Give markers to the line-only traces of a plotly figure that have a point with no neighbour
+    (a one-epoch run, or a value between missing ones); returns ``fig``.
+
+    A line needs two points: a lone point of a ``"lines"`` trace draws nothing, and the
+    axis range may leave it out. Dashed and dotted traces get open markers, so they stay
+    apart from the filled markers of solid ones.
+    """
+    for trace in fig.data:
+        mode = getattr(trace, "mode", None) or ""
+        if "lines" not in mode or "markers" in mode or not _has_lone_point(list(trace.y or [])):
+            continue
+        dash = getattr(trace.line, "dash", None)
+        trace.mode = mode + "+markers"
+        trace.marker = dict(color=trace.line.color, size=8,
+                            symbol="circle" if dash in (None, "solid") else "circle-open")
+    return fig
+
+
+def _has_lone_point(ys: list) -> bool:
+    def finite(i: int) -> bool:
+        if not 0 <= i < len(ys):
+            return False
+        try:
+            return math.isfinite(float(ys[i]))
+        except (TypeError, ValueError):
+            return False
+
+    return any(finite(i) and not finite(i - 1) and not finite(i + 1) for i in range(len(ys)))

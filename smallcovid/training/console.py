@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from smallcovid.training.cvsummary import threshold_text
 from smallcovid.training.progress import Progress
 
 
@@ -38,7 +39,12 @@ class ConsoleProgress:
 
 
 def format_summary(summary: dict) -> str:
-    """Per-fold table and mean +- std, at the run's threshold and at the tuned threshold."""
+    """Per-fold table and mean +- std, at the run's threshold and at the tuned threshold, then the
+    threshold the model uses (on calibrated probabilities when a calibration was fitted).
+
+    Raises:
+        ValueError: ``summary`` holds no usable threshold (see :func:`smallcovid.training.cvsummary.threshold_text`).
+    """
     lines = [f"\n{summary['model']}: {summary['folds']}-fold cross-validation on {summary['n_slices']} slices"]
     head = f"{'fold':<6}{'best ep':>8}{'thr':>6}{'Dice':>8}{'prec':>8}{'recall':>8}{'IoU':>8} | {'tuned thr':>9}{'Dice':>8}"
     lines += [head, "-" * len(head)]
@@ -55,7 +61,9 @@ def format_summary(summary: dict) -> str:
         key = f"dice_{typ}"
         if key in t and t[key]["mean"] is not None:
             lines.append(f"{typ} Dice (tuned): {t[key]['mean']:.3f} ± {t[key]['std']:.3f}")
-    lines.append(f"recommended threshold (out-of-fold): {summary['recommended_threshold']:.2f}")
+    # The calibrated threshold is the one the model uses: print it first, so there is one answer.
+    user = "the final model's card uses" if "final" in summary else "the fold models use"
+    lines.append(f"recommended threshold (out-of-fold), the one {user}: {threshold_text(summary)}")
     if "final" in summary:
         lines.append(f"final model: {summary['final']['weights']}")
     return "\n".join(lines)

@@ -3,6 +3,12 @@
 The recommended threshold is chosen on out-of-fold predictions only. Each fold's
 reported metrics use a threshold chosen on the *other* folds' predictions, so no
 reported number was tuned on the images it is measured on.
+
+When a calibration is fitted, the model is used on calibrated probabilities, so the
+threshold it uses is the calibration's own (``summary["calibration"]["threshold"]``),
+not ``recommended_threshold`` (the one on raw probabilities):
+:func:`operating_threshold` and :func:`threshold_text` say which, for the card, the
+console and the app alike.
 """
 
 from __future__ import annotations
@@ -58,6 +64,48 @@ def reproduce_command(cfg: TrainConfig) -> str:
     if cfg.final:
         parts += ["--final"]
     return shlex.join(parts)
+
+
+def operating_threshold(summary: dict) -> tuple[float, float | None]:
+    """``(threshold, raw)``: the threshold a model of this run uses, and the raw-probability one
+    when they differ.
+
+    With a calibration in ``summary`` the model runs on calibrated probabilities:
+    ``threshold`` is the calibration's and ``raw`` the ``recommended_threshold`` (on
+    raw probabilities); without one, ``threshold`` is ``recommended_threshold`` and
+    ``raw`` is None. The final model's card stores exactly these (``threshold`` and
+    ``threshold_uncalibrated``).
+
+    Raises:
+        ValueError: ``summary`` holds no usable recommended or calibrated threshold.
+    """
+    raw = _threshold_value(summary.get("recommended_threshold"), "recommended_threshold")
+    calibration = summary.get("calibration")
+    if not calibration:
+        return raw, None
+    if not isinstance(calibration, dict):
+        raise ValueError(f"summary calibration must be a mapping, got {type(calibration).__name__}")
+    return _threshold_value(calibration.get("threshold"), "calibration threshold"), raw
+
+
+def _threshold_value(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"summary {what} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def threshold_text(summary: dict) -> str:
+    """The threshold of :func:`operating_threshold` in words, e.g. ``"0.10 on calibrated
+    probabilities (0.50 on raw probabilities)"`` or ``"0.50 on raw probabilities (no
+    calibration fitted)"``.
+
+    Raises:
+        ValueError: as :func:`operating_threshold`.
+    """
+    threshold, raw = operating_threshold(summary)
+    if raw is None:
+        return f"{threshold:.2f} on raw probabilities (no calibration fitted)"
+    return f"{threshold:.2f} on calibrated probabilities ({raw:.2f} on raw probabilities)"
 
 
 def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[str]]],
@@ -119,7 +167,7 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "executor": executor or {"name": "local"},
     }
     if cfg.final:
-        summary["final"] = _train_final(run, data, summary)
+        summary["final"], summary["elapsed_s"] = _train_final(run, data, summary)  # the card's total time
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     run.report("done", 0, eta_s=0.0)
     return summary
@@ -157,12 +205,17 @@ def _mean_std(per_fold: list[dict], key: str) -> dict:
     return out
 
 
-def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> dict:
-    """Train the final model on all slices; its card carries the CV results and the threshold."""
+def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> tuple[dict, float]:
+    """Train the final model on all slices; its card carries the CV results and the threshold.
+
+    Returns ``({"weights", "sha256"}, training_time_s)``: the weights file and the run's whole
+    training time (the card's ``training_time_s``).
+    """
     cfg = run.cfg
+    threshold, raw = operating_threshold(summary)  # before the training: a bad summary fails fast
     card = {
         "model": cfg.model,
-        "threshold_note": "recommended threshold chosen on out-of-fold predictions",
+        "threshold_note": f"threshold chosen on out-of-fold predictions: {threshold_text(summary)}",
         "training": {"data": cfg.data, "n_slices": len(data), "protocol": cfg.protocol,
                      "config": json.loads(cfg.to_json()), "device": summary["device"]},
         "cv": {k: summary[k] for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds")},
@@ -171,12 +224,10 @@ def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> dict:
     }
     ctx = FoldContext(run, fold=0, card=card)
     model = train_model(ctx, data, None, run.pool)
-    # Saved again over the training checkpoint: only now are the threshold and the time known.
-    card.update(input_size=cfg.image_size, threshold=summary["recommended_threshold"],
-                params=num_parameters(model), training_time_s=run.clock.elapsed())
-    if summary.get("calibration"):
-        # Calibrated probabilities: the threshold is the best out-of-fold one on calibrated maps.
-        card.update(calibration=summary["calibration"], threshold=summary["calibration"]["threshold"],
-                    threshold_uncalibrated=summary["recommended_threshold"])
+    # Saved again over the training checkpoint, which holds the config's threshold and no time yet.
+    elapsed = run.clock.elapsed()
+    card.update(input_size=cfg.image_size, threshold=threshold, params=num_parameters(model), training_time_s=elapsed)
+    if raw is not None:
+        card.update(calibration=summary["calibration"], threshold_uncalibrated=raw)
     final_card = save_weights(model, ctx.weights_path, card=card)
-    return {"weights": str(ctx.weights_path), "sha256": final_card.get("sha256")}
+    return {"weights": str(ctx.weights_path), "sha256": final_card.get("sha256")}, elapsed

@@ -7,7 +7,9 @@ it owns one concern — :func:`_resume_or_start` (resume), :func:`_run_epoch` an
 checkpointing, the epoch's progress event) and :func:`_stopped_early` (patience).
 
 A fold folder (:func:`fold_dir`) holds ``<model>.safetensors`` + ``.json`` (best epoch),
-``history.csv`` and ``resume/`` (last completed epoch).
+``history.csv`` and ``resume/`` (last completed epoch). The run folder's ``clock.json``
+(:data:`smallcovid.training.progress.CLOCK_FILE`) holds the run's training time so far, so that a resumed run's
+elapsed time (summary ``elapsed_s``, card ``training_time_s``) counts every part of it.
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ from smallcovid.models import SegmentationModel, build_model
 from smallcovid.models.checkpoint import load_weights, save_weights
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.pseudo import STRONG_AUGMENT
-from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled
+from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, record_clock
 from smallcovid.training.state import load_state, save_state
 from smallcovid.training.tensors import Tensors, to_tensors, validate
 
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr"]
+FINAL_MODEL = "final model (all data)"  # how messages name fold 0
+
+
+def fold_name(fold: int) -> str:
+    """``"fold 3"`` for a cross-validation fold, ``"final model (all data)"`` for fold 0."""
+    return FINAL_MODEL if fold == 0 else f"fold {fold}"
 
 
 def fold_dir(out: Path, fold: int) -> Path:
@@ -50,6 +58,8 @@ class RunContext:
 
     ``folds`` is the number of cross-validation folds (reported in progress events,
     also by the final model). ``clock`` is the one mutable member: the run's ETA.
+    ``keeps_time``: :meth:`save_clock` records the clock in the run folder. Only the
+    process that owns the run's clock sets it: a Ray task's clock times its fold alone.
     """
 
     cfg: TrainConfig
@@ -60,6 +70,16 @@ class RunContext:
     progress: ProgressFn | None = None
     should_stop: StopFn | None = None
     pool: torch.Tensor | None = None  # unlabeled slices (N, 1, S, S) for semi-supervised runs
+    keeps_time: bool = False
+
+    def save_clock(self) -> None:
+        """Record the run's elapsed time in ``<out>/clock.json`` (see :func:`spent_seconds`), if ``keeps_time``.
+
+        A failed write is logged, not raised: the time is for display, and the run's
+        checkpoints, not this record, decide whether it can resume.
+        """
+        if self.keeps_time:
+            record_clock(self.out, self.clock)
 
     def report(self, kind: str, fold: int, **fields: Any) -> None:
         """Send one :class:`Progress` event to the listener, if any, stamped with the run clock."""
@@ -85,6 +105,11 @@ class FoldContext:
     @property
     def cfg(self) -> TrainConfig:
         return self.run.cfg
+
+    @property
+    def name(self) -> str:
+        """How messages name this fold: ``"fold 2"``, or ``"final model (all data)"`` for fold 0."""
+        return fold_name(self.fold)
 
     @property
     def epochs(self) -> int:
@@ -173,7 +198,7 @@ def train_fold(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | No
         row = _run_epoch(ctx, state)
         _after_epoch(ctx, state, row, started)
     if state.meta["epoch"] < ctx.epochs:
-        log.info("fold %d: early stop at epoch %d (best %d)", ctx.fold, state.meta["epoch"], state.meta["best_epoch"])
+        log.info("%s: early stop at epoch %d (best %d)", ctx.name, state.meta["epoch"], state.meta["best_epoch"])
         ctx.run.clock.skip(ctx.epochs - state.meta["epoch"])
     best, _ = load_weights(ctx.weights_path, device=str(ctx.run.device))
     return best
@@ -231,7 +256,7 @@ def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
     losses: list[float] = []
     for step in range(state.steps):
         if ctx.run.should_stop is not None and ctx.run.should_stop():
-            raise TrainingCancelled(f"fold {ctx.fold} cancelled at epoch {epoch}")
+            raise TrainingCancelled(f"{ctx.name} cancelled at epoch {epoch}")
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         batch = augment_batch(state.train_t[0][idx], state.train_t[1][idx], state.train_t[2][idx], aug, g)
         if state.pseudo is not None:
@@ -260,7 +285,7 @@ def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, 
     with state.amp.autocast():
         loss = state.model.loss(x, m.to(device), t.to(device))
     if not torch.isfinite(loss):
-        raise SmallCovidError(f"fold {ctx.fold}: loss became {loss.item()} at epoch {epoch}; lower the learning rate")
+        raise SmallCovidError(f"{ctx.name}: loss became {loss.item()} at epoch {epoch}; lower the learning rate")
     state.amp.backward_and_step(loss, state.optimizer)
     return float(loss.detach())
 
@@ -278,6 +303,7 @@ def _after_epoch(ctx: FoldContext, state: FoldState, row: dict[str, Any], starte
     meta["epoch"] = epoch
     _checkpoint(ctx, state, save_best=improved)
     ctx.run.clock.tick(time.perf_counter() - started)
+    ctx.run.save_clock()  # a process killed without a chance to clean up still keeps its time up to here
     ctx.report("epoch", epoch, state.steps, state.steps, train_loss=row["train_loss"],
                val_loss=row.get("val_loss"), val_dice=row.get("val_dice"))
 

@@ -6,9 +6,11 @@ Ray task per fold: :mod:`smallcovid.training.executors`), then
 :func:`smallcovid.training.cvsummary.finish_run` summarises the folds and
 (``final=True``) trains the final model on all slices.
 
-A run folder holds ``config.json``, ``splits.json``, ``fold_<k>/`` (``<model>.safetensors``
-+ ``.json`` of the best epoch, ``history.csv``, ``metrics.json`` and ``resume/`` with
-the last completed epoch), ``summary.json`` and, with ``final=True``, ``final/``.
+A run folder holds ``config.json``, ``splits.json``, ``clock.json`` (training time so far,
+so that a resumed run counts the time spent before it stopped), ``fold_<k>/``
+(``<model>.safetensors`` + ``.json`` of the best epoch, ``history.csv``, ``metrics.json``
+and ``resume/`` with the last completed epoch), ``summary.json`` and, with
+``final=True``, ``final/``.
 
 Imports point one way: ``progress`` <- ``tensors`` / ``state`` <- ``fold`` <- ``cvsummary``
 / ``executors`` <- ``loop``. :class:`Progress` and :class:`TrainingCancelled` are re-exported here for
@@ -29,7 +31,7 @@ from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
 from smallcovid.training.fold import RunContext, fold_dir
 from smallcovid.training.pseudo import load_unlabeled
-from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled
+from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, spent_seconds
 from smallcovid.training.tensors import to_tensors
 
 __all__ = ["Progress", "TrainingCancelled", "train", "to_tensors"]
@@ -47,7 +49,9 @@ def train(
     """Run (or resume) k-fold training into ``out_dir``; returns the summary dict.
 
     Resuming: call again with the same ``cfg`` and ``out_dir``; finished folds are
-    kept, an unfinished fold continues after its last completed epoch.
+    kept, an unfinished fold continues after its last completed epoch, and the
+    elapsed time (progress events, summary ``elapsed_s``, the final card's
+    ``training_time_s``) counts on from the time the run had already trained.
 
     Args:
         progress: called with each :class:`Progress` event (batches, epochs, the end).
@@ -78,10 +82,10 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_path, cfg.to_json())
     save_splits(out / "splits.json", splits, cfg.seed)
-    clock = Clock(total_epochs=cfg.epochs_per_fold * (len(splits) + int(cfg.final)))
+    clock = Clock(total_epochs=cfg.epochs_per_fold * (len(splits) + int(cfg.final)), spent_s=spent_seconds(out))
     pool = load_unlabeled(cfg.unlabeled, cfg.image_size) if cfg.unlabeled else None
     run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop,
-                     pool=pool)
+                     pool=pool, keeps_time=True)
     todo = []
     for k, split in enumerate(splits, start=1):
         # metrics.json is written only by finish_run, after every fold's training ended.
@@ -89,8 +93,12 @@ def train(
             clock.skip(cfg.epochs_per_fold)
         else:
             todo.append((k, split))
-    ran_by = runner.run_folds(run, data, todo)
-    return finish_run(run, data, splits, executor=ran_by)
+    try:
+        ran_by = runner.run_folds(run, data, todo)
+        return finish_run(run, data, splits, executor=ran_by)
+    finally:
+        # Also on a cancel or an error: the resumed run adds the partial epoch's time too.
+        run.save_clock()
 
 
 def _splits(cfg: TrainConfig, data: LabeledSet, out: Path) -> list[dict[str, list[str]]]:
