@@ -42,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--threshold", type=threshold_arg, default=0.8)
     p.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0 = off)")
+    p.add_argument("--schedule", choices=["cosine", "restarts"], default="cosine",
+                   help="learning-rate schedule: cosine over --epochs, or restarts (cosine cycles of "
+                        "--cycle-epochs, doubling; a fold stops after a whole cycle without improvement)")
+    p.add_argument("--cycle-epochs", type=int, default=20, help="first restart cycle's length (default 20)")
     p.add_argument("--device", default="auto", help="auto (CUDA with mixed precision when present), cpu, cuda")
     p.add_argument("--out", default="runs", help="parent folder of the run folder (default runs/)")
     p.add_argument("--run-id", help="run folder name (default <model>-<timestamp>)")
@@ -107,6 +111,7 @@ def config_from_args(args: argparse.Namespace):
             options[key] = value
     kw = dict(model=args.model, data=str(args.data), folds=args.folds, batch_size=args.batch_size,
               image_size=args.image_size, threshold=args.threshold, patience=args.patience,
+              schedule=args.schedule, cycle_epochs=args.cycle_epochs,
               device=args.device, seed=args.seed, augment=not args.no_augment, final=args.final,
               groups=args.groups, splits=args.splits, model_config=options, precision=args.precision,
               unlabeled=str(args.unlabeled) if args.unlabeled else None, pseudo_keep=args.pseudo_keep,

@@ -13,6 +13,7 @@ from smallcovid.models import list_models, make_config
 PROTOCOLS = ("default", "paper")
 PRECISIONS = ("auto", "bf16")
 PSEUDO_SELECT = ("area-matched", "confidence")
+SCHEDULES = ("cosine", "restarts")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class TrainConfig:
     # Which pseudo-labeled slices the student keeps: "confidence" (most confident first) or
     # "area-matched" (most confident within each quartile of the labeled slices' lesion area).
     pseudo_select: str = "area-matched"
+    # Learning-rate schedule: "cosine" (one warm-up + cosine over ``epochs``) or "restarts"
+    # (cosine cycles of cycle_epochs, 2x, 4x ... epochs; a validated fold stops at the end of
+    # the first whole cycle that did not improve its best epoch, so ``epochs`` is a cap).
+    schedule: str = "cosine"
+    cycle_epochs: int = 20
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -63,6 +69,8 @@ class TrainConfig:
             raise SmallCovidError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.pseudo_select not in PSEUDO_SELECT:
             raise SmallCovidError(f"pseudo_select must be one of {', '.join(PSEUDO_SELECT)}, got {self.pseudo_select!r}")
+        if self.schedule not in SCHEDULES:
+            raise SmallCovidError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise SmallCovidError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         checks = [
@@ -75,6 +83,7 @@ class TrainConfig:
             ("threshold", 0 < self.threshold < 1, "between 0 and 1"),
             ("steps_per_epoch", self.steps_per_epoch is None or self.steps_per_epoch >= 1, "at least 1"),
             ("patience", self.patience >= 0, "0 (off) or more"),
+            ("cycle_epochs", self.cycle_epochs >= 1, "at least 1"),
             ("weight_decay", self.weight_decay >= 0, "0 or more"),
             ("pseudo_keep", 0 < self.pseudo_keep <= 1, "in (0, 1]"),
             ("student_epochs", self.student_epochs is None or self.student_epochs >= 1, "at least 1"),

@@ -30,6 +30,7 @@ from smallcovid.training.calibrate import calibrate_folds
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.fold import FoldContext, RunContext, fold_dir
 from smallcovid.training.oof import oof_maps
+from smallcovid.training.plateau import plateau_report
 from smallcovid.training.pseudo import recipe
 from smallcovid.training.semi import train_model
 
@@ -48,6 +49,8 @@ def reproduce_command(cfg: TrainConfig) -> str:
         parts += ["--steps-per-epoch", str(cfg.steps_per_epoch)]
     if cfg.patience:
         parts += ["--patience", str(cfg.patience)]
+    if cfg.schedule != "cosine":
+        parts += ["--schedule", cfg.schedule, "--cycle-epochs", str(cfg.cycle_epochs)]
     if not cfg.augment:
         parts += ["--no-augment"]
     for k, v in cfg.model_config.items():
@@ -165,6 +168,7 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "device": describe_device(device),
         "command": reproduce_command(cfg),
         "executor": executor or {"name": "local"},
+        "plateau": plateau_report(out, cfg, len(splits)),
     }
     if cfg.final:
         summary["final"], summary["elapsed_s"] = _train_final(run, data, summary)  # the card's total time
@@ -218,11 +222,12 @@ def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> tuple[dict
         "threshold_note": f"threshold chosen on out-of-fold predictions: {threshold_text(summary)}",
         "training": {"data": cfg.data, "n_slices": len(data), "protocol": cfg.protocol,
                      "config": json.loads(cfg.to_json()), "device": summary["device"]},
-        "cv": {k: summary[k] for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds")},
+        "cv": {k: summary.get(k) for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds",
+                                           "plateau")},
         "semi_supervised": summary.get("semi_supervised"),
         "command": summary["command"],
     }
-    ctx = FoldContext(run, fold=0, card=card)
+    ctx = FoldContext(run, fold=0, card=card, epochs_override=summary.get("plateau", {}).get("final_epochs"))
     model = train_model(ctx, data, None, run.pool)
     # Saved again over the training checkpoint, which holds the config's threshold and no time yet.
     elapsed = run.clock.elapsed()

@@ -101,6 +101,7 @@ class FoldContext:
     fold: int
     card: Mapping[str, Any] | None = None
     stage: str = ""  # "" (supervised), "teacher" or "student" (semi-supervised)
+    epochs_override: int | None = None  # the final model of a "restarts" run: the folds' plateau epoch
 
     @property
     def cfg(self) -> TrainConfig:
@@ -114,6 +115,8 @@ class FoldContext:
     @property
     def epochs(self) -> int:
         """Epochs of this stage: a student trains ``student_epochs`` (default ``epochs``)."""
+        if self.epochs_override is not None:
+            return self.epochs_override
         return (self.cfg.student_epochs or self.cfg.epochs) if self.stage == "student" else self.cfg.epochs
 
     @property
@@ -234,10 +237,43 @@ def _channels_last(cfg: TrainConfig, model: SegmentationModel, device: torch.dev
 
 
 def _stopped_early(ctx: FoldContext, state: FoldState) -> bool:
-    """Patience ran out: ``patience`` epochs since the best one. Also true for a resumed
-    fold that had stopped early, so resuming never trains it further."""
+    """Patience ran out (``patience`` epochs since the best one), or, with the "restarts"
+    schedule, a whole restart cycle ended without beating the best epoch before it. Also
+    true for a resumed fold that had stopped early, so resuming never trains it further."""
     patience, m = ctx.cfg.patience, state.meta
-    return bool(patience) and state.val_t is not None and m["epoch"] > 0 and m["epoch"] - m["best_epoch"] >= patience
+    if state.val_t is None or m["epoch"] == 0:
+        return False
+    if patience and m["epoch"] - m["best_epoch"] >= patience:
+        return True
+    if ctx.cfg.schedule == "restarts":
+        ends = cycle_ends(ctx.cfg.cycle_epochs, m["epoch"])
+        # Only at a cycle's end (the learning rate's low point) is the cycle's best known.
+        return len(ends) >= 2 and ends[-1] == m["epoch"] and m["best_epoch"] <= ends[-2]
+    return False
+
+
+def cycle_ends(cycle: int, upto: int) -> list[int]:
+    """Last epochs of the "restarts" cycles (``cycle``, 2x, 4x ... epochs long) up to epoch ``upto``.
+
+    >>> cycle_ends(10, 75)
+    [10, 30, 70]
+    """
+    ends, length, end = [], cycle, cycle
+    while end <= upto:
+        ends.append(end)
+        length *= 2
+        end += length
+    return ends
+
+
+def plateau_epochs(cfg: TrainConfig, best_epochs: list[int]) -> int | None:
+    """Epochs for the final all-data model of a "restarts" run: the end of the restart cycle
+    holding the folds' median best epoch (capped at ``cfg.epochs``); None for other schedules."""
+    if cfg.schedule != "restarts" or not best_epochs:
+        return None
+    median = sorted(best_epochs)[len(best_epochs) // 2]
+    ends = cycle_ends(cfg.cycle_epochs, 10 * max(cfg.epochs, median) + cfg.cycle_epochs)
+    return min(cfg.epochs, next(e for e in ends if e >= median))
 
 
 def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
@@ -277,7 +313,7 @@ def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, 
     """One optimiser step on ``batch`` (images, masks, types); returns the loss."""
     cfg, device = ctx.cfg, ctx.run.device
     for group in state.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, global_step, ctx.epochs * state.steps, base=ctx.lr)
+        group["lr"] = lr_at(cfg, global_step, ctx.epochs * state.steps, base=ctx.lr, steps_per_epoch=state.steps)
     x, m, t = batch
     x = x.to(device)
     if _channels_last(cfg, state.model, device):
@@ -338,13 +374,25 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_at(cfg: TrainConfig, step: int, total: int, *, base: float | None = None) -> float:
+def lr_at(cfg: TrainConfig, step: int, total: int, *, base: float | None = None,
+          steps_per_epoch: int | None = None) -> float:
     """Learning rate at 0-based global ``step`` of ``total``: constant for the paper protocol,
-    else linear warm-up over the first 5% of steps, then cosine down to 2% of the peak
-    ``base`` (default ``cfg.lr``)."""
+    else linear warm-up over the first 5% of steps (of the first cycle with "restarts"), then
+    cosine down to 2% of the peak ``base`` (default ``cfg.lr``) over the whole run, or over
+    each restart cycle (``cfg.cycle_epochs`` x 1, 2, 4 ... epochs of ``steps_per_epoch``)."""
     peak = cfg.lr if base is None else base
     if cfg.protocol == "paper":
         return peak
+    if cfg.schedule == "restarts":
+        spe = steps_per_epoch or 1
+        start, length = 0, cfg.cycle_epochs * spe
+        while step >= start + length:
+            start, length = start + length, length * 2
+        warm = max(1, cfg.cycle_epochs * spe // 20) if start == 0 else 0
+        if step < warm:
+            return peak * (step + 1) / warm
+        t = (step - start - warm) / max(1, length - warm)
+        return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
     warm = max(1, total // 20)
     if step < warm:
         return peak * (step + 1) / warm

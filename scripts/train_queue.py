@@ -1,0 +1,206 @@
+"""A training queue: a plain file of training runs, trained one after another in the background.
+
+    python scripts/train_queue.py run    QUEUE --runs DIR [--threads 1] [--follow main]
+    python scripts/train_queue.py status QUEUE --runs DIR
+
+QUEUE holds one run per line, ``RUN_ID  train.py flags...`` (``#`` starts a comment;
+``$DATA`` and other environment variables are expanded), e.g.::
+
+    segnet-v3   --model segnet --data $DATA --folds 5 --seed 0 --final --schedule restarts
+
+``run`` re-reads the file before each run, so lines can be added while it works. A run
+whose folder holds ``summary.json`` is done; one whose folder exists is continued with
+``train.py --resume`` (after a reboot, a kill, a crash); a run that fails is recorded in
+``DIR/queue-state.json`` and skipped until its line changes. One runner per runs folder
+(``DIR/queue.lock``). ``--follow REF`` checks the repository out at REF (detached) before
+each run starts, never during one, so a queue in its own worktree picks up new code between
+runs. Each run's output goes to ``DIR/<RUN_ID>.log``.
+
+``status`` prints one line per run: state, epochs done / planned, elapsed and ETA, the best
+validation Dice so far (mean over the folds that have one) and, when done, the CV Dice and
+the plateau check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_queue(path: Path) -> list[tuple[str, list[str]]]:
+    """``[(run_id, flags)]`` from a queue file; raises ValueError on a malformed line."""
+    runs = []
+    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = shlex.split(os.path.expandvars(line))
+        run_id, flags = parts[0], parts[1:]
+        if "/" in run_id or run_id.startswith("-") or not flags:
+            raise ValueError(f"{path}:{n}: expected 'RUN_ID train.py-flags...', got {raw!r}")
+        runs.append((run_id, flags))
+    return runs
+
+
+def _line_key(flags: list[str]) -> str:
+    return hashlib.sha256(json.dumps(flags).encode()).hexdigest()[:16]
+
+
+def _state(runs: Path) -> dict:
+    path = runs / "queue-state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_state(runs: Path, state: dict) -> None:
+    tmp = runs / "queue-state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(runs / "queue-state.json")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _lock(runs: Path) -> Path:
+    lock = runs / "queue.lock"
+    if lock.is_file():
+        pid = int(lock.read_text().strip() or 0)
+        if pid and _alive(pid):
+            raise SystemExit(f"a queue runner (pid {pid}) already works on {runs}")
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
+def _next(queue: Path, runs: Path) -> tuple[str, list[str]] | None:
+    state = _state(runs)
+    for run_id, flags in parse_queue(queue):
+        if (runs / run_id / "summary.json").is_file():
+            continue
+        failed = state.get(run_id)
+        if failed and failed.get("line") == _line_key(flags):
+            continue
+        return run_id, flags
+    return None
+
+
+def run_queue(queue: Path, runs: Path, threads: int, follow: str | None, python: str) -> None:
+    """Train every unfinished run of ``queue``, one at a time, until none is left."""
+    runs.mkdir(parents=True, exist_ok=True)
+    lock = _lock(runs)
+    try:
+        while (item := _next(queue, runs)) is not None:
+            run_id, flags = item
+            if follow:
+                subprocess.run(["git", "-C", str(ROOT), "checkout", "-q", "--detach", follow], check=False)
+            folder = runs / run_id
+            if (folder / "config.json").is_file():
+                cmd = [python, "train.py", "--resume", str(folder), "--threads", str(threads)]
+            else:
+                cmd = [python, "train.py", *flags, "--run-id", run_id, "--out", str(runs), "--threads", str(threads)]
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+            with open(runs / f"{run_id}.log", "a") as log:
+                log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+                log.flush()
+                rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+            if rc != 0 and not (folder / "summary.json").is_file():
+                state = _state(runs)
+                state[run_id] = {"line": _line_key(flags), "rc": rc, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+                _save_state(runs, state)
+                if rc < 0 or rc in (137, 143):  # killed: leave the run resumable, stop the queue
+                    del state[run_id]
+                    _save_state(runs, state)
+                    break
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _fold_rows(folder: Path) -> list[list[dict]]:
+    rows = []
+    for hist in sorted(folder.glob("fold_*/history.csv")):
+        with open(hist) as f:
+            rows.append(list(csv.DictReader(f)))
+    return rows
+
+
+def _hms(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running: str | None) -> str:
+    """One human line for a queued run."""
+    folder = runs / run_id
+    if (folder / "summary.json").is_file():
+        s = json.loads((folder / "summary.json").read_text())
+        d = s["tuned"]["dice"]
+        pl = s.get("plateau")
+        plateau = "" if pl is None else ("  plateau ok" if pl["ok"] else "  plateau NOT reached: best epochs "
+                                         + ",".join(str(f["best_epoch"]) + "/" + str(f["epochs_run"]) for f in pl["per_fold"]))
+        return f"{run_id:28s} done     CV Dice {d['mean']:.3f} ± {d['std']:.3f}  {_hms(s['elapsed_s'])}{plateau}"
+    failed = state.get(run_id)
+    if failed and failed.get("line") == _line_key(flags):
+        return f"{run_id:28s} FAILED   exit {failed['rc']} at {failed['at']} (see {run_id}.log)"
+    if not (folder / "config.json").is_file():
+        return f"{run_id:28s} queued"
+    cfg = json.loads((folder / "config.json").read_text())
+    semi = (cfg.get("student_epochs") or cfg["epochs"]) if cfg.get("unlabeled") else 0
+    per_fold = cfg["epochs"] + semi
+    planned = per_fold * (cfg["folds"] + int(cfg.get("final", False)))
+    folds = _fold_rows(folder)
+    done = sum(len(r) for r in folds)
+    bests = [max(float(x["val_dice_best"]) for x in r) for r in folds if r and r[0].get("val_dice_best")]
+    clock = folder / "clock.json"
+    spent = json.loads(clock.read_text()).get("elapsed_s", 0.0) if clock.is_file() else 0.0
+    eta = f"ETA ≤ {_hms(spent / done * (planned - done))}" if done else "ETA -"
+    best = f"best val Dice {sum(bests) / len(bests):.3f} ({len(bests)} folds)" if bests else "no validation yet"
+    what = "running" if running == run_id else "paused "
+    return f"{run_id:28s} {what}  {done}/{planned} epochs  {_hms(spent)} spent, {eta}  {best}"
+
+
+def status(queue: Path, runs: Path) -> list[str]:
+    """One line per run of ``queue`` (see the module docstring)."""
+    state = _state(runs)
+    lock = runs / "queue.lock"
+    runner = int(lock.read_text() or 0) if lock.is_file() else 0
+    live = bool(runner) and _alive(runner)
+    running = None
+    if live:
+        item = _next(queue, runs)
+        running = item[0] if item else None
+    lines = [f"queue {queue.name}: runner {'pid ' + str(runner) if live else 'NOT running'}"]
+    lines += [status_line(r, f, runs, state, running) for r, f in parse_queue(queue)]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("action", choices=["run", "status"])
+    p.add_argument("queue", type=Path)
+    p.add_argument("--runs", type=Path, required=True, help="folder of the run folders (outside the checkout)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--follow", help="git ref to check out (detached) before each run")
+    p.add_argument("--python", default=sys.executable)
+    a = p.parse_args(argv)
+    if a.action == "status":
+        print("\n".join(status(a.queue, a.runs)))
+        return 0
+    run_queue(a.queue, a.runs, a.threads, a.follow, a.python)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
