@@ -23,7 +23,7 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.inference.framing import lungs_for
 from smallcovid.io import Slice, Volume, read_scan
 from smallcovid.io import validate
-from smallcovid.io.series import group_series, read_series, series_stem, unique_stem
+from smallcovid.io.series import common_description, read_series, series_descriptions, series_stem, unique_stem
 
 SCAN_CACHE_ENTRIES = 2  # decoded scans kept per session (a 512x512x300 volume is 300 MB)
 SHORTCUTS = ("J", "K")  # previous / next slice (arrow keys already move a focused slider)
@@ -41,14 +41,15 @@ class ScanChoice:
     stem: str = ""
 
 
-def _dicom_uid(upload) -> str | None:
-    """The SeriesInstanceUID of a DICOM upload; None for other files (and DICOM files that fail: read alone)."""
+def _dicom_key(upload) -> tuple[str, str] | None:
+    """(SeriesInstanceUID, SeriesDescription) of a DICOM upload; None for other files (and DICOM files
+    that fail: read alone)."""
     check_upload(upload)
     data = upload.getvalue()
     if validate.sniff(data) != "dicom":
         return None
     try:
-        return next(iter(group_series([(upload.name, data)])))
+        return next(iter(series_descriptions([(upload.name, data)]).items()), None)
     except SmallCovidError:
         return None  # reading it alone gives the one-sentence error
 
@@ -56,15 +57,17 @@ def _dicom_uid(upload) -> str | None:
 def scan_choices(scans: list) -> list[ScanChoice]:
     """Uploads -> scans: DICOM files of one series together (never mixed), every other file on its own."""
     key = tuple(u.file_id for u in scans)
-    cache = session_cache("series_groups")
+    cache = session_cache("series_keys")
     if key not in cache:
-        uids = [_dicom_uid(u) for u in scans]
-        remember(cache, key, uids, 2)
-    uids = cache[key]
+        remember(cache, key, [_dicom_key(u) for u in scans], 2)
+    keys = cache[key]
+    uids = [k[0] if k is not None else None for k in keys]
     groups: dict[str, list] = {}
-    for u, uid in zip(scans, uids):
-        if uid is not None:
-            groups.setdefault(uid, []).append(u)
+    descriptions: dict[str, list[str]] = {}
+    for u, k in zip(scans, keys):
+        if k is not None:
+            groups.setdefault(k[0], []).append(u)
+            descriptions.setdefault(k[0], []).append(k[1])
     out: list[ScanChoice] = []
     stems: set[str] = set()
     done: set[str] = set()
@@ -73,7 +76,7 @@ def scan_choices(scans: list) -> list[ScanChoice]:
             out.append(ScanChoice(u.name, (u,), None, uploads.stem(u.name)))
         elif uid not in done:
             done.add(uid)
-            stem = unique_stem(series_stem(uid), stems)
+            stem = unique_stem(series_stem(uid, description=common_description(descriptions[uid])), stems)
             stems.add(stem)
             out.append(ScanChoice(f"{stem}: DICOM series, {len(groups[uid])} files", tuple(groups[uid]), uid, stem))
     return out
@@ -166,6 +169,12 @@ def _lungs(key, compute) -> np.ndarray:
         remember(cache, key, compute(), 4)
     cache.move_to_end(key)
     return cache[key]
+
+
+def slice_lung_qc(sl: Slice, slice_key: str, in_volume: bool) -> list[dict]:
+    """Lung QC findings of the slice's lungs (:func:`smallcovid.app.volume_report.slice_qc`)."""
+    lungs = _lungs(("slice", slice_key), lambda: lungs_for(sl))
+    return vr.slice_qc(lungs, sl.spacing, in_volume=in_volume)
 
 
 def quantities_frame(maps: dict, thr: dict, sl: Slice, slice_key: str, truth=None, truth_types=None) -> pd.DataFrame:

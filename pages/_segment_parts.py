@@ -68,11 +68,15 @@ def _store_view() -> None:
 
 
 def viewer_payload(maps: dict, display: np.ndarray, cards: dict, default: float, sl: Slice, slice_id: str,
-                   window: Window | None, truth, truth_types, truth_name: str, truth_row: dict | None) -> dict:
-    """The viewer's data for this slice, built once per (slice, models, window, truth) and kept in the session."""
+                   window: Window | None, truth, truth_types, truth_name: str, truth_row: dict | None,
+                   lung_qc: list | None = None) -> dict:
+    """The viewer's data for this slice, built once per (slice, models, window, truth) and kept in the session.
+
+    With ``lung_qc`` findings the viewer marks "% of lung" as unreliable.
+    """
     wkey = None if window is None else (window.width, window.level)
     key = (slice_id, wkey, tuple((k, id(m)) for k, m in maps.items()), tuple(sorted(cards.items())), default,
-           None if truth is None else (id(truth), truth_name))
+           None if truth is None else (id(truth), truth_name), bool(lung_qc))
     cache = session_cache("viewer_cache")
     if key not in cache:
         lungs = lungs_for(sl)
@@ -80,6 +84,7 @@ def viewer_payload(maps: dict, display: np.ndarray, cards: dict, default: float,
         payload = viewer.build_payload(display, maps, cards, default_threshold=default, truth=truth,
                                        truth_types=truth_types, spacing=sl.spacing, truth_name=truth_name,
                                        lungs=lungs, truth_row=truth_row, key=ident)
+        payload["quantities"]["lung_unreliable"] = bool(lung_qc)
         remember(cache, key, payload, VIEWER_CACHE_ENTRIES)
     cache.move_to_end(key)
     return cache[key]

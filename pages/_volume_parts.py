@@ -129,7 +129,10 @@ def draw_volume_table(reports: dict, dices: dict, gt, results: dict, scan: Volum
             remember(cache, key, volume_report(gt[0], lungs, spacing_xyz(scan.spacing), "ground truth", 0.0), 8)
         rows.append(vr.volume_row("ground truth", cache[key]))
     df = pd.DataFrame(rows).set_index("model")
-    st.table(df.style.format(vr.column_formats(df.columns), na_rep="—"))
+    qc = next((vr.report_qc(r) for r in reports.values() if vr.report_qc(r)), [])  # one lung mask for all
+    if (text := vr.qc_warning_text(qc)) is not None:
+        st.warning(text, icon=":material/warning:")
+    st.table(df.style.format(vr.column_formats(df.columns, vr.unreliable_columns(df.columns, qc)), na_rep="—"))
     unit = "mL" if scan.spacing is not None else "voxels (this file records no voxel size)"
     note = (f"Volumes in {unit}. Lesion volume counts every lesion voxel; % of lung counts lesion inside the "
             "automatic lung mask (right and left as the patient's). Slices are numbered from 0 like the slider.")

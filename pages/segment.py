@@ -14,13 +14,16 @@ from pages._segment_parts import (draw_cli_caption, draw_downloads, draw_viewer,
                                   session_cache, view_state, viewer_payload)
 from pages._shared import (DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error,
                            upload_limit_mb)
-from pages._scan_parts import choose_scan, choose_slice, load_scan, quantities_frame
+from pages._scan_parts import choose_scan, choose_slice, load_scan, quantities_frame, slice_lung_qc
 from pages._volume_parts import volume_section
 from smallcovid.app import uploads
 from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
+from smallcovid.app.dicom_series import series_caption
 from smallcovid.app.viewer import thresholds_for
+from smallcovid.app.volume_report import qc_warning_text
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.io import Slice, Volume
+from smallcovid.io.series import SeriesVolume
 from smallcovid.data.phantom import make_example
 from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_uint8
 
@@ -167,6 +170,8 @@ def main() -> None:
             choice = choose_scan(scans)
             digest, scan = load_scan(choice)
             scan_key, stem = digest, choice.stem
+            if isinstance(scan, SeriesVolume):
+                st.caption(series_caption(scan))
         else:
             st.info("Upload a CT slice, or press **Example** to try a synthetic phantom.")
             return
@@ -199,8 +204,11 @@ def main() -> None:
     truth_row = None
     if truth is not None:
         truth_row = quantities_frame({}, {}, sl, slice_id, truth, truth_types).iloc[0].to_dict()
+    lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
+    if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
+        st.warning(qc_text, icon=":material/warning:")
     draw_viewer(viewer_payload(maps, display, cards, default, sl, slice_id, window, truth, truth_types, truth_name,
-                               truth_row))
+                               truth_row, lung_qc))
     draw_cli_caption(thr, truth is not None)
 
     def table():  # built when the CSV is downloaded

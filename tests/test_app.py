@@ -241,7 +241,8 @@ def test_a_mask_of_another_name_is_not_used(app_env):
                "patient_a_mask.png" in w for w in warnings), warnings
     assert vh.viewer_data(at)["truth"] is None and len(overlay_captions(at)) == len(MODELS) + 2
     at.file_uploader(key="mask_files").set_value(("patient_a_mask.png", png_bytes(mask), "image/png")).run()
-    assert not at.warning and vh.viewer_data(at)["truth"]["name"] == "patient_a_mask.png"
+    assert not any("is not named like" in w.value for w in at.warning)  # (a disc image may fail lung QC)
+    assert vh.viewer_data(at)["truth"]["name"] == "patient_a_mask.png"
 
 
 def test_nifti_volume_gets_a_slice_slider_and_window_presets(app_env):

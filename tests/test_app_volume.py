@@ -105,6 +105,9 @@ def test_one_series_of_several_files_is_one_volume(app_env):
     assert vol.voxels.shape == (5, 128, 128) and vol.units == "hu"
     expected = read_series([(n, d) for n, d, _ in series_files(5)])
     np.testing.assert_array_equal(vol.voxels, expected.voxels)  # sorted by position, not by file name
+    assert [c.value for c in at.caption if c.value.startswith("Series '")] == [
+        f"Series '{series_stem(UID_A)}' from 5 files, ordered by ImagePositionPatient along the slice normal "
+        "(z from -75.7 to -65.7 mm, 2.50 mm apart)"]
     # "next ▶" / "◀ previous" move the slider by one slice.
     at.button(key=f"slice-{at.session_state['scan_cache'][scan_key][0]}-next").click().run()
     assert slice_slider(at).value == 3

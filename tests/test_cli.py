@@ -309,7 +309,12 @@ def test_predict_writes_outputs_at_input_size(tiny_run, inputs, tmp_path):
     p = smallcovid("predict", "--weights", str(tiny_run[0]), *map(str, inputs.values()), "--out", str(out),
                    "--threshold", "0.5", "--device", "cpu")
     assert p.returncode == 0, p.stderr
-    assert p.stderr.strip() == ""
+    # stderr: only the lung QC warning of the noise volume, which holds no lungs
+    from smallcovid.inference.qc import qc_summary
+
+    vol_qc = json.loads((out / "VOL_report.json").read_text())["qc"]
+    assert [f["code"] for f in vol_qc] == ["no_lungs"]
+    assert p.stderr.splitlines() == [f"warning: {inputs['VOL']}: {qc_summary(vol_qc)}"]
     check_prediction_files(out, inputs)
     assert sorted(f.name for f in out.iterdir()) == sorted(
         [f"{s}_{k}.png" for s in ("IMG", "CT_small") for k in ("prob", "mask", "classes", "lungs")]
@@ -386,8 +391,9 @@ def test_predict_output_path_is_a_file(tiny_run, inputs, tmp_path, capsys):
 # ------------------------------------------------------------------ volumes: DICOM series and NIfTI
 
 
-def write_series(folder: Path, uid: str, n: int, seed: int) -> list[Path]:
-    """``n`` slices of a DICOM series built from CT_small.dcm (2.5 mm apart), shuffled file names."""
+def write_series(folder: Path, uid: str, n: int, seed: int, **changes) -> list[Path]:
+    """``n`` slices of a DICOM series built from CT_small.dcm (2.5 mm apart), shuffled file names;
+    ``changes`` set further DICOM attributes (e.g. SeriesDescription)."""
     from dicomhelpers import series_slice
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -395,7 +401,7 @@ def write_series(folder: Path, uid: str, n: int, seed: int) -> list[Path]:
     random.Random(seed).shuffle(order)  # file names do not follow slice order
     paths = []
     for i, k in enumerate(order):
-        ds = series_slice(k, uid, z0=-75.0, step=2.5, offset=10)
+        ds = series_slice(k, uid, z0=-75.0, step=2.5, offset=10, **changes)
         path = folder / f"{uid[-4:]}_{i:02d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
@@ -424,14 +430,16 @@ def phantom_nifti(path: Path) -> nib.Nifti1Image:
 
 
 def test_predict_volumes_dicom_series_folders_and_nifti(tmp_path):
-    """Series as shuffled files, a folder with two series, colliding UID prefixes and a NIfTI, in one run."""
-    a = write_series(tmp_path / "loose", "2.25.1111.7", 5, seed=1)
+    """Series as shuffled files, a folder with two series, a shared SeriesDescription and a NIfTI, in one run."""
+    from smallcovid.io.series import series_stem
+
+    a = write_series(tmp_path / "loose", "2.25.1111.7", 5, seed=1)  # no SeriesDescription: a hash of the UID
     two = tmp_path / "two"
-    b = write_series(two, "2.25.2222.7", 3, seed=2)
+    b = write_series(two, "2.25.2222.7", 3, seed=2, SeriesDescription="Lung 1.0 / B70f")
     c = write_series(two, "2.25.3333.7", 4, seed=3)
     (two / "notes.txt").write_text("not a slice\n")
-    d = write_series(tmp_path / "loose", "2.25.4444.1", 3, seed=4)
-    e = write_series(tmp_path / "loose", "2.25.4444.2", 3, seed=5)  # same first 8 characters as d
+    d = write_series(tmp_path / "loose", "2.25.4444.1", 3, seed=4, SeriesDescription="CHEST 1mm")
+    e = write_series(tmp_path / "loose", "2.25.4444.2", 3, seed=5, SeriesDescription="CHEST 1mm")  # as d
     single = write_series(tmp_path / "one" / "study-7", "2.25.5555.7", 4, seed=6)
     vol = phantom_nifti(tmp_path / "PHANTOM.nii.gz")
     mixed = a + d + e
@@ -440,8 +448,11 @@ def test_predict_volumes_dicom_series_folders_and_nifti(tmp_path):
     p = smallcovid("predict", "--model", "smallcovid-net", *map(str, mixed), str(two), str(tmp_path / "one" / "study-7"),
                    str(tmp_path / "PHANTOM.nii.gz"), "--out", str(out), "--device", "cpu")
     assert p.returncode == 0, p.stderr
-    stems = {"series-2.25.111": a, "series-2.25.222": b, "series-2.25.333": c, "series-2.25.444": d,
-             "series-2.25.444-2": e, "study-7": single}
+    d_first = min(map(mixed.index, d)) < min(map(mixed.index, e))  # the series met first on the command line keeps the plain stem
+    stems = {series_stem("2.25.1111.7"): a, "Lung_1.0_B70f": b, series_stem("2.25.3333.7"): c,
+             "CHEST_1mm" if d_first else "CHEST_1mm-2": d, "CHEST_1mm-2" if d_first else "CHEST_1mm": e,
+             "study-7": single}
+    assert len(stems) == 6
     assert sorted(f.name for f in out.iterdir()) == sorted(f"{s}_{k}" for s in [*stems, "PHANTOM"] for k in VOLUME_FILES)
     for stem, paths in stems.items():
         rep = check_volume_outputs(out, stem, series_like(paths))
@@ -492,8 +503,11 @@ def test_predict_series_problems_exit_2_and_keep_the_rest(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 2 and "bad" in lines[0] and "DICOM" in lines[0], p.stderr
     assert broken[0].name in lines[1], p.stderr
+    from smallcovid.io.series import series_stem
+
     assert sorted(f.name for f in out.iterdir()) == sorted(
-        [f"series-2.25.666_{k}" for k in VOLUME_FILES] + [f"series-2.25.777_{k}" for k in VOLUME_FILES])
+        [f"{series_stem('2.25.6666.7')}_{k}" for k in VOLUME_FILES] +
+        [f"{series_stem('2.25.7777.7')}_{k}" for k in VOLUME_FILES])
 
 
 def test_report_matches_ground_truth_on_labeled_slices(tmp_path):
@@ -644,7 +658,10 @@ def test_run_folder_weights_choice(copy_run):
 
     pred = load_predictor(weights=copy_run, device="cpu")
     assert pred.card.get("training_time_s") is not None  # the finished final model
-    assert pred.threshold == json.loads((copy_run / "summary.json").read_text())["recommended_threshold"]
+    from smallcovid.training.cvsummary import operating_threshold
+
+    # the run's operating threshold (the calibrated one when a calibration was fitted)
+    assert pred.threshold == operating_threshold(json.loads((copy_run / "summary.json").read_text()))[0]
     # an interrupted final model (no summary.json yet) is half-trained: use fold 1's best instead
     (copy_run / "summary.json").unlink()
     pred = load_predictor(weights=copy_run, device="cpu")

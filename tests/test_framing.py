@@ -179,6 +179,8 @@ def test_full_field_is_cropped_and_pasted_back(phantom):
 
 
 def test_cropped_inputs_are_unchanged(net):
+    from smallcovid.inference.lungs import grown_lungs
+
     """A crop that the lungs fill (like the training JPEGs) runs whole: bit-identical to no framing."""
     full = full_field_slice(seed=2)
     box = slice_box(full, framing.lungs_for(full))
@@ -186,9 +188,13 @@ def test_cropped_inputs_are_unchanged(net):
     assert slice_box(crop, framing.lungs_for(crop)) is None
     framed = net.predict_scan(crop)
     whole = net.predict_images([apply_window(crop.pixels, MODEL_WINDOW)])[0]
-    np.testing.assert_array_equal(framed.lesion, whole.lesion)
+    # Unchanged inside the grown lungs; nothing outside them.
+    zone = grown_lungs(framing.lungs_for(crop), crop.spacing)
+    assert 0 < zone.mean() < 1
+    np.testing.assert_array_equal(framed.lesion, np.where(zone, whole.lesion, 0))
     disp = Slice(apply_window(crop.pixels, MODEL_WINDOW), "display")  # the same crop as an 8-bit-like image
-    np.testing.assert_array_equal(net.predict_scan(disp).lesion, whole.lesion)
+    zone = grown_lungs(framing.lungs_for(disp), disp.spacing)
+    np.testing.assert_array_equal(net.predict_scan(disp).lesion, np.where(zone, whole.lesion, 0))
 
 
 # ------------------------------------------------------------------ labeled data

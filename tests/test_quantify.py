@@ -42,7 +42,8 @@ def test_volume_report_numbers():
     classes, lungs = _maps()
     rep = volume_report(classes, lungs, SPACING, "unet", 0.5)
     assert list(rep) == ["model", "threshold", "spacing_mm", "units", "lung_ml", "lesion_ml", "ggo_ml",
-                         "consolidation_ml", "involvement_pct", "per_lung", "slices", "largest_lesion_slice"]
+                         "consolidation_ml", "involvement_pct", "per_lung", "slices", "largest_lesion_slice",
+                         "qc", "reliable", "unreliable"]
     assert rep["model"] == "unet" and rep["threshold"] == 0.5
     assert rep["spacing_mm"] == [2.0, 2.5, 4.0]
     assert rep["units"] == {"volume": "ml", "area": "mm2"}
@@ -152,3 +153,43 @@ def test_volume_dice():
     assert type(volume_dice(pred, one)) is float
     with pytest.raises(ValueError, match="shape"):
         volume_dice(pred, one[0])
+
+
+def test_reports_carry_lung_qc_and_mark_lung_quantities():
+    """Only the right lung of the toy maps: ``one_lung`` flagged, the numbers kept, the lung keys listed."""
+    classes, lungs = _maps()
+    lungs[lungs == 2] = 0
+    rep = volume_report(classes, lungs, SPACING, "m", 0.5)
+    assert [f["code"] for f in rep["qc"]] == ["one_lung"] and rep["reliable"] is False
+    assert "left lung is missing" in rep["qc"][0]["message"]
+    assert rep["unreliable"] == ["lung_ml", "involvement_pct", "per_lung", "slices.lung_mm2"]
+    assert rep["lung_ml"] == 0.48  # still there
+    assert all(set(f) == {"code", "message"} and f["message"].endswith(".") for f in rep["qc"])
+    s = slice_report(classes[1], lungs[1], (2.0, 2.5))
+    assert s["qc"] and s["reliable"] is False and s["unreliable"] == ["lung_mm2", "involvement_pct", "per_lung"]
+    assert _all_plain(rep) and _all_plain(s)
+    json.dumps(rep, allow_nan=False)
+
+
+def test_plausible_lungs_give_an_empty_qc_and_reliable_reports():
+    """Two adult-size elliptical lungs in a 512x512 frame at 0.7 mm, 3 slices (a thin slab)."""
+    yy, xx = np.mgrid[0:512, 0:512]
+    sl = np.zeros((512, 512), np.uint8)
+    sl[((yy - 260) / 150) ** 2 + ((xx - 170) / 70) ** 2 <= 1] = 1
+    sl[((yy - 260) / 150) ** 2 + ((xx - 342) / 65) ** 2 <= 1] = 2
+    lungs = np.stack([sl] * 3)
+    rep = volume_report(np.zeros_like(lungs), lungs, (0.7, 0.7, 5.0), "m", 0.5)
+    assert rep["qc"] == [] and rep["reliable"] is True and rep["unreliable"] == []
+    s = slice_report(np.zeros_like(sl), sl, (0.7, 0.7))
+    assert s["qc"] == [] and s["reliable"] is True and s["unreliable"] == []
+
+
+def test_volume_report_uses_given_qc_and_qc_keys_cannot_be_overridden():
+    classes, lungs = _maps()
+    given = [{"code": "lr_ratio", "message": "Made up."}]
+    rep = volume_report(classes, lungs, SPACING, "m", 0.5, qc=given)
+    assert rep["qc"] == given and rep["reliable"] is False
+    assert volume_report(classes, lungs, SPACING, "m", 0.5, qc=[])["reliable"] is True
+    for key in ("qc", "reliable", "unreliable"):
+        with pytest.raises(ValueError, match=key):
+            volume_report(classes, lungs, SPACING, "m", 0.5, extra={key: 1})

@@ -6,6 +6,7 @@ Series are built from pydicom's real CT fixture (``CT_small.dcm``, 128x128, pixe
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import shutil
@@ -20,8 +21,9 @@ from dicomhelpers import FIXTURE, STEP, UID_A, UID_B, series_slice
 from pydicom.data import get_testdata_file
 from smallcovid.io import Volume, nifti_mask_data
 from smallcovid.io import validate as _v
-from smallcovid.io.series import (SeriesVolume, group_series, read_series, read_series_folder,
-                                  series_stem, unique_stem)
+from smallcovid.app.dicom_series import series_caption
+from smallcovid.io.series import (SeriesVolume, common_description, description_stem, group_series, read_series,
+                                  read_series_folder, series_descriptions, series_stem, unique_stem)
 
 PIX = 0.661468
 
@@ -170,8 +172,7 @@ def test_folder_with_two_series_is_grouped_never_mixed(tmp_path):
     assert sorted(groups) == [UID_A, UID_B]
     assert len(groups[UID_A]) == 4 and len(groups[UID_B]) == 3
     vols = read_series_folder(folder)
-    stem = series_stem(UID_A)  # both UIDs start with the same 8 characters: never merged
-    assert set(vols) == {stem, stem + "-2"}
+    assert set(vols) == {series_stem(UID_A), series_stem(UID_B)}  # long shared UID prefix: never merged
     a, b = sorted(vols.values(), key=lambda v: len(v), reverse=True)
     assert (a.series_uid, len(a), b.series_uid, len(b)) == (UID_A, 4, UID_B, 3)
     with pytest.raises(InputFileError, match="mixes 2 DICOM series"):
@@ -188,14 +189,110 @@ def test_folder_with_one_series_is_named_after_the_folder(tmp_path):
 
 def test_stem_rules():
     stem = series_stem(UID_A)
-    assert stem.startswith("series-") and len(stem) == len("series-") + 8
-    assert stem == "series-" + UID_A[:8]
+    assert stem.startswith("series-") and len(stem) == len("series-") + 10
+    assert stem == "series-" + hashlib.sha1(UID_A.encode()).hexdigest()[:10]
     assert unique_stem(stem, {stem}) == stem + "-2" and unique_stem(stem, {stem, stem + "-2"}) == stem + "-3"
     assert series_stem(UID_A, folder="/data/case01/") == "case01"
+    assert series_stem(UID_A, folder="/data/case01/", description="CHEST 1mm") == "case01"  # the folder first
     vol = SeriesVolume(np.zeros((1, 8, 8)), "hu", series_uid=UID_A)
     assert series_stem(vol) == stem
     with pytest.raises(ValueError):
         series_stem("")
+
+
+def test_stem_from_folder_holding_one_series(tmp_path):
+    folder = tmp_path / "case01"
+    _series(folder, n=3, SeriesDescription="CHEST 1mm")
+    assert list(read_series_folder(folder)) == ["case01"]  # the folder's name wins over the description
+
+
+@pytest.mark.parametrize("description, stem", [
+    ("CHEST 1mm", "CHEST_1mm"),
+    ("Lung 1.0 / B70f", "Lung_1.0_B70f"),
+    ("  Thorax  \\ Weichteil  ", "Thorax_Weichteil"),
+    ("Poumons é/à 1,25 mm", "Poumons_e_a_1_25_mm"),
+    ("肺 CT 肺窗", "CT"),
+    ("../../etc/passwd", "etc_passwd"),
+    ("-rf *", "rf"),
+    ("x" * 100, "x" * 60),
+])
+def test_description_stem_is_file_safe(description, stem):
+    assert description_stem(description) == stem
+    vol = SeriesVolume(np.zeros((1, 8, 8)), "hu", series_uid=UID_A, description=description)
+    assert series_stem(vol) == stem
+    assert series_stem(UID_A, description=description) == stem
+
+
+@pytest.mark.parametrize("description", ["", "   ", "///", "肺窗", "._-_."])
+def test_description_without_safe_characters_falls_back_to_uid_hash(description):
+    assert description_stem(description) == ""
+    vol = SeriesVolume(np.zeros((1, 8, 8)), "hu", series_uid=UID_A, description=description)
+    assert series_stem(vol) == series_stem(UID_A) == "series-" + hashlib.sha1(UID_A.encode()).hexdigest()[:10]
+
+
+def test_uid_hash_stem_tells_series_with_a_long_shared_prefix_apart():
+    uid1, uid2 = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+    assert uid1[:20] == uid2[:20]
+    assert series_stem(uid1) != series_stem(uid2)
+    assert series_stem(uid1) == series_stem(uid1) == series_stem(SeriesVolume(np.zeros((1, 2, 2)), "hu",
+                                                                               series_uid=uid1))
+    assert series_stem(UID_A) != series_stem(UID_B)  # the helpers' UIDs share 27 characters
+
+
+def test_series_read_is_named_after_its_description(tmp_path):
+    paths = _series(tmp_path / "scan", n=3, SeriesDescription="Lung 1.0 / B70f")
+    vol = read_series(paths)
+    assert vol.description == "Lung 1.0 / B70f"
+    assert vol.source == series_stem(vol) == "Lung_1.0_B70f"
+    assert series_descriptions(paths) == {UID_A: "Lung 1.0 / B70f"}
+    assert read_series(_series(tmp_path / "plain", n=2)).source == series_stem(UID_A)  # no description: hash
+
+
+def test_description_is_the_majority_value():
+    assert common_description(["B", "A", "A", ""]) == "A"
+    assert common_description(["B", "A", "", " "]) == "B"  # a tie: the first seen; blanks do not count
+    assert common_description(["", None]) == ""
+
+
+def test_folder_series_sharing_a_description_get_numbered_stems(tmp_path):
+    folder = tmp_path / "study"
+    _series(folder, n=3, SeriesDescription="CHEST 1mm")
+    for k in range(2):
+        _write(folder / f"other{k}.dcm", k, uid=UID_B, z0=100.0, SeriesDescription="CHEST 1mm")
+    vols = read_series_folder(folder)
+    assert set(vols) == {"CHEST_1mm", "CHEST_1mm-2"}
+    assert {len(v) for v in vols.values()} == {3, 2}
+
+
+def test_caption_for_a_positioned_series(tmp_path):
+    paths = _series(tmp_path / "scan", n=7, SeriesDescription="CHEST 1mm")
+    vol = read_series(paths, name="CHEST_1mm")
+    assert vol.order == "position"
+    assert vol.z_mm == pytest.approx([-75.7 + k * STEP for k in range(7)])
+    assert series_caption(vol) == ("Series 'CHEST_1mm' from 7 files, ordered by ImagePositionPatient along the "
+                                   "slice normal (z from -75.7 to -60.7 mm, 2.50 mm apart)")
+
+
+def test_caption_for_uneven_positions_names_the_gaps(tmp_path):
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    for i, z in enumerate([0.0, 2.5, 5.0, 7.5, 12.5]):
+        _write(folder / f"s{i}.dcm", i, z0=z, step=0.0)
+    text = series_caption(read_series(sorted(folder.iterdir())))
+    assert text.endswith("(z from 0.0 to 12.5 mm, median 2.50 mm apart, gaps from 2.50 to 5.00 mm)")
+
+
+def test_caption_for_a_series_ordered_by_instance_number(tmp_path):
+    vol = read_series(_series(tmp_path / "scan", n=4, ImagePositionPatient=None))
+    assert vol.order == "instance" and vol.z_mm == ()
+    assert series_caption(vol) == (f"Series '{series_stem(UID_A)}' from 4 files, "
+                                   "ordered by InstanceNumber (no slice positions)")
+
+
+def test_caption_for_a_single_file():
+    vol = read_series([FIXTURE])
+    assert vol.order == "single" and vol.z_mm == pytest.approx([-75.7])
+    assert series_caption(vol).endswith("from 1 file (one slice at z -75.7 mm)")
 
 
 def test_slice_of_other_size_is_a_clear_error(tmp_path):

@@ -99,7 +99,11 @@ def test_run_folder_layout(tiny_run, tiny_cfg):
     final = run / "final" / f"{MODEL}.safetensors"
     model, card = load_weights(final)
     assert card["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest() == s["final"]["sha256"]
-    assert card["threshold"] == s["recommended_threshold"]
+    from smallcovid.training.cvsummary import operating_threshold
+
+    assert card["threshold"] == operating_threshold(s)[0]  # calibrated when a calibration was fitted
+    assert s["plateau"]["per_fold"] and {"best_epoch", "epochs_run", "ok", "curve"} <= set(s["plateau"]["per_fold"][0])
+    assert card["cv"]["plateau"] == s["plateau"]
     assert card["cv"]["at_threshold"] == s["at_threshold"] and card["cv"]["folds"] == 2
     assert card["input_size"] == 32 and card["params"] > 0 and card["training"]["n_slices"] == 6
     assert not list(run.rglob("*.tmp"))
@@ -431,3 +435,31 @@ def test_console_summary_states_the_threshold_the_card_uses(tiny_run):
                          "(0.50 on raw probabilities)")
     no_final = {k: v for k, v in calibrated.items() if k != "final"}
     assert "the one the fold models use: 0.10 on calibrated" in format_summary(no_final)
+
+
+def test_restarts_schedule_and_plateau_stop(tiny_cfg):
+    """Cosine cycles of c, 2c, 4c epochs; a fold stops at the end of a whole cycle without a new best."""
+    from smallcovid.training.fold import cycle_ends, lr_at, plateau_epochs
+    from smallcovid.training.plateau import fold_plateau
+
+    cfg = tiny_cfg(schedule="restarts", cycle_epochs=4, epochs=40, lr=1e-3)
+    assert cycle_ends(4, 40) == [4, 12, 28] and cycle_ends(10, 75) == [10, 30, 70]
+    lrs = [lr_at(cfg, s, 400, steps_per_epoch=10) for s in range(400)]
+    assert max(lrs) == pytest.approx(1e-3, rel=0.05)
+    assert lrs[39] < 0.05e-3 and lrs[40] > 0.9e-3  # end of cycle 1 (4 epochs), restart
+    assert lrs[119] < 0.05e-3 and lrs[120] > 0.9e-3  # end of cycle 2 (8 more epochs)
+    assert plateau_epochs(cfg, [5, 11, 12]) == 12 and plateau_epochs(cfg, [30, 30, 3]) == 40  # capped at epochs
+    assert plateau_epochs(tiny_cfg(), [3]) is None
+    meta = {"epoch": 28, "best_epoch": 12, "history": [{"val_dice_best": 0.5}] * 28}
+    assert fold_plateau(meta)["ok"] and not fold_plateau({**meta, "best_epoch": 25})["ok"]
+    with pytest.raises(SmallCovidError, match="schedule"):
+        tiny_cfg(schedule="linear")
+
+
+def test_restarts_run_stops_folds_at_a_plateau(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=30, lr=1e-7, final=True)  # nothing improves
+    s = train(cfg, tmp_path / "run")
+    pl = s["plateau"]
+    for f in pl["per_fold"]:
+        assert f["epochs_run"] < 30 and f["best_epoch"] <= 0.75 * f["epochs_run"]
+    assert pl["ok"] and pl["final_epochs"] in (1, 3, 7, 15)

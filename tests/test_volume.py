@@ -66,11 +66,12 @@ def test_app_and_cli_write_the_same_volume_mask(tmp_path, t):
     vol = volume_of(probabilities_around(t))
     pred = EchoPredictor()
     # CLI path: python -m smallcovid predict on a volume.
-    names = predict_one(pred, vol, None, t, tmp_path, "ct")
+    everywhere = np.ones(vol.voxels.shape, np.uint8)  # lungs everywhere: lesions may be anywhere
+    names = predict_one(pred, vol, None, t, tmp_path, "ct", lungs=everywhere)
     assert names == ["ct_mask.nii.gz", "ct_classes.nii.gz", "ct_lungs.nii.gz", "ct_report.json"]
     cli_bytes = (tmp_path / "ct_mask.nii.gz").read_bytes()
     # App path: Segment page, "Segment all slices" then "Mask NIfTI".
-    levels = predict_volume(pred, vol, None, keep_types=False).levels
+    levels = predict_volume(pred, vol, None, keep_types=False, lungs=everywhere).levels
     app_bytes = uploads.nifti_mask_bytes(threshold_volume(levels, t)[0], vol)
     assert app_bytes == cli_bytes
     cli_mask = read_label_volume(tmp_path / "ct_mask.nii.gz")

@@ -112,3 +112,74 @@ def test_image_data_uri_formats():
     assert vr.image_data_uri(rgb).startswith("data:image/jpeg;base64,")
     with pytest.raises(ValueError):
         vr.image_data_uri(rgb, "gif")
+
+
+# ------------------------------------------------------------------ lung QC on the page and in the HTML report
+
+def _plausible_volume():
+    """Like :func:`_volume` with lungs covering 36 % of each slice (no lung QC finding)."""
+    classes, lungs = _volume()
+    lungs[:] = 0
+    lungs[:, 4:16, 3:9] = 1
+    lungs[:, 4:16, 11:17] = 2
+    return classes, lungs
+
+
+def test_qc_warning_text_lists_each_sentence_or_nothing():
+    classes, lungs = _volume()  # lungs fill 64 % of each 20x20 slice
+    rep = volume_report(classes, lungs, (0.5, 0.5, 2.0), "m", 0.5)
+    assert [f["code"] for f in vr.report_qc(rep)] == ["lung_cover"]
+    text = vr.qc_warning_text(vr.report_qc(rep))
+    assert text.startswith("**Lung QC failed:**") and "lung volume and % of lung" in text
+    assert f"- {rep['qc'][0]['message']} (`lung_cover`)" in text.splitlines()
+    ok = volume_report(*_plausible_volume(), (0.5, 0.5, 2.0), "m", 0.5)
+    assert vr.report_qc(ok) == [] and vr.qc_warning_text(vr.report_qc(ok)) is None
+    assert vr.report_qc({}) == [] and vr.qc_warning_text(None) is None
+    assert "% of lung" in vr.qc_warning_text(rep["qc"], "% of lung")
+
+
+def test_unreliable_columns_are_shown_marked_not_as_plain_numbers():
+    classes, lungs = _volume()
+    rep = volume_report(classes, lungs, (0.5, 0.5, 2.0), "m", 0.5)
+    row = vr.volume_row("m", rep)
+    assert row["lung (mL)"] == rep["lung_ml"]  # the row keeps the number (CSV, sorting)
+    bad = vr.unreliable_columns(list(row), rep["qc"])
+    assert bad == ["lung (mL)", "% of lung", "% of right lung", "% of left lung"]
+    assert vr.unreliable_columns(list(row), []) == []
+    fmt = vr.column_formats(list(row), bad)
+    assert fmt["lesion (mL)"] == "{:.2f}"
+    assert fmt["lung (mL)"](1234.5) == "≈ 1,234.50 (unreliable: see lung QC)"
+    assert fmt["% of lung"](None) == "—" and fmt["% of lung"](float("nan")) == "—"
+    assert vr.column_formats(["lung (voxels)"], ["lung (voxels)"])["lung (voxels)"](12345) == (
+        "≈ 12,345 (unreliable: see lung QC)")
+    assert vr.marked(4321.0, unit="mL") == "≈ 4,321.00 mL (unreliable: see lung QC)"
+    quantities = dict(vr.report_quantities(rep))
+    assert quantities["Lung volume"] == vr.marked(rep["lung_ml"], unit="mL")
+    assert quantities["Lung involved"].startswith("≈ ") and quantities["Right lung involved"].startswith("≈ ")
+    assert not quantities["Lesion volume"].startswith("≈")
+    plain = dict(vr.report_quantities(volume_report(*_plausible_volume(), (0.5, 0.5, 2.0), "m", 0.5)))
+    assert not any(v.startswith("≈") for v in plain.values())
+
+
+def test_html_report_warns_about_implausible_lungs():
+    classes, lungs = _volume()
+    rep = volume_report(classes, lungs, (0.5, 0.5, 2.0), "m", 0.5)
+    rep["qc"].append({"code": "lr_ratio", "message": "Right <lung> & left."})
+    kw = dict(model="m", weights_sha256=None, threshold=0.5, scan_name="s", images=[])
+    html = vr.html_report(rep, **kw)
+    assert "<div class='qc'><b>Lung QC failed:</b>" in html
+    assert rep["qc"][0]["message"] in html and "Right &lt;lung&gt; &amp; left." in html
+    assert html.index("class='qc'>") < html.index("Lung volume")
+    assert "≈ " in html.split("Lung volume")[1].split("</tr>")[0]
+    ok = vr.html_report(volume_report(*_plausible_volume(), (0.5, 0.5, 2.0), "m", 0.5), **kw)
+    assert "class='qc'" not in ok and "≈" not in ok
+
+
+def test_slice_qc_keeps_position_independent_codes_for_volume_slices():
+    lone = np.zeros((40, 41), np.uint8)
+    lone[8:30, 5:15] = 1  # one small lung only: normal near an apex, so not said on a volume's slice
+    assert [f["code"] for f in vr.slice_qc(lone, (0.7, 0.7))] == ["one_lung", "lung_area"]  # 1 cm²
+    assert vr.slice_qc(lone, (0.7, 0.7), in_volume=True) == []
+    full = np.ones((40, 41), np.uint8)
+    full[15:25, 15:25] = 0  # everything but an island labelled lung
+    assert "lung_at_edge" in [f["code"] for f in vr.slice_qc(full, None, in_volume=True)]

@@ -100,7 +100,7 @@ def read_ground_truth(data: bytes, name: str, shape: tuple[int, int], volume: Vo
 def as_volume(s: Slice) -> Volume:
     """A one-slice :class:`Volume` for a 2D slice (for writing its mask as NIfTI)."""
     spacing = None if s.spacing is None else (1.0, *s.spacing)
-    return Volume(s.pixels[None], s.units, spacing, None, s.source)
+    return Volume(s.pixels[None], s.units, spacing, None, s.source, plane=s.axes)
 
 
 def nifti_mask_bytes(mask: np.ndarray, like: Volume) -> bytes:

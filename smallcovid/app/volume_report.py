@@ -7,6 +7,10 @@
   the key slices, and a one-page HTML report with the slices embedded as data URIs.
 
 Lung labels (0 outside, 1 right, 2 left) come from :func:`smallcovid.inference.framing.lungs_for`.
+Lung QC (:mod:`smallcovid.inference.qc`): when a report's ``qc`` list has findings, the page
+shows them in a warning (:func:`qc_warning_text`) and the quantities built on the lungs
+(lung volume, % of lung) are shown marked (:func:`marked`, :func:`column_formats`), never as
+plain numbers; the HTML report does the same.
 """
 
 from __future__ import annotations
@@ -22,10 +26,57 @@ import numpy as np
 from smallcovid.app import viz
 from smallcovid.core.vocab import LESION_TYPES
 from smallcovid.inference import quantify
+from smallcovid.inference.qc import lung_qc, qc_unreliable
 
 DISCLAIMER = "Research use only — not a medical device. Do not use for diagnosis or treatment."
 KEY_SLICES = 3  # the largest-lesion slice and two more
 SIDES = ("right", "left")
+UNRELIABLE = "unreliable: see lung QC"
+#: Table columns (of :func:`volume_row` / :func:`slice_row`) whose numbers are built on the lung mask.
+LUNG_COLUMNS = ("lung (mL)", "lung (voxels)", "% of lung", "% of right lung", "% of left lung")
+#: Lung QC codes that still mean something on one slice of a volume (the others depend on where
+#: the slice lies: near the apex a small lung, or only one, is normal).
+VOLUME_SLICE_CODES = ("lung_at_edge", "lung_cover")
+
+
+# ------------------------------------------------------------------ lung QC
+
+def report_qc(report: Mapping[str, Any] | None) -> list[dict]:
+    """A report's lung QC findings (``[]`` when it has none or predates them)."""
+    return list((report or {}).get("qc") or [])
+
+
+def slice_qc(lungs: np.ndarray, spacing: tuple[float, float] | None, *, in_volume: bool = False) -> list[dict]:
+    """Lung QC of one (H, W) slice's lung labels; spacing (row mm, col mm) or None.
+
+    With ``in_volume`` (a slice shown from a volume) only :data:`VOLUME_SLICE_CODES` are kept.
+    """
+    qc = lung_qc(lungs, spacing)
+    return [f for f in qc if f["code"] in VOLUME_SLICE_CODES] if in_volume else qc
+
+
+def qc_warning_text(qc: Sequence[Mapping[str, Any]] | None, what: str = "lung volume and % of lung") -> str | None:
+    """Markdown for a warning box: what is unreliable, then one bullet per QC sentence; None without findings."""
+    if not qc_unreliable(qc):
+        return None
+    lines = [f"**Lung QC failed:** the automatic lung mask looks implausible, so the figures built on it "
+             f"({what}) are unreliable and shown with ≈."]
+    lines += [f"- {f.get('message', '')} (`{f.get('code', '')}`)" for f in qc or ()]
+    return "\n".join(lines)
+
+
+def marked(value: Any, fmt: str = "{:,.2f}", unit: str = "") -> str:
+    """A number built on unreliable lungs, for display: ``≈ 1,234.00 mL (unreliable: see lung QC)``;
+    "—" for None / NaN."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    text = f"{fmt.format(value)} {unit}".strip()
+    return f"≈ {text} ({UNRELIABLE})"
+
+
+def unreliable_columns(columns: Sequence[str], qc: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """The ``columns`` built on the lungs (:data:`LUNG_COLUMNS`) when ``qc`` has findings, else ``[]``."""
+    return [c for c in columns if c in LUNG_COLUMNS] if qc_unreliable(qc) else []
 
 
 # ------------------------------------------------------------------ table rows
@@ -80,10 +131,18 @@ def volume_row(label: str, report: Mapping[str, Any], dice: float | None = None)
     return row
 
 
-def column_formats(columns: Sequence[str]) -> dict[str, str]:
-    """Column -> format string: counts and slice numbers whole, Dice 3 decimals, mL / mm² / % 2 decimals."""
-    out = {}
+def column_formats(columns: Sequence[str], unreliable: Sequence[str] = ()) -> dict[str, Any]:
+    """Column -> format string: counts and slice numbers whole, Dice 3 decimals, mL / mm² / % 2 decimals.
+
+    Columns in ``unreliable`` (:func:`unreliable_columns`) get a formatter that marks the
+    number (:func:`marked`) instead.
+    """
+    out: dict[str, Any] = {}
     for c in columns:
+        if c in unreliable:
+            digits = "{:,.0f}" if "(voxels)" in c else "{:,.2f}"
+            out[c] = lambda v, f=digits: marked(v, f)
+            continue
         if "(px)" in c or "(voxels)" in c or c in ("separate lesions", "largest-lesion slice"):
             out[c] = "{:.0f}"
         elif "Dice" in c:
@@ -176,6 +235,7 @@ def image_data_uri(rgb: np.ndarray, fmt: str = "JPEG") -> str:
 def report_quantities(report: Mapping[str, Any], dice: float | None = None) -> list[tuple[str, str]]:
     """(quantity, formatted value) pairs of a volume report, for the HTML report."""
     vu, au = _unit(report, "volume"), _unit(report, "area")
+    doubtful = qc_unreliable(report_qc(report))
 
     def num(v, unit=""):
         if v is None:
@@ -183,14 +243,19 @@ def report_quantities(report: Mapping[str, Any], dice: float | None = None) -> l
         text = f"{v:.0f}" if isinstance(v, int) and not isinstance(v, bool) else f"{float(v):.2f}"
         return f"{text} {unit}".strip()
 
+    def lung_num(v, unit=""):  # built on the lung mask
+        if not doubtful:
+            return num(v, unit)
+        return marked(v, "{:,.0f}" if isinstance(v, int) and not isinstance(v, bool) else "{:,.2f}", unit)
+
     rows = [("Lesion volume", num(report["lesion_ml"], vu)),
             ("Ground-glass volume", num(report["ggo_ml"], vu)),
             ("Consolidation volume", num(report["consolidation_ml"], vu)),
-            ("Lung volume", num(report["lung_ml"], vu)),
-            ("Lung involved", num(report["involvement_pct"], "%"))]
+            ("Lung volume", lung_num(report["lung_ml"], vu)),
+            ("Lung involved", lung_num(report["involvement_pct"], "%"))]
     for side in SIDES:
         p = report["per_lung"][side]
-        rows.append((f"{side.capitalize()} lung involved", num(p["involvement_pct"], "%")))
+        rows.append((f"{side.capitalize()} lung involved", lung_num(p["involvement_pct"], "%")))
     k = report["largest_lesion_slice"]
     rows.append(("Largest-lesion slice", "none (no lesion found)" if k is None else
                  f"{k} ({num(report['slices'][k]['lesion_mm2'], au)})"))
@@ -228,6 +293,12 @@ def html_report(report: Mapping[str, Any], *, model: str, weights_sha256: str | 
         f"<figure><img alt='slice {k}' src='{image_data_uri(img)}'><figcaption>slice {k}"
         f"{' (largest lesion)' if k == report['largest_lesion_slice'] else ''}: lesion {areas[k]:.1f} {esc(au)}"
         f"</figcaption></figure>" for k, img in images)
+    qc = report_qc(report)
+    qc_block = "" if not qc_unreliable(qc) else (
+        "<div class='qc'><b>Lung QC failed:</b> the automatic lung mask looks implausible, so lung volume "
+        "and involvement below are unreliable (marked ≈).<ul>"
+        + "".join(f"<li>{esc(str(f.get('message', '')))} <code>{esc(str(f.get('code', '')))}</code></li>" for f in qc)
+        + "</ul></div>")
     legend = " ".join(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {esc(LESION_TYPES[t])}"
                       for t, (r, g, b) in viz.TYPE_RGB.items())
     return f"""<!DOCTYPE html>
@@ -235,6 +306,8 @@ def html_report(report: Mapping[str, Any], *, model: str, weights_sha256: str | 
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 1.5rem auto; color: #222; }}
 .disclaimer {{ border: 2px solid #c33; background: #fee; padding: .5rem .8rem; font-weight: bold; }}
+.qc {{ border: 2px solid #c80; background: #fff6e0; padding: .5rem .8rem; margin: .5rem 0; }}
+.qc ul {{ margin: .3rem 0 0; }}
 table {{ border-collapse: collapse; margin: .5rem 0 1rem; }}
 th, td {{ text-align: left; padding: .2rem .8rem; border-bottom: 1px solid #ddd; }}
 th {{ font-weight: 600; }} td {{ font-variant-numeric: tabular-nums; }}
@@ -246,6 +319,7 @@ figcaption {{ font-size: .85rem; color: #555; }}
 <p class="disclaimer">{esc(disclaimer)}</p>
 <table>{rows}</table>
 <h2>Quantities</h2>
+{qc_block}
 <table>{qrows}</table>
 <h2>Key slices</h2>
 <p>{legend}</p>

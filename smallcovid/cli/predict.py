@@ -22,7 +22,9 @@ precision exactly like the app's NIfTI download
 
 All outputs of one scan are written or none: they are staged under hidden names and
 renamed at the end. A bad input prints one ``error: ...`` line and the command exits 2
-after doing the others.
+after doing the others. A scan whose lung QC found problems (the report's ``qc`` list,
+:mod:`smallcovid.inference.qc`) gets one ``warning: <input>: lung QC: ...`` line on stderr;
+the exit code stays 0.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from smallcovid.io import validate as _v
 
 log = logging.getLogger(__name__)
 
-__all__ = ["output_stem", "predict_one", "run_predict"]
+__all__ = ["output_stem", "predict_one", "qc_warning", "run_predict"]
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -97,7 +99,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if not local:  # the same steps per input, one Ray task each
         from smallcovid.cli.predict_ray import run_on_ray
 
-        return run_on_ray(args, jobs, taken, threshold, predict_one)
+        return run_on_ray(args, jobs, taken, threshold, predict_one,
+                          after=lambda label, written: warn_qc(label, out, written))
     failures = 0
     for i, job in enumerate(jobs):
         try:
@@ -112,10 +115,33 @@ def run_predict(args: argparse.Namespace) -> int:
                 written = predict_one(predictor, lambda: item.pop(2), None, threshold, out, stem, lungs=lungs)
                 del item, lungs
                 print(f"{label}: wrote {', '.join(written)} (threshold {threshold:.2f})", flush=True)
+                warn_qc(label, out, written)
         except SmallCovidError as exc:
             failures += 1
             print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2 if failures else 0
+
+
+def qc_warning(label: str, report: dict) -> str | None:
+    """The stderr line for a report whose lung QC found problems: ``warning: <label>: lung QC: ...``;
+    None when its ``qc`` list is empty (or missing)."""
+    from smallcovid.inference.qc import qc_summary, qc_unreliable
+
+    qc = report.get("qc") or []
+    return f"warning: {label}: {qc_summary(qc)}" if qc_unreliable(qc) else None
+
+
+def warn_qc(label: str, out: Path, written: list[str]) -> None:
+    """Print :func:`qc_warning` of the ``*_report.json`` among ``written`` (in ``out``) to stderr, if any."""
+    for name in written:
+        if name.endswith("_report.json"):
+            try:
+                line = qc_warning(label, json.loads((out / name).read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:  # written a moment ago: only a vanished file gets here
+                log.warning("%s: could not read back %s for its lung QC (%s)", label, name, exc)
+                continue
+            if line:
+                print(line, file=sys.stderr, flush=True)
 
 
 def _prepare(job, taken: set[str]) -> list[list]:
@@ -153,8 +179,11 @@ def _quietly(future) -> None:
 def _provenance(predictor, scan, extra: dict) -> dict:
     members = getattr(predictor, "members", None)
     sha = [m.card.get("sha256") for m in members] if members else getattr(predictor, "card", {}).get("sha256")
+    from smallcovid.inference.lungs import LESION_MARGIN_MM
+
     return {"input": getattr(scan, "source", None), "weights_sha256": sha,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "lesion_zone": f"lesions only inside the lung mask grown by {LESION_MARGIN_MM:g} mm", **extra}
 
 
 def predict_one(predictor, scan, window, threshold: float, out: Path, stem: str, *,
@@ -219,7 +248,8 @@ def predict_one(predictor, scan, window, threshold: float, out: Path, stem: str,
 def _geometry(volume: io.Volume) -> io.Volume:
     """A Volume with ``volume``'s shape, units, spacing, affine and name but no voxel data."""
     empty = np.broadcast_to(np.zeros((), np.float32), volume.voxels.shape)
-    return io.Volume(empty, volume.units, volume.spacing, volume.affine, volume.source)
+    return io.Volume(empty, volume.units, volume.spacing, volume.affine, volume.source,
+                     volume.stored_order, volume.plane)
 
 
 def _write_all(out: Path, files: dict) -> None:

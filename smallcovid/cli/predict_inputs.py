@@ -3,12 +3,13 @@
 * a file (PNG/JPEG/TIFF, DICOM, NIfTI) is one scan, named after the file
   (``a/ct.nii.gz`` -> ``ct``);
 * DICOM files given together are grouped by SeriesInstanceUID (headers only): a
-  series of two or more files is one volume named ``series-`` + the first 8
-  characters of its UID; a lone DICOM file stays a scan of its own (a slice, or a
-  volume for a multi-frame file);
+  series of two or more files is one volume named after its SeriesDescription made
+  file-safe, or ``series-`` + a 10-digit hash of its UID when it has none
+  (:func:`smallcovid.io.series.series_stem`); a lone DICOM file stays a scan of its own
+  (a slice, or a volume for a multi-frame file);
 * a folder is read as DICOM series (:func:`smallcovid.io.series.read_series_folder`),
-  one volume per series: the folder's name for a single series, ``series-<uid8>``
-  otherwise. Files of different series are never mixed.
+  one volume per series: the folder's name for a single series, else named as above.
+  Files of different series are never mixed.
 
 Colliding series names get ``-2``, ``-3``... (:func:`smallcovid.io.series.unique_stem`);
 two plain files with the same name are an error (rename them).
@@ -24,7 +25,8 @@ from typing import Callable
 from smallcovid import io
 from smallcovid.core.errors import InputFileError, SmallCovidError
 from smallcovid.io import validate as _v
-from smallcovid.io.series import group_series, read_series, read_series_folder, series_stem, unique_stem
+from smallcovid.io.series import (common_description, read_series, read_series_folder, series_descriptions,
+                                  series_stem, unique_stem)
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,11 @@ def _is_dicom(path: Path) -> bool:
     return _v.sniff(head) == "dicom"
 
 
-def _series_uid(path: Path) -> str | None:
-    """The file's SeriesInstanceUID, or None when it has none (read_scan then reports any problem)."""
+def _series_key(path: Path) -> tuple[str, str] | None:
+    """The file's (SeriesInstanceUID, SeriesDescription), or None when it has no UID (read_scan
+    then reports any problem)."""
     try:
-        return next(iter(group_series([path])))
+        return next(iter(series_descriptions([path]).items()))
     except (InputFileError, StopIteration):
         return None
 
@@ -85,6 +88,7 @@ def plan(inputs: list[str]) -> tuple[list[Job], set[str]]:
     """
     jobs: list[Job] = []
     groups: dict[str, list[Path]] = {}
+    descriptions: dict[str, list[str]] = {}
     first: dict[str, Job] = {}
     for arg in inputs:
         p = Path(arg)
@@ -93,17 +97,20 @@ def plan(inputs: list[str]) -> tuple[list[Job], set[str]]:
         elif not p.is_file():
             jobs.append(Job(arg, output_stem(arg), error=f"{arg}: no such file"))
         else:
-            uid = _series_uid(p) if _is_dicom(p) else None
+            key = _series_key(p) if _is_dicom(p) else None
+            uid = key[0] if key is not None else None
             if uid is None or uid not in first:
                 jobs.append(Job(arg, output_stem(arg), load=_file_loader(p)))
-            if uid is not None:
-                first.setdefault(uid, jobs[-1])
-                groups.setdefault(uid, []).append(p)
+            if key is not None:
+                first.setdefault(key[0], jobs[-1])
+                groups.setdefault(key[0], []).append(p)
+                descriptions.setdefault(key[0], []).append(key[1])
     series_jobs = []
     for uid, files in groups.items():
         if len(files) > 1:  # a series given as files: one volume
             job = first[uid]
-            job.label, job.stem = f"series {uid} ({len(files)} files)", series_stem(uid)
+            job.label = f"series {uid} ({len(files)} files)"
+            job.stem = series_stem(uid, description=common_description(descriptions[uid]))
             job.load = _series_loader(files, job.stem)
             series_jobs.append(job)
     plain = [j.stem for j in jobs if j.stem and j not in series_jobs]

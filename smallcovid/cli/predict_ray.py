@@ -89,9 +89,11 @@ def _predict_job(predictor: Any, job: Any, taken: set[str], threshold: float, ou
 
 
 def run_on_ray(args: argparse.Namespace, jobs: list, taken: set[str], threshold: float,
-               predict_one: Callable[..., list[str]]) -> int:
+               predict_one: Callable[..., list[str]],
+               after: Callable[[str, list[str]], None] | None = None) -> int:
     """The Ray branch of ``smallcovid predict``: one task per input (``jobs`` from
-    :func:`smallcovid.cli.predict_inputs.plan`), the same files and lines as the local loop.
+    :func:`smallcovid.cli.predict_inputs.plan`), the same files and lines as the local loop;
+    ``after(label, files written)`` runs after each scan's line (the lung QC warning).
 
     Series found inside folder inputs get stems unique against the plain inputs' (``taken``),
     but two folders read in parallel are not checked against each other.
@@ -107,6 +109,8 @@ def run_on_ray(args: argparse.Namespace, jobs: list, taken: set[str], threshold:
     for done, error in results:
         for label, written in done:
             print(f"{label}: wrote {', '.join(written)} (threshold {threshold:.2f})", flush=True)
+            if after is not None:
+                after(label, written)
         if error is not None:
             failures += 1
             print(f"error: {error}", file=sys.stderr, flush=True)

@@ -98,11 +98,19 @@ def predict_set(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 4,
 ) -> list[ProbMaps]:
-    """Probability maps for every sample of ``data`` (``progress(done, total)`` after each batch)."""
+    """Probability maps for every sample of ``data`` (``progress(done, total)`` after each batch).
+
+    Each slice goes through :func:`~smallcovid.inference.framing.segment_slice`, as in the app
+    and ``predict``: framed on its lungs, lesions only inside the grown lung mask, so that the
+    figures here are those of every other output.
+    """
+    from smallcovid.inference.framing import segment_slice
+    from smallcovid.io import Slice
+
     maps: list[ProbMaps] = []
     for start in range(0, len(data), batch_size):
         chunk = data.samples[start : start + batch_size]
-        maps.extend(predictor.predict_images([s.image for s in chunk], batch_size=batch_size))
+        maps.extend(segment_slice(predictor, Slice(s.image, "display", None, s.stem))[0] for s in chunk)
         if progress is not None:
             progress(len(maps), len(data))
     return maps

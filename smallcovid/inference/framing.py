@@ -41,8 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from smallcovid.data.preprocess import input_window, to_model_input
-from smallcovid.inference.lungs import AIR_HU, lung_masks_display, lung_masks_hu
+from smallcovid.inference.lungs import AIR_HU, grown_lungs, lung_masks_display, lung_masks_hu
 from smallcovid.io import Slice, Volume
+from smallcovid.io.orient import CANONICAL, canonical_shape, from_canonical, in_plane, to_canonical
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +102,36 @@ def lungs_for(scan: Slice | Volume) -> np.ndarray:
     Raises:
         ValueError: ``scan`` is neither a Slice nor a Volume.
     """
+    if not isinstance(scan, (Slice, Volume)):
+        raise ValueError(f"lungs_for needs a Slice or a Volume, got {type(scan).__name__}")
+    # Found in the canonical orientation (views, no copies), so that the same anatomy gives
+    # the same labels whatever the file's layout, and left / right come from the anatomy.
+    axes = scan.axes
+    known = in_plane(axes) is not None
+    # The left/right axis from the anatomy (where the two lungs lie apart), which side is
+    # right from the orientation: a header that contradicts the anatomy cannot merge the lungs.
+    sides: dict = {}
+    spacing = scan.spacing if isinstance(scan, Slice) or scan.spacing is None else scan.spacing[1:]
+    if spacing is not None and known and canonical_shape((1, 2), axes) == (2, 1):
+        spacing = (spacing[1], spacing[0])
     if isinstance(scan, Slice):
-        spacing = scan.spacing
         if scan.units == "hu":
-            return lung_masks_hu(scan.pixels, spacing)
-        x = to_model_input(scan)
-        if spacing is None:
-            return lung_masks_display(np.rint(x * 255.0).astype(np.uint8))
-        return lung_masks_hu(_display_hu(x), spacing)
-    if isinstance(scan, Volume):
-        spacing = None if scan.spacing is None else scan.spacing[1:]
-        if scan.units == "hu":
-            return lung_masks_hu(scan.voxels, spacing)
+            lab = lung_masks_hu(to_canonical(scan.pixels, axes), spacing, **sides)
+        else:
+            x = to_canonical(to_model_input(scan), axes)
+            if spacing is None:
+                lab = lung_masks_display(np.rint(x * 255.0).astype(np.uint8), **sides)
+            else:
+                lab = lung_masks_hu(_display_hu(x), spacing, **sides)
+    elif scan.units == "hu":
+        lab = lung_masks_hu(to_canonical(scan.voxels, axes), spacing, **sides)
+    else:
         hu = np.empty(scan.voxels.shape, np.float32)
         for k in range(len(scan)):
             hu[k] = _display_hu(to_model_input(scan.slice(k)))
-        return lung_masks_hu(hu, spacing)
-    raise ValueError(f"lungs_for needs a Slice or a Volume, got {type(scan).__name__}")
+        lab = lung_masks_hu(to_canonical(hu, axes), spacing, **sides)
+    return np.ascontiguousarray(from_canonical(lab, axes)) if known and axes != CANONICAL else lab
+
 
 
 def aerated_lung(scan: Slice, lungs: np.ndarray) -> np.ndarray:
@@ -227,6 +241,24 @@ def volume_boxes(volume: Volume, lungs: np.ndarray, framing: str = "slice",
     return out
 
 
+def predict_crops(predictor, crops: list[np.ndarray], axes: tuple[str, str] | None) -> list:
+    """:meth:`predict_images` of crops in the slice's orientation ``axes``: each crop reaches the
+    model in the canonical (training) orientation and its maps come back in ``axes``."""
+    maps = predictor.predict_images([to_canonical(c, axes) for c in crops])
+    if in_plane(axes) in (None, CANONICAL):
+        return maps
+    return [dataclasses.replace(m, lesion=np.ascontiguousarray(from_canonical(m.lesion, axes)),
+                                types=np.ascontiguousarray(from_canonical(m.types, axes))) for m in maps]
+
+
+def gate_maps(maps, allowed: np.ndarray):
+    """``maps`` with lesion probability 0 and type (1, 0, 0) outside ``allowed`` ((H, W) bool):
+    lesions exist only inside the (grown) lungs."""
+    lesion = np.where(allowed, maps.lesion, np.float32(0.0)).astype(np.float32)
+    types = np.where(allowed[None], maps.types, np.array([1.0, 0.0, 0.0], np.float32)[:, None, None])
+    return dataclasses.replace(maps, lesion=lesion, types=types.astype(np.float32))
+
+
 def paste_maps(maps, box: Box | None, shape: tuple[int, int]):
     """Model maps of a crop pasted into a frame of ``shape`` (H, W).
 
@@ -262,5 +294,6 @@ def segment_slice(predictor, scan: Slice) -> tuple[object, np.ndarray]:
     box = slice_box(scan, lungs)
     log.debug("%s: %s", scan.source, "whole slice" if box is None else f"crop {box.to_list()} of {scan.shape}")
     x = to_model_input(scan, input_window(getattr(predictor, "card", None)))
-    maps = predictor.predict_images([x if box is None else x[box.slices]])[0]
-    return paste_maps(maps, box, scan.shape), lungs
+    maps = predict_crops(predictor, [x if box is None else x[box.slices]], scan.axes)[0]
+    maps = paste_maps(maps, box, scan.shape)
+    return gate_maps(maps, grown_lungs(lungs, scan.spacing)), lungs

@@ -45,8 +45,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from smallcovid.inference.lunggeom import (S2D, assign_sides, body_mask, border_ids, extend_ap, hull,
-                                           lr_axis_of, wall_gaps)
+from smallcovid.inference.lunggeom import (S2D, assign_sides, body_mask, border_ids, extend_ap, fill_holes,
+                                           hull, lr_axis_of, wall_gaps)
 
 AIR_HU = -320.0          # air-like: lung parenchyma (~ -850) and faint ground-glass
 WORK_MM = 2.5            # working pixel size: a 300x512x512 volume takes ~1 s on 2 cores
@@ -106,7 +106,8 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
     zeros = np.zeros(hu.shape, np.uint8)
     if min(h, w) < MIN_SIDE or z == 0:
         return zeros
-    if cropped is None:
+    auto = cropped is None
+    if auto:
         cropped = not _full_field(vol)
     if spacing_mm is None:
         sp = ((DISPLAY_FOV_MM if cropped else SCAN_FOV_MM) / max(h, w),) * 2
@@ -114,7 +115,24 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
     # -320 HU threshold sits ~500 HU from both lung and soft tissue: noise is harmless.
     fr, fc = (max(1, int(round(WORK_MM / s))) for s in sp)
     small = vol[:, fr // 2::fr, fc // 2::fc].astype(np.float32)
-    side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, bool(cropped))
+    side = None
+    if auto and cropped:
+        # Little air on the border: a crop of the chest, or a body running past the image
+        # edges (a tight field of view). In the latter the lungs lie inside the body, away
+        # from the border: if two such lungs are found, the border air is outside the patient.
+        side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, False)
+        if not _two_lungs(side):
+            side = None
+        else:
+            # A crop's lungs reach its border, where the full-field reading loses some of them;
+            # the crop reading adds little then, but all the outside air of a full field.
+            crop = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, True)
+            if _two_lungs(crop) and np.count_nonzero(crop) <= CROP_GAIN * np.count_nonzero(side):
+                side = crop
+            else:
+                cropped = False
+    if side is None:
+        side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, bool(cropped))
     if side is None:
         return zeros
     # Block replication; the last block absorbs the remainder so the shape is exact.
@@ -122,6 +140,91 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
     out = np.repeat(side, np.r_[np.full(nr - 1, fr), h - fr * (nr - 1)], axis=1)
     out = np.repeat(out, np.r_[np.full(nc - 1, fc), w - fc * (nc - 1)], axis=2)
     return out.reshape(hu.shape)
+
+
+#: Lesions may lie this far outside the lung labels (pleural lesions, the labels' blocky edge).
+LESION_MARGIN_MM = 5.0
+
+
+def grown_lungs(lungs: np.ndarray, spacing_mm: tuple[float, ...] | None = None,
+                margin_mm: float = LESION_MARGIN_MM) -> np.ndarray:
+    """Where lesions may be: the lung labels (H, W) or (Z, H, W) grown by ``margin_mm`` in-plane.
+
+    ``spacing_mm``: (row, col) mm, or (slice, row, col) for a volume; None assumes a crop's
+    long side spans 300 mm, as :func:`lung_masks_display` does. Returns bool of the labels'
+    shape, always a superset of ``lungs != 0``. See :class:`LesionZone` for a volume
+    slice by slice.
+    """
+    lab = np.asarray(lungs)
+    zone = LesionZone(lab[None] if lab.ndim == 2 else lab, spacing_mm, margin_mm)
+    out = np.stack([zone.mask(k) for k in range(len(zone))]) if len(zone) else lab != 0
+    return out.reshape(lab.shape)
+
+
+class LesionZone:
+    """The grown lung mask of a (Z, H, W) label volume, made a slice (or a crop) at a time.
+
+    Grown on the ~2.5 mm block grid of :func:`lung_masks_hu` (whose labels are constant per
+    block, so a block's centre pixel stands for it), so the whole volume costs a few small
+    arrays; :meth:`mask` repeats the blocks back at full size for one slice, within a crop
+    if given, and adds the labels themselves (a superset of them for any input).
+    """
+
+    def __init__(self, lungs: np.ndarray, spacing_mm: tuple[float, ...] | None = None,
+                 margin_mm: float = LESION_MARGIN_MM) -> None:
+        lab = np.asarray(lungs)
+        if lab.ndim != 3:
+            raise ValueError(f"lungs must be (Z, H, W), got shape {lab.shape}")
+        if not (np.isfinite(margin_mm) and margin_mm >= 0):
+            raise ValueError(f"margin_mm must be a finite number >= 0, got {margin_mm!r}")
+        z, h, w = lab.shape
+        if spacing_mm is None:
+            sp = (DISPLAY_FOV_MM / max(h, w, 1),) * 2
+        else:
+            sp = tuple(float(s) for s in np.ravel(spacing_mm))[-2:]
+        self.lungs = lab
+        self.fr, self.fc = (max(1, int(round(WORK_MM / s))) for s in sp)
+        kr, kc = (int(np.ceil(margin_mm / (s * f))) for s, f in zip(sp, (self.fr, self.fc)))
+        # Block centres, sampled as lung_masks_hu samples them (its last block takes the remainder).
+        small = lab[:, self.fr // 2::self.fr, self.fc // 2::self.fc] != 0
+        self.small = ndi.binary_dilation(small, structure=_disk(kr, kc)[None]) if small.any() else small
+
+    def __len__(self) -> int:
+        return int(self.lungs.shape[0])
+
+    def mask(self, k: int, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """(h, w) bool: slice ``k``'s grown lungs within ``rows`` x ``cols``."""
+        h, w = self.lungs.shape[1:]
+        r0, r1, _ = rows.indices(h)
+        c0, c1, _ = cols.indices(w)
+        lungs = self.lungs[k, r0:r1, c0:c1] != 0
+        nr, nc = self.small.shape[1:]
+        if nr == 0 or nc == 0:
+            return lungs
+        rr = np.minimum(np.arange(r0, r1) // self.fr, nr - 1)
+        cc = np.minimum(np.arange(c0, c1) // self.fc, nc - 1)
+        return self.small[k][np.ix_(rr, cc)] | lungs
+
+
+def _disk(kr: int, kc: int) -> np.ndarray:
+    """An elliptical structuring element of half-sizes ``kr`` x ``kc`` (>= 0)."""
+    r, c = np.mgrid[-kr:kr + 1, -kc:kc + 1]
+    return (r / max(kr, 1)) ** 2 + (c / max(kc, 1)) ** 2 <= 1.0
+
+
+#: Each lung must hold this share of the working grid for a full-field reading of a frame
+#: with little border air to be trusted (a crop's lungs touch its border and vanish there).
+TWO_LUNGS_SHARE = 0.01
+#: ... and the crop reading is kept when its lungs are at most this much larger.
+CROP_GAIN = 1.5
+
+
+def _two_lungs(side: np.ndarray | None) -> bool:
+    """Whether labels on the working grid hold two lungs of at least :data:`TWO_LUNGS_SHARE` each."""
+    if side is None:
+        return False
+    counts = np.bincount(side.ravel(), minlength=3)
+    return bool(min(counts[1], counts[2]) >= TWO_LUNGS_SHARE * side.size)
 
 
 def _full_field(vol: np.ndarray) -> bool:
@@ -162,12 +265,32 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     edge[0] = False
     keep = size >= max(2.0, 50.0 / (sp[0] * sp[1]))  # >= 0.5 cm^2
     keep[0] = False
+    textured = _textured(hu, lab, n, size)
+    large = size * sp[0] * sp[1] >= UNIFORM_MAX_MM2
+    if cropped and (textured & large).any():
+        keep &= ~(edge & large & ~textured)          # a crop's uniform border air is outside air
     if not cropped:
-        keep &= ~edge                                # full field: border air is outside the patient
+        # Full field: border air is outside the patient, unless it has the texture of lung
+        # (a lung cut by the image edge in a tight field of view): outside air is uniform.
+        tissue_body = body_mask(air)
+        cut_lung = edge & textured
+        # Large uniform air inside the body is not lung either: bowel gas, a hollow table
+        # top, a pocket under a blanket, the black corners of a crop pasted into a frame.
+        # (Only when some large air is textured: a drawn phantom's lungs may be uniform.)
+        if (textured & large).any():
+            keep &= textured | ~large
+        if cut_lung.any() and TRIM_CUT_LUNGS:
+            # A cut lung ends at the body's outline: air beyond the body's convex hull that
+            # joined it through a thin wall is outside the patient.
+            beyond = cut_lung[lab] & ~hull(tissue_body)
+            lab[beyond] = 0
+            size = np.bincount(lab.ravel(), minlength=n + 1)
+            keep &= size >= max(2.0, 50.0 / (sp[0] * sp[1]))
+        keep &= ~edge | cut_lung
     ids = np.flatnonzero(keep)
     if ids.size == 0:
         return None
-    objs = ndi.find_objects(lab)
+    objs = ndi.find_objects(lab, max_label=n)
     bb = np.array([[objs[i - 1][0].start, objs[i - 1][1].start, objs[i - 1][1].stop,
                     objs[i - 1][2].start, objs[i - 1][2].stop] for i in ids], float)
     comp = dict(id=ids, z=bb[:, 0].astype(int), size=size[ids].astype(float), edge=edge[ids],
@@ -184,7 +307,7 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
         return None
     comp = {k: v[sel] for k, v in comp.items()}
     axis = lr_axis_of(comp, lab, h, w) if lr_axis is None else lr_axis
-    body = np.ones_like(air) if cropped else body_mask(air)
+    body = np.ones_like(air) if cropped else fill_holes(tissue_body | cut_lung[lab])
     prof = body.any(axis=2 if axis == 0 else 1)      # (Z, length): body extent along lr
     length = prof.shape[1]
     b_lo = np.argmax(prof, axis=1).astype(float)
@@ -227,6 +350,40 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     grow = ndi.maximum_filter(out, size=(1, 3, 3)) * (ok & (out == 0))
     grow[(grow > 0) & (ndi.minimum_filter(np.where(out > 0, out, 3), size=(1, 3, 3)) != grow)] = 0
     return out + grow.astype(np.uint8)
+
+
+TRIM_CUT_LUNGS = False
+UNIFORM_MAX_MM2 = 1200.0  # uniform air components at least this large (12 cm^2) are not lung
+TEXTURE_HU = 150.0     # lung: partial-volume vessel edges and ground-glass this far above its median
+TEXTURE_FLOOR_HU = -850.0  # ... and above this (outside air: -1000 HU plus noise)
+TEXTURE_SHARE = 0.01   # ... in at least this share of its pixels; uniform air + 40 HU noise: ~1e-4
+
+
+def _textured(hu: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray) -> np.ndarray:
+    """Per component id: True when it looks like lung rather than uniform air (outside air,
+    bowel gas, a hollow table): :data:`TEXTURE_SHARE` of its pixels lie :data:`TEXTURE_HU`
+    above its median. Medians from the pooled air's median per component via sorting once."""
+    # Only pixels whose 4 neighbours lie in the same component: the rim of outside air along
+    # the skin holds partial-volume values that are not texture.
+    inner = lab.copy()
+    for ax, d in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        inner[np.roll(lab, d, axis=ax) != lab] = 0
+    ids = inner.ravel()
+    on = ids > 0
+    ids, vals = ids[on], hu.ravel()[on]
+    order = np.lexsort((vals, ids))
+    ids, vals = ids[order], vals[order]
+    starts = np.searchsorted(ids, np.arange(n + 1))
+    counts = np.bincount(ids, minlength=n + 1)
+    med = np.full(n + 1, np.inf, np.float32)
+    has = counts > 0
+    med[has] = vals[np.minimum(starts[has] + counts[has] // 2, len(vals) - 1)]
+    # Also above TEXTURE_FLOOR_HU: air of two levels side by side (a crop's black corners in
+    # a frame of -1000 HU air) is not texture.
+    bright = np.bincount(ids, weights=(vals > med[ids] + TEXTURE_HU) & (vals > TEXTURE_FLOOR_HU), minlength=n + 1)
+    out = bright >= TEXTURE_SHARE * np.maximum(size, 1)
+    out[0] = False
+    return out
 
 
 def _airway_like(c: dict, px_mm2: float, ref_hu: float, hu: np.ndarray, lab: np.ndarray) -> np.ndarray:

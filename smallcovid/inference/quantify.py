@@ -1,4 +1,4 @@
-"""Lesion and lung volumes from label maps (pure numpy; JSON-safe reports).
+"""Lesion and lung volumes from label maps (numpy; JSON-safe reports).
 
 Inputs are label maps of equal shape:
 
@@ -14,6 +14,13 @@ Counting policy:
 * ``per_lung[side]["lesion_ml"]`` counts lesion inside that lung only, so the two sides
   can add up to less than ``lesion_ml``.
 
+Lung quality control (:func:`smallcovid.inference.qc.lung_qc`): every report carries ``qc``,
+a list of ``{"code", "message"}`` findings about the lung mask (empty when it looks
+plausible), ``reliable`` (False when ``qc`` has any finding) and ``unreliable``: the keys
+built on the lung mask (``lung_ml`` / ``lung_mm2``, ``involvement_pct``, ``per_lung`` and,
+in a volume, ``slices.lung_mm2``) when ``reliable`` is False, else empty. The numbers stay
+in the report; ``unreliable`` says which ones not to trust.
+
 Units: volumes in mL (voxel count x x*y*z mm^3 / 1000), areas in mm^2, rounded to 0.01;
 percentages rounded to 0.01. When the spacing is unknown (``None``) the same keys hold
 voxel / pixel counts (ints) and ``units`` says so: ``{"volume": "voxels", "area":
@@ -24,17 +31,24 @@ Python ``int`` / ``float`` / ``None``, so ``json.dumps`` works on the result.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+from smallcovid.inference.qc import check_spacing as _check_spacing
+from smallcovid.inference.qc import lung_qc, qc_unreliable
 
 log = logging.getLogger(__name__)
 
 _SIDES = (("right", 1), ("left", 2))
+_QC_KEYS = ("qc", "reliable", "unreliable")
 _VOLUME_KEYS = ("model", "threshold", "spacing_mm", "units", "lung_ml", "lesion_ml", "ggo_ml",
-                "consolidation_ml", "involvement_pct", "per_lung", "slices", "largest_lesion_slice")
+                "consolidation_ml", "involvement_pct", "per_lung", "slices", "largest_lesion_slice", *_QC_KEYS)
 _SLICE_KEYS = ("model", "threshold", "spacing_mm", "units", "lung_mm2", "lesion_mm2", "ggo_mm2",
-               "consolidation_mm2", "involvement_pct", "per_lung")
+               "consolidation_mm2", "involvement_pct", "per_lung", *_QC_KEYS)
+#: Report keys built on the lung mask: listed in ``unreliable`` when lung QC has findings.
+LUNG_KEYS_VOLUME = ("lung_ml", "involvement_pct", "per_lung", "slices.lung_mm2")
+LUNG_KEYS_SLICE = ("lung_mm2", "involvement_pct", "per_lung")
 
 
 def spacing_xyz(volume_spacing: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
@@ -47,7 +61,7 @@ def spacing_xyz(volume_spacing: tuple[float, float, float] | None) -> tuple[floa
 
 def volume_report(classes: np.ndarray, lungs: np.ndarray,
                   spacing_mm: tuple[float, float, float] | None, model: str, threshold: float,
-                  extra: dict | None = None) -> dict[str, Any]:
+                  extra: dict | None = None, *, qc: Sequence[dict] | None = None) -> dict[str, Any]:
     """Lung and lesion volumes of one scan.
 
     Args:
@@ -58,14 +72,18 @@ def volume_report(classes: np.ndarray, lungs: np.ndarray,
         model: model name, copied into the report.
         threshold: probability threshold used for the lesion map, copied.
         extra: more top-level keys (e.g. the input's name); may not override report keys.
+        qc: lung QC findings already made on the whole lung map (pass them when ``lungs`` is
+            cut to a region: the border and coverage checks need the full slices); None runs
+            :func:`~smallcovid.inference.qc.lung_qc` on ``lungs``.
 
     Returns:
         ``model``, ``threshold``, ``spacing_mm`` ([x, y, z] or None), ``units``, ``lung_ml``,
         ``lesion_ml``, ``ggo_ml``, ``consolidation_ml``, ``involvement_pct``, ``per_lung``
         ({"right"|"left": {"lung_ml", "lesion_ml", "involvement_pct"}}), ``slices`` (one
-        {"index", "lesion_mm2", "lung_mm2"} per slice k = 0..Z-1) and
+        {"index", "lesion_mm2", "lung_mm2"} per slice k = 0..Z-1),
         ``largest_lesion_slice`` (index of the slice with the most lesion area, the lowest on a
-        tie; None when there is no lesion), plus the ``extra`` keys.
+        tie; None when there is no lesion), ``qc``, ``reliable`` and ``unreliable`` (see the
+        module docstring), plus the ``extra`` keys.
 
     Raises:
         ValueError: shapes differ or are not 3D, values out of range, bad spacing or ``extra``.
@@ -92,6 +110,9 @@ def volume_report(classes: np.ndarray, lungs: np.ndarray,
     report["slices"] = [{"index": k, "lesion_mm2": _scale(les, area), "lung_mm2": _scale(lun, area)}
                         for k, (les, lun) in enumerate(zip(lesion_px.tolist(), lung_px.tolist()))]
     report["largest_lesion_slice"] = int(np.argmax(lesion_px)) if lesion_px.size and lesion_px.max() > 0 else None
+    if qc is None:
+        qc = lung_qc(lungs, None if spacing is None else (spacing[2], spacing[1], spacing[0]))
+    report.update(_qc_keys(qc, LUNG_KEYS_VOLUME))
     return _merge(report, extra, _VOLUME_KEYS)
 
 
@@ -110,8 +131,9 @@ def slice_report(classes2d: np.ndarray, lungs2d: np.ndarray, spacing_mm: tuple[f
     Returns:
         ``model``, ``threshold``, ``spacing_mm``, ``units``, ``lung_mm2``, ``lesion_mm2``,
         ``ggo_mm2``, ``consolidation_mm2`` (pixel counts when the spacing is unknown),
-        ``involvement_pct`` (lesion inside the lungs as % of lung area, None without lung)
-        and ``per_lung`` ({"right"|"left": {"lung_mm2", "lesion_mm2", "involvement_pct"}}).
+        ``involvement_pct`` (lesion inside the lungs as % of lung area, None without lung),
+        ``per_lung`` ({"right"|"left": {"lung_mm2", "lesion_mm2", "involvement_pct"}}) and
+        ``qc``, ``reliable``, ``unreliable`` (lung QC of ``lungs2d``; see the module docstring).
     """
     classes, lungs = _check_maps(classes2d, lungs2d, 2)
     spacing = _check_spacing(spacing_mm, 2)
@@ -130,6 +152,7 @@ def slice_report(classes2d: np.ndarray, lungs2d: np.ndarray, spacing_mm: tuple[f
         "involvement_pct": _pct(np.count_nonzero(lesion & in_lung), np.count_nonzero(in_lung)),
         "per_lung": _per_lung(lesion, lungs, area, "mm2"),
     }
+    report.update(_qc_keys(lung_qc(lungs, None if spacing is None else (spacing[1], spacing[0])), LUNG_KEYS_SLICE))
     return _merge(report, extra, _SLICE_KEYS)
 
 
@@ -169,18 +192,6 @@ def _check_maps(classes: np.ndarray, lungs: np.ndarray, ndim: int) -> tuple[np.n
     return out[0], out[1]
 
 
-def _check_spacing(spacing: object, n: int) -> tuple[float, ...] | None:
-    if spacing is None:
-        return None
-    try:
-        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != n or not all(np.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"spacing_mm must be None or {n} positive finite numbers in mm, got {spacing!r}")
-    return values
-
-
 def _scale(count: int | np.integer, unit: float | None) -> int | float:
     """A count as-is (unknown spacing) or times ``unit``, rounded to 0.01."""
     return int(count) if unit is None else round(float(count) * unit, 2)
@@ -198,6 +209,13 @@ def _per_lung(lesion: np.ndarray, lungs: np.ndarray, unit: float | None, suffix:
         out[side] = {f"lung_{suffix}": _scale(n_lung, unit), f"lesion_{suffix}": _scale(n_lesion, unit),
                      "involvement_pct": _pct(n_lesion, n_lung)}
     return out
+
+
+def _qc_keys(qc: Sequence[dict], lung_keys: tuple[str, ...]) -> dict[str, Any]:
+    """``qc`` (plain dicts of str), ``reliable`` and ``unreliable`` for a report."""
+    findings = [{"code": str(f["code"]), "message": str(f["message"])} for f in qc]
+    bad = qc_unreliable(findings)
+    return {"qc": findings, "reliable": not bad, "unreliable": list(lung_keys) if bad else []}
 
 
 def _merge(report: dict[str, Any], extra: dict | None, reserved: tuple[str, ...]) -> dict[str, Any]:

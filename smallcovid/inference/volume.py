@@ -32,6 +32,9 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import LESION_TYPES
 from smallcovid.data.preprocess import Window, input_window, to_model_input
 from smallcovid.inference.framing import Box, lungs_for, volume_boxes
+from smallcovid.inference.lungs import LesionZone
+from smallcovid.io.orient import from_canonical, to_canonical
+from smallcovid.inference.qc import lung_qc
 from smallcovid.inference.quantify import spacing_xyz, volume_report
 from smallcovid.io import Slice, Volume
 
@@ -164,12 +167,14 @@ class VolumeResult:
         """:func:`~smallcovid.inference.quantify.volume_report` of the classes at ``threshold``.
 
         Volumes in mL (voxel counts when the spacing is unknown), ``spacing_mm`` as (x, y, z);
-        ``extra`` keys are added (they may not override report keys).
+        ``extra`` keys are added (they may not override report keys). Lung QC
+        (:func:`~smallcovid.inference.qc.lung_qc`) looks at the whole lung map, the counts at
+        the region that holds the lungs and every possible lesion voxel.
         """
         rows, cols = self._region(threshold)
         _, classes = threshold_volume(self.levels[:, rows, cols], threshold, self.kind[:, rows, cols])
         return volume_report(classes, self.lungs[:, rows, cols], spacing_xyz(self.spacing), model,
-                             threshold, extra)
+                             threshold, extra, qc=lung_qc(self.lungs, self.spacing))
 
     def _region(self, threshold: float) -> tuple[slice, slice]:
         """Rows and columns that hold every lung voxel and every possible lesion voxel.
@@ -239,28 +244,32 @@ def segment_volume(predictor, volume: Volume, *, progress: Callable[[int, int], 
         raise ValueError(f"lungs has shape {np.shape(lungs)} but the volume {shape}")
     boxes = volume_boxes(volume, lungs, framing)
     window = input_window(getattr(predictor, "card", None))
+    zone = LesionZone(np.asarray(lungs), volume.spacing)  # lesions only inside the grown lungs
+    axes = volume.axes  # each crop reaches the model in the training orientation
     n = len(volume)
     levels = np.zeros(shape, np.uint8)
     kind = np.ones(shape, np.uint8)
     fast = callable(getattr(predictor, "predict_levels", None))
     for start in range(0, n, batch_size):
         ks = range(start, min(start + batch_size, n))
-        xs = _model_inputs(volume, ks, boxes, window)
+        xs = [to_canonical(x, axes) for x in _model_inputs(volume, ks, boxes, window)]
         if fast:  # one forward pass, uint8 maps straight away
             maps = predictor.predict_levels(xs)
         else:
             maps = [(prob_levels(m.lesion), m.kind) for m in predictor.predict_images(xs, batch_size=batch_size)]
         for k, (lv, kd) in zip(ks, maps):
-            where = (k, *boxes[k].slices) if boxes[k] is not None else k
-            levels[where] = lv
-            kind[where] = kd
+            rows, cols = boxes[k].slices if boxes[k] is not None else (slice(None), slice(None))
+            allowed = zone.mask(k, rows, cols)
+            levels[k, rows, cols] = np.where(allowed, from_canonical(lv, axes), np.uint8(0))
+            kind[k, rows, cols] = np.where(allowed, from_canonical(kd, axes), np.uint8(1))
         if progress is not None:
             progress(ks[-1] + 1, n)
     return VolumeResult(levels, kind, np.asarray(lungs, np.uint8), volume.spacing, tuple(boxes))
 
 
 def predict_volume(predictor, volume: Volume, window: Window | None = None, *, batch_size: int = 8,
-                   keep_types: bool = True, progress: Callable[[int, int], None] | None = None) -> VolumeProbs:
+                   keep_types: bool = True, progress: Callable[[int, int], None] | None = None,
+                   lungs: np.ndarray | None = None) -> VolumeProbs:
     """The levels (and types) of :func:`segment_volume`, without the lungs.
 
     ``window`` is a display window and does not change the result (HU reaches the model
@@ -269,5 +278,5 @@ def predict_volume(predictor, volume: Volume, window: Window | None = None, *, b
     Returns:
         :class:`VolumeProbs` with arrays of the volume's shape (D, H, W).
     """
-    res = segment_volume(predictor, volume, batch_size=batch_size, progress=progress)
+    res = segment_volume(predictor, volume, batch_size=batch_size, progress=progress, lungs=lungs)
     return VolumeProbs(res.levels, res.kind if keep_types else None)

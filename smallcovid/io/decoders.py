@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from smallcovid.io import validate as _v
+from smallcovid.io.orient import codes_from_iop
 from smallcovid.core.errors import InputFileError
 
 
@@ -28,13 +29,14 @@ class Decoded(NamedTuple):
 
     array: (H, W) or (D, H, W) for DICOM, or (X, Y[, Z]) as stored for NIfTI.
     units: "hu", "display" or "raw". spacing: mm per axis of ``array`` or None.
-    affine: 4x4 NIfTI affine or None.
+    affine: 4x4 NIfTI affine or None. axes: DICOM in-plane orientation letters or None.
     """
 
     array: np.ndarray
     units: str
     spacing: tuple[float, ...] | None = None
     affine: np.ndarray | None = None
+    axes: tuple[str, str] | None = None
 
 
 def decode_image(data: bytes, name: str, fmt: str, labels: bool = False) -> Decoded:
@@ -109,6 +111,7 @@ def decode_dicom(data: bytes, name: str) -> Decoded:
             spacing = _positive(ds.get("PixelSpacing"), 2)
             thickness = _positive([ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")], 1)
             modality = str(ds.get("Modality", "") or "").upper()
+            axes = codes_from_iop(ds.get("ImageOrientationPatient"))
     except InputFileError:
         raise
     except MemoryError as exc:
@@ -120,8 +123,8 @@ def decode_dicom(data: bytes, name: str) -> Decoded:
     arr = arr * np.float32(slope) + np.float32(intercept)
     units = "hu" if modality in ("", "CT") else "raw"
     if frames > 1 and arr.ndim == 3:
-        return Decoded(arr, units, None if spacing is None else ((thickness or (1.0,))[0], *spacing))
-    return Decoded(arr.reshape(rows, cols), units, spacing)
+        return Decoded(arr, units, None if spacing is None else ((thickness or (1.0,))[0], *spacing), None, axes)
+    return Decoded(arr.reshape(rows, cols), units, spacing, None, axes)
 
 
 def _positive(values: object, n: int) -> tuple[float, ...] | None:
@@ -158,7 +161,8 @@ def decode_nifti(data: bytes | bytearray, name: str) -> Decoded:
     if not 2 <= len(kept) <= 3:
         raise InputFileError(name, f"is a {len(shape)}D NIfTI (shape {'x'.join(map(str, shape))}); "
                                    "only 2D and 3D are supported")
-    _v.check_plane(kept[0], kept[1], name)
+    if len(kept) == 2:  # a volume's slice plane depends on its orientation: read_scan checks it
+        _v.check_plane(kept[0], kept[1], name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from smallcovid.io import decoders as _d
+from smallcovid.io import orient as _orient
 from smallcovid.io import validate as _v
 from smallcovid.core.errors import InputFileError, SmallCovidError
 from smallcovid.core.fsutil import atomic_write_bytes
@@ -47,12 +48,16 @@ class Slice:
             float images, NIfTI without an HU-like range).
         spacing: (row mm, col mm) when known.
         source: file name, for messages.
+        axes: patient directions of increasing row and column index (``("P", "L")`` for a
+            standard axial DICOM; see :mod:`smallcovid.io.orient`), None when the file does
+            not say (PNG/JPEG: taken to be in the training orientation, ``("L", "P")``).
     """
 
     pixels: np.ndarray
     units: Units
     spacing: tuple[float, float] | None = None
     source: str = "slice"
+    axes: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pixels", np.asarray(self.pixels, dtype=np.float32))
@@ -72,8 +77,13 @@ class Volume:
         voxels: (D, H, W) float32; ``voxels[k]`` is axial slice k.
         units: as for :class:`Slice`.
         spacing: (slice mm, row mm, col mm) when known.
-        affine: 4x4 voxel-to-world affine of the source NIfTI (None otherwise).
+        affine: 4x4 RAS affine of the NIfTI-order array ``(row, col, slice)`` (``data[:, :, k]
+            == voxels[k]``), or None when unknown.
         source: file name, for messages.
+        stored_order: the permutation ``p`` with ``voxels == stored.transpose(p)`` (up to the
+            dtype) for the array as stored in a NIfTI file whose head-feet axis is not its
+            third one; ``(2, 0, 1)`` otherwise. Writers put masks back in the stored order.
+        plane: in-plane orientation when no affine tells it (a single DICOM slice as a volume).
     """
 
     voxels: np.ndarray
@@ -81,6 +91,8 @@ class Volume:
     spacing: tuple[float, float, float] | None = None
     affine: np.ndarray | None = None
     source: str = "volume"
+    stored_order: tuple[int, int, int] = (2, 0, 1)
+    plane: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "voxels", np.asarray(self.voxels, dtype=np.float32))
@@ -91,13 +103,21 @@ class Volume:
     def __len__(self) -> int:
         return int(self.voxels.shape[0])
 
+    @property
+    def axes(self) -> tuple[str, str] | None:
+        """Patient directions of increasing row and column index of each slice (see :class:`Slice`)."""
+        if self.plane is not None:
+            return self.plane
+        letters = _orient.codes_from_affine(self.affine)
+        return None if letters is None else _orient.in_plane(letters[:2])
+
     def slice(self, index: int) -> Slice:
         """Axial slice ``index`` (0 <= index < len(self)) as a :class:`Slice` (a view)."""
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
             raise SmallCovidError(f"{self.source}: slice index {index!r} is out of range; "
                                   f"valid indices are 0 to {len(self) - 1}")
         spacing = None if self.spacing is None else (self.spacing[1], self.spacing[2])
-        return Slice(self.voxels[int(index)], self.units, spacing, self.source)
+        return Slice(self.voxels[int(index)], self.units, spacing, self.source, self.axes)
 
 
 def _check_fields(obj: Slice | Volume, ndim: int, arr: np.ndarray) -> None:
@@ -151,9 +171,13 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
         dec = _d.decode_nifti(data, name)
     del data  # a volume's bytes: freed before its float32 copy is made
     if kind == "nifti" and dec.array.ndim == 3:
-        z = dec.spacing
-        spacing, affine = (z[2], z[0], z[1]), dec.affine  # type: ignore[index]
-        stored = dec.array
+        # Slices are cut across the head-feet axis, whichever axis of the file that is.
+        order = _orient.axial_order(_orient.codes_from_affine(dec.affine))
+        z, q = dec.spacing, (order[1], order[2], order[0])  # q: stored axis of each (row, col, slice) axis
+        _v.check_plane(dec.array.shape[q[0]], dec.array.shape[q[1]], name)
+        spacing = (z[order[0]], z[order[1]], z[order[2]])  # type: ignore[index]
+        affine = None if dec.affine is None else np.column_stack([dec.affine[:, list(q)], dec.affine[:, 3]])
+        stored = dec.array.transpose(q)
         dec = None
         if stored.dtype.kind in "biu":  # whole numbers are finite: no scan for NaN needed
             low = float(stored.min())
@@ -163,14 +187,18 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
             low = float(arr.min())
         del stored  # the stored-order array
         units = "hu" if low <= HU_MINIMUM_BELOW else "raw"
-        return Volume(arr, units, spacing, affine, name)  # type: ignore[arg-type]
+        return Volume(arr, units, spacing, affine, name, order)  # type: ignore[arg-type]
     arr = _v.clean_finite(dec.array, name)
     units = dec.units
     if kind == "nifti":
         units = "hu" if float(arr.min()) <= HU_MINIMUM_BELOW else "raw"
     if arr.ndim == 3:
-        return Volume(arr, units, dec.spacing, None, name)  # type: ignore[arg-type]
-    return Slice(arr, units, dec.spacing, name)  # type: ignore[arg-type]
+        return Volume(arr, units, dec.spacing, None, name, plane=dec.axes)  # type: ignore[arg-type]
+    axes = dec.axes
+    if kind == "nifti":
+        letters = _orient.codes_from_affine(dec.affine)
+        axes = None if letters is None else _orient.in_plane(letters[:2])
+    return Slice(arr, units, dec.spacing, name, axes)  # type: ignore[arg-type]
 
 
 def _axial_float32(arr: np.ndarray, slab: int = 32) -> np.ndarray:
@@ -294,7 +322,14 @@ def nifti_mask_data(mask: np.ndarray, like: Volume, gz: bool = True, name: str =
     else:
         s = like.spacing or (1.0, 1.0, 1.0)
         affine = np.diag([s[1], s[2], s[0], 1.0])
-    img = nibabel.Nifti1Image(arr.astype(np.uint8, copy=False).transpose(1, 2, 0), affine)
+    data = arr.astype(np.uint8, copy=False).transpose(1, 2, 0)  # (row, col, slice)
+    p = tuple(like.stored_order)
+    if p != (2, 0, 1):  # back to the axis order of the file the volume came from
+        q = (p[1], p[2], p[0])
+        stored_affine = affine.copy()
+        stored_affine[:, list(q)] = affine[:, :3]
+        data, affine = data.transpose(np.argsort(q)), stored_affine
+    img = nibabel.Nifti1Image(data, affine)
     img.set_data_dtype(np.uint8)
     buf = BytesIO()
     if gz:

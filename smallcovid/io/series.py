@@ -10,7 +10,11 @@ stored in the DICOM file (no flip or rotation). Slices are sorted by
 ImagePositionPatient projected on the slice normal ``n = row cosine x column cosine``,
 ascending (for a standard axial series ``n`` points to the head, so slice 0 is the
 lowest, feet-most slice). When any slice lacks a position or orientation the order
-falls back to InstanceNumber and the volume has no affine.
+falls back to InstanceNumber and the volume has no affine. How the slices were ordered is
+kept on the volume (:attr:`SeriesVolume.order`, :attr:`SeriesVolume.z_mm`).
+
+Names: :func:`series_stem` names a series' outputs after its folder, its SeriesDescription
+or a hash of its SeriesInstanceUID (the command-line contract).
 
 Geometry: ``spacing = (slice mm, row mm, col mm)`` with row/col mm from PixelSpacing and
 slice mm the median distance between neighbouring slice planes (SpacingBetweenSlices or
@@ -23,14 +27,17 @@ mask overlays the series in a NIfTI viewer.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
+import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import Iterable, NamedTuple, Union
 
 import numpy as np
 
@@ -48,6 +55,10 @@ Source = Union[str, os.PathLike, tuple[str, bytes]]
 SPACING_TOLERANCE = 0.10
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Longest stem taken from a SeriesDescription (characters).
+MAX_DESCRIPTION_STEM = 60
+#: Hex digits of sha1(SeriesInstanceUID) in ``series-<hash>`` stems.
+UID_HASH_DIGITS = 10
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,10 +68,19 @@ class SeriesVolume(Volume):
     Attributes:
         series_uid: the SeriesInstanceUID shared by all slices.
         files: file names in voxel order (``files[k]`` holds ``voxels[k]``).
+        description: the slices' SeriesDescription (0008,103E), ``""`` when none.
+        order: how the slices were ordered: ``"position"`` (ImagePositionPatient along
+            the slice normal), ``"instance"`` (InstanceNumber, positions unknown),
+            ``"single"`` (one file), ``""`` when unknown (not read from files).
+        z_mm: each slice's position along the slice normal in mm (LPS), in voxel order;
+            empty when unknown.
     """
 
     series_uid: str = ""
     files: tuple[str, ...] = ()
+    description: str = ""
+    order: str = ""
+    z_mm: tuple[float, ...] = ()
 
 
 class _Header(NamedTuple):
@@ -135,12 +155,31 @@ def group_series(sources: list[Source]) -> dict[str, list[Source]]:
     return {uid: [h.source for h in hs] for uid, hs in _group(_read_headers(list(sources))).items()}
 
 
+def series_descriptions(sources: list[Source]) -> dict[str, str]:
+    """``{series_uid: SeriesDescription}`` of DICOM files (headers only), as :func:`group_series`.
+
+    Each series' description is :func:`common_description` of its files' values.
+    """
+    return {uid: _description(hs) for uid, hs in _group(_read_headers(list(sources))).items()}
+
+
+def common_description(values: Iterable[str]) -> str:
+    """The most frequent non-empty description (the first seen among equally frequent ones), else ``""``."""
+    counts = Counter(v for v in (str(v or "").strip() for v in values) if v)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+def _description(headers: list[_Header]) -> str:
+    return common_description(str(h.ds.get("SeriesDescription", "") or "") for h in headers)
+
+
 def read_series(sources: list[Source], name: str | None = None) -> SeriesVolume:
     """Read the files of one DICOM series as a (D, H, W) float32 volume.
 
     Args:
         sources: file paths and/or ``(name, bytes)`` pairs, in any order.
-        name: name for messages and ``Volume.source`` (default: :func:`series_stem`).
+        name: name for messages and ``Volume.source`` (default: :func:`series_stem` of the
+            SeriesDescription or UID).
 
     Returns:
         A :class:`SeriesVolume` (a :class:`Volume`) in HU for CT; voxel order, spacing
@@ -180,13 +219,13 @@ def read_series_folder(folder: str | os.PathLike, recursive: bool = False) -> di
         raise InputFileError(root, "contains no DICOM image slices")
     out: dict[str, SeriesVolume] = {}
     for uid, hs in groups.items():
-        stem = unique_stem(series_stem(uid, root if len(groups) == 1 else None), out)
+        stem = unique_stem(series_stem(uid, root if len(groups) == 1 else None, description=_description(hs)), out)
         out[stem] = _assemble(hs, stem)
     return out
 
 
 def unique_stem(stem: str, taken) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``... when ``taken`` already holds it (series sharing a UID prefix)."""
+    """``stem``, or ``stem-2``, ``stem-3``... when ``taken`` already holds it (e.g. series sharing a description)."""
     if stem not in taken:
         return stem
     n = 2
@@ -195,22 +234,54 @@ def unique_stem(stem: str, taken) -> str:
     return f"{stem}-{n}"
 
 
-def series_stem(volume_or_uid: SeriesVolume | str, folder: str | os.PathLike | None = None) -> str:
-    """File-name stem for a series' outputs.
+def series_stem(volume_or_uid: SeriesVolume | str, folder: str | os.PathLike | None = None, *,
+                description: str | None = None) -> str:
+    """File-name stem for a series' outputs (the command-line contract).
 
-    A series given as a folder (holding that one series) is named after the folder;
-    otherwise ``"series-"`` + the first 8 characters of its SeriesInstanceUID (the
-    command-line contract). Those characters are often the organisation root
-    (e.g. ``"1.2.840."``), shared by many series, so callers writing several
-    series into one folder must make colliding stems unique (see
-    :func:`smallcovid.cli.predict`).
+    1. A series given as a folder (holding that one series) is named after the folder.
+    2. Otherwise its SeriesDescription made file-safe (:func:`description_stem`:
+       ``"CHEST 1mm"`` -> ``"CHEST_1mm"``), when anything is left of it.
+    3. Otherwise ``"series-"`` + the first :data:`UID_HASH_DIGITS` hex digits of the sha1 of
+       the whole SeriesInstanceUID (UIDs of one vendor share long prefixes, so a prefix of
+       the UID itself would not tell series apart).
+
+    Args:
+        volume_or_uid: a :class:`SeriesVolume` (its ``description`` and ``series_uid``) or a
+            SeriesInstanceUID; a bare UID gives rule 3 unless ``description`` is given.
+        folder: the folder the series was given as.
+        description: the SeriesDescription (overrides the volume's).
+
+    Different series can still get the same stem (same description); callers writing several
+    series into one folder make stems unique with :func:`unique_stem`.
     """
     if folder is not None:
         return Path(folder).resolve().name or "series"
-    uid = volume_or_uid.series_uid if isinstance(volume_or_uid, SeriesVolume) else str(volume_or_uid)
+    if isinstance(volume_or_uid, SeriesVolume):
+        uid = volume_or_uid.series_uid
+        description = volume_or_uid.description if description is None else description
+    else:
+        uid = str(volume_or_uid)
+    stem = description_stem(description or "")
+    if stem:
+        return stem
     if not uid:
-        raise ValueError("series_stem needs a SeriesInstanceUID or a folder")
-    return "series-" + uid[:8]
+        raise ValueError("series_stem needs a SeriesInstanceUID, a SeriesDescription or a folder")
+    return "series-" + hashlib.sha1(uid.encode("utf-8")).hexdigest()[:UID_HASH_DIGITS]
+
+
+def description_stem(description: str) -> str:
+    """A SeriesDescription as a file-name stem: ASCII letters, digits, ``-``, ``_`` and ``.`` only.
+
+    Accents are dropped (``é`` -> ``e``); spaces and every other character become ``_``;
+    runs of ``_`` collapse to one; ``_``, ``.`` and ``-`` are trimmed from both ends (no hidden
+    files, no leading dash); at most :data:`MAX_DESCRIPTION_STEM` characters. ``""`` when
+    nothing is left (then :func:`series_stem` falls back to the UID hash).
+    """
+    text = unicodedata.normalize("NFKD", str(description))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = re.sub(r"[^A-Za-z0-9._-]", "_", text)
+    text = re.sub(r"_+", "_", text).strip("._-")
+    return text[:MAX_DESCRIPTION_STEM].rstrip("._-")
 
 
 # ------------------------------------------------------------------ assembly
@@ -245,7 +316,14 @@ def _close(a, b, tol: float) -> bool:
     return (a is None) == (b is None) and (a is None or np.allclose(a, b, rtol=tol, atol=tol))
 
 
-def _order(headers: list[_Header], normal: np.ndarray | None) -> tuple[list[_Header], np.ndarray | None]:
+class _Order(NamedTuple):
+    headers: list[_Header]  # in voxel order
+    pos: np.ndarray | None  # (D, 3) ImagePositionPatient (LPS mm), None when unknown
+    how: str  # "position", "instance" or "single"
+    z: tuple[float, ...]  # positions along the normal, () when unknown
+
+
+def _order(headers: list[_Header], normal: np.ndarray | None) -> _Order:
     """Headers sorted along the normal (with projected positions), else by InstanceNumber."""
     uid = headers[0].uid
     pos = [_floats(h.ds.get("ImagePositionPatient"), 3) for h in headers]
@@ -257,21 +335,24 @@ def _order(headers: list[_Header], normal: np.ndarray | None) -> tuple[list[_Hea
             i = int(np.argmin(gaps))
             raise InputFileError(headers[idx[i + 1]].name, f"lies at the same position ({proj[idx[i]]:g} mm) as "
                                  f"{headers[idx[i]].name}; series {uid} seems to hold several acquisitions")
-        return [headers[i] for i in idx], np.array([pos[i] for i in idx])
+        how = "single" if len(headers) == 1 else "position"
+        return _Order([headers[i] for i in idx], np.array([pos[i] for i in idx]), how,
+                      tuple(float(proj[i]) for i in idx))
     if len(headers) == 1:
-        return headers, None
+        return _Order(headers, None, "single", ())
     nums = [_floats([h.ds.get("InstanceNumber")], 1) for h in headers]
     if any(n is None for n in nums) or len({float(n[0]) for n in nums}) != len(nums):  # type: ignore[index]
         raise InputFileError(headers[0].name, f"series {uid} lacks ImagePositionPatient/ImageOrientationPatient and "
                                               "unique InstanceNumbers, so its slices cannot be ordered")
     log.warning("series %s: slice positions missing; ordered by InstanceNumber, geometry unknown", uid)
     order = np.argsort([float(n[0]) for n in nums], kind="stable")  # type: ignore[index]
-    return [headers[i] for i in order], None
+    return _Order([headers[i] for i in order], None, "instance", ())
 
 
 def _assemble(headers: list[_Header], name: str | None) -> SeriesVolume:
     uid = headers[0].uid
-    name = name or series_stem(uid)
+    description = _description(headers)
+    name = name or series_stem(uid, description=description)
     size = _common(headers, lambda ds: (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)), "size", uid,
                    lambda a, b: a == b)
     rows, cols = size  # type: ignore[misc]
@@ -286,7 +367,8 @@ def _assemble(headers: list[_Header], name: str | None) -> SeriesVolume:
         normal = np.cross(iop[:3], iop[3:])  # type: ignore[index]
         norm = float(np.linalg.norm(normal))
         normal = normal / norm if norm > 1e-3 else None
-    headers, pos = _order(headers, normal)
+    order = _order(headers, normal)
+    headers, pos = order.headers, order.pos
     step = _slice_step(headers, pos, normal)
     voxels = np.empty((len(headers), rows, cols), dtype=np.float32)
     units = "hu"
@@ -313,7 +395,8 @@ def _assemble(headers: list[_Header], name: str | None) -> SeriesVolume:
     if spacing is None:
         log.info("%s: pixel or slice spacing unknown; volume has no spacing", name)
     return SeriesVolume(voxels, units, spacing, affine, name, series_uid=uid,  # type: ignore[arg-type]
-                        files=tuple(h.name for h in headers))
+                        files=tuple(h.name for h in headers), description=description, order=order.how,
+                        z_mm=order.z)
 
 
 def _slice_step(headers: list[_Header], pos: np.ndarray | None, normal: np.ndarray | None) -> np.ndarray | None:

@@ -403,24 +403,27 @@ class Viewer {
     // Lesion quantities (the columns of smallcovid.app.volume_report.slice_row)
     const q = d.quantities, u = q.unit, scale = q.px_area;
     const area = (px) => (scale == null ? String(px) : fmt(px * scale, 2));
+    // % of lung on a lung mask that failed lung QC: marked, never a plain number
+    const lungPct = (text) => (q.lung_unreliable && text !== "—" ? `≈ ${text} (unreliable: see lung QC)` : text);
     const head = ["model", "threshold", `lesion area (${u})`, `${d.types["1"]} (${u})`, `${d.types["2"]} (${u})`];
     if (q.lung_px != null) head.push("% of lung");
     head.push("separate lesions", "inference (ms)");
     const body = rows.map((r, i) => {
       const row = [r.label, fmt(r.thr, 2), area(r.area), area(r.area1), area(r.area2)];
-      if (q.lung_px != null) row.push(q.lung_px ? fmt((100 * r.in_lung) / q.lung_px, 2) : "—");
+      if (q.lung_px != null) row.push(lungPct(q.lung_px ? fmt((100 * r.in_lung) / q.lung_px, 2) : "—"));
       row.push(String(components(this.maps[i].lev, ks[i], d.width, d.height, this.labels, this.parent)), fmt(r.ms, 1));
       return row;
     });
     if (q.truth_row) {
       const t = q.truth_row, cell = (v, dd) => (v == null ? "—" : scale == null && dd === 2 ? String(v) : fmt(v, dd));
       const row = ["ground truth", "—", cell(t[head[2]], 2), cell(t[head[3]], 2), cell(t[head[4]], 2)];
-      if (q.lung_px != null) row.push(t["% of lung"] == null ? "—" : fmt(t["% of lung"], 2));
+      if (q.lung_px != null) row.push(lungPct(t["% of lung"] == null ? "—" : fmt(t["% of lung"], 2)));
       row.push(t["separate lesions"] == null ? "—" : String(t["separate lesions"]), "—");
       body.push(row);
     }
     const notes = [];
     if (q.lung_px != null) notes.push("% of lung: lesion inside the automatic lung mask over the lung area.");
+    if (q.lung_px != null && q.lung_unreliable) notes.push("The lung mask failed lung QC (see the warning above): % of lung is unreliable.");
     if (scale == null) notes.push("Areas are in pixels: this file does not record the pixel spacing.");
     this.statsBox.replaceChildren(el("h3", { text: "Lesion quantities" }), this.table(head, body, null),
       notes.length ? el("p", { class: "cap", text: notes.join(" ") }) : el("span"));

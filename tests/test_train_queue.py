@@ -1,0 +1,73 @@
+"""The training queue: a plain file of runs, trained one after another, resumed, reported."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def queue_module():
+    spec = importlib.util.spec_from_file_location("train_queue", ROOT / "scripts" / "train_queue.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_queue_file_parsing(tmp_path, monkeypatch):
+    q = queue_module()
+    monkeypatch.setenv("DATA", "/data/x")
+    f = tmp_path / "queue.txt"
+    f.write_text("# comment\n\nrun-a  --model unet --data $DATA   # trailing\nrun-b --model segnet --data $DATA\n")
+    assert q.parse_queue(f) == [("run-a", ["--model", "unet", "--data", "/data/x"]),
+                                ("run-b", ["--model", "segnet", "--data", "/data/x"])]
+    f.write_text("justanid\n")
+    with pytest.raises(ValueError, match="RUN_ID"):
+        q.parse_queue(f)
+
+
+def test_queue_trains_resumes_skips_failures_and_reports(tiny_data, tmp_path):
+    q = queue_module()
+    runs = tmp_path / "runs"
+    f = tmp_path / "queue.txt"
+    common = f"--data {tiny_data} --folds 2 --epochs 1 --batch-size 2 --image-size 32 --seed 3 --device cpu " \
+             "--model-option filters=4"
+    f.write_text(f"good  --model smallcovid-net {common}\nbad   --model smallcovid-net --data {tmp_path}/nowhere\n")
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
+    assert (runs / "good" / "summary.json").is_file()
+    state = json.loads((runs / "queue-state.json").read_text())
+    assert state["bad"]["rc"] == 2
+    lines = q.status(f, runs)
+    assert "NOT running" in lines[0]
+    assert "good" in lines[1] and "done" in lines[1] and "CV Dice" in lines[1]
+    assert "bad" in lines[2] and "FAILED" in lines[2]
+    # a second pass trains nothing again; a changed line is tried anew
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
+    assert (runs / "good.log").read_text().count("=== ") == 1
+    f.write_text(f"good  --model smallcovid-net {common}\nbad   --model smallcovid-net {common}\n")
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
+    assert (runs / "bad" / "summary.json").is_file()
+
+
+def test_interrupted_run_is_resumed(tiny_data, tmp_path):
+    q = queue_module()
+    runs = tmp_path / "runs"
+    f = tmp_path / "queue.txt"
+    f.write_text(f"r --model smallcovid-net --data {tiny_data} --folds 2 --epochs 2 --batch-size 2 --image-size 32 "
+                 "--seed 3 --device cpu --model-option filters=4\n")
+    (runs / "r").mkdir(parents=True)
+    # a run folder with a config but no summary: the queue continues it with --resume
+    from smallcovid.training.config import TrainConfig
+
+    cfg = TrainConfig(model="smallcovid-net", data=str(tiny_data), folds=2, epochs=2, batch_size=2, image_size=32,
+                      seed=3, device="cpu", model_config={"filters": 4})
+    (runs / "r" / "config.json").write_text(cfg.to_json())
+    line = q.status(f, runs)[1]
+    assert "paused" in line and "0/4 epochs" in line
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
+    assert "--resume" in (runs / "r.log").read_text() and (runs / "r" / "summary.json").is_file()
