@@ -253,3 +253,26 @@ def test_training_slices_in_scanner_frames_keep_their_lesions_in_the_lungs():
     assert edge_frames >= len(shares) / 2
     assert held / total >= 0.97, held / total
     assert np.median(shares) < 0.5 and max(shares) < 0.8
+
+
+def test_app_overlays_hold_no_lesion_outside_the_grown_lungs(app_env):
+    """The Segment page's viewer maps (every model) are zero outside the grown lungs of an
+    uploaded scanner-like DICOM in the standard layout."""
+    from streamlit.testing.v1 import AppTest
+
+    import viewerhelpers as vh
+    from smallcovid.app import viewer
+
+    img, mask = phantom_crop(3)
+    fr = scanner_frame(img, mask, seed=2, edges=2)
+    data = _dicom(np.swapaxes(fr.hu, 0, 1), fr.spacing)
+    scan = read_scan(data, "frame.dcm")
+    zone = grown_lungs(lungs_for(scan), scan.spacing)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.file_uploader(key="scan_files").set_value(("frame.dcm", data, "application/dicom")).run()
+    assert not at.exception and not at.error
+    payload = vh.viewer_data(at)
+    assert payload is not None and (payload["height"], payload["width"]) == scan.shape
+    for m in payload["models"]:
+        levels = viewer.unpack(m["maps"], scan.shape) & 0x7F
+        assert not levels[~zone].any(), m["label"]
