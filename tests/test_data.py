@@ -326,3 +326,48 @@ def test_flips_and_turns_only_permute_pixels():
     for i in range(len(images)):
         assert torch.equal(x[i].flatten().sort().values, images[i].flatten().sort().values)
         assert m[i].sum() == masks[i].sum()
+
+
+def test_copy_paste_puts_lesions_on_parenchyma_only():
+    import torch
+
+    from smallcovid.data.augment import PARENCHYMA_LEVELS, AugmentConfig, augment_batch
+
+    s = 33
+    images = torch.full((2, 1, s, s), 0.8)             # tissue everywhere ...
+    images[0, 0, 5:28, 5:28] = 0.17                     # ... but a lung in image 0
+    images[0, 0, :3] = 0.0                              # and outside air along its top
+    masks = torch.zeros(2, 1, s, s)
+    types = torch.zeros(2, s, s, dtype=torch.long)
+    masks[1, 0, :, :] = 1.0                             # image 1: lesion everywhere (donor)
+    types[1] = 2
+    images[1, 0] = 0.6
+    cfg = AugmentConfig(flip=False, rot90=False, scale=0.0, gain=0.0, bias=0.0, gamma=0.0, copy_paste=1.0)
+    x, m, t = augment_batch(images, masks, types, cfg, torch.Generator().manual_seed(0))
+    pasted = m[0, 0] > 0
+    lo, hi = PARENCHYMA_LEVELS
+    assert pasted.any() and bool(((images[0, 0] > lo) & (images[0, 0] < hi))[pasted].all())
+    assert not pasted[:3].any()                         # not on the outside air
+    assert torch.equal(t[0][pasted], torch.full_like(t[0][pasted], 2)) and torch.allclose(x[0, 0][pasted], torch.tensor(0.6))
+    assert torch.equal(m[1], masks[1])                  # the donor of image 1 (image 0) has no lesion
+    # off: bit-identical to a run without the option
+    a = augment_batch(images, masks, types, AugmentConfig(), torch.Generator().manual_seed(1))
+    b = augment_batch(images, masks, types, AugmentConfig(copy_paste=0.0), torch.Generator().manual_seed(1))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    with pytest.raises(ValueError, match="copy_paste"):
+        AugmentConfig(copy_paste=1.5)
+
+
+def test_zoom_range_replaces_the_default_zoom():
+    import torch
+
+    from smallcovid.data.augment import AugmentConfig, augment_batch
+
+    images = torch.zeros(3, 1, 32, 32)
+    images[:, :, 12:20, 12:20] = 1.0
+    masks, types = (images > 0).float(), torch.zeros(3, 32, 32, dtype=torch.long)
+    cfg = AugmentConfig(flip=False, rot90=False, gain=0.0, bias=0.0, gamma=0.0, zoom_range=(1.5, 1.5))
+    _, m, _ = augment_batch(images, masks, types, cfg, torch.Generator().manual_seed(0))
+    assert abs(float(m.sum()) / float(masks.sum()) - 1.5 ** 2) < 0.4
+    with pytest.raises(ValueError, match="zoom_range"):
+        AugmentConfig(zoom_range=(2.0, 1.0))

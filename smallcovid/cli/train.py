@@ -46,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="learning-rate schedule: cosine over --epochs, or restarts (cosine cycles of "
                         "--cycle-epochs, doubling; a fold stops after a whole cycle without improvement)")
     p.add_argument("--cycle-epochs", type=int, default=20, help="first restart cycle's length (default 20)")
+    p.add_argument("--copy-paste", type=float, default=0.0,
+                   help="lesion copy-paste probability per image, pasted over lung parenchyma only (default 0: off)")
+    p.add_argument("--zoom-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="multi-scale training: zoom drawn from [LOW, HIGH] (default 0.85 1.15)")
     p.add_argument("--device", default="auto", help="auto (CUDA with mixed precision when present), cpu, cuda")
     p.add_argument("--out", default="runs", help="parent folder of the run folder (default runs/)")
     p.add_argument("--run-id", help="run folder name (default <model>-<timestamp>)")
@@ -111,7 +115,8 @@ def config_from_args(args: argparse.Namespace):
             options[key] = value
     kw = dict(model=args.model, data=str(args.data), folds=args.folds, batch_size=args.batch_size,
               image_size=args.image_size, threshold=args.threshold, patience=args.patience,
-              schedule=args.schedule, cycle_epochs=args.cycle_epochs,
+              schedule=args.schedule, cycle_epochs=args.cycle_epochs, copy_paste=args.copy_paste,
+              zoom_range=tuple(args.zoom_range) if args.zoom_range else None,
               device=args.device, seed=args.seed, augment=not args.no_augment, final=args.final,
               groups=args.groups, splits=args.splits, model_config=options, precision=args.precision,
               unlabeled=str(args.unlabeled) if args.unlabeled else None, pseudo_keep=args.pseudo_keep,

@@ -59,6 +59,10 @@ class TrainConfig:
     # the first whole cycle that did not improve its best epoch, so ``epochs`` is a cap).
     schedule: str = "cosine"
     cycle_epochs: int = 20
+    # Augmentation recipe: lesion copy-paste probability (0 = off) and multi-scale zoom range
+    # (None: the default 0.85-1.15 zoom).
+    copy_paste: float = 0.0
+    zoom_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -84,6 +88,10 @@ class TrainConfig:
             ("steps_per_epoch", self.steps_per_epoch is None or self.steps_per_epoch >= 1, "at least 1"),
             ("patience", self.patience >= 0, "0 (off) or more"),
             ("cycle_epochs", self.cycle_epochs >= 1, "at least 1"),
+            ("copy_paste", 0.0 <= self.copy_paste <= 1.0, "a probability in [0, 1]"),
+            ("zoom_range", self.zoom_range is None or (len(self.zoom_range) == 2
+                                                       and 0.1 <= self.zoom_range[0] <= self.zoom_range[1] <= 4.0),
+             "None or (low, high) with 0.1 <= low <= high <= 4"),
             ("weight_decay", self.weight_decay >= 0, "0 or more"),
             ("pseudo_keep", 0 < self.pseudo_keep <= 1, "in (0, 1]"),
             ("student_epochs", self.student_epochs is None or self.student_epochs >= 1, "at least 1"),
@@ -124,4 +132,6 @@ class TrainConfig:
         unknown = sorted(set(d) - fields)
         if unknown:
             raise SmallCovidError(f"unknown training option(s): {', '.join(unknown)}")
+        if d.get("zoom_range") is not None:  # JSON has lists; the config holds a tuple
+            d = {**d, "zoom_range": tuple(d["zoom_range"])}
         return TrainConfig(**d)

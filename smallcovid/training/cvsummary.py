@@ -51,6 +51,10 @@ def reproduce_command(cfg: TrainConfig) -> str:
         parts += ["--patience", str(cfg.patience)]
     if cfg.schedule != "cosine":
         parts += ["--schedule", cfg.schedule, "--cycle-epochs", str(cfg.cycle_epochs)]
+    if cfg.copy_paste:
+        parts += ["--copy-paste", str(cfg.copy_paste)]
+    if cfg.zoom_range is not None:
+        parts += ["--zoom-range", str(cfg.zoom_range[0]), str(cfg.zoom_range[1])]
     if not cfg.augment:
         parts += ["--no-augment"]
     for k, v in cfg.model_config.items():

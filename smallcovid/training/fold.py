@@ -288,7 +288,7 @@ def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
     state.model.train()
     n = len(state.train_t[0])
     order = torch.cat([torch.randperm(n, generator=g) for _ in range(math.ceil(state.steps * cfg.batch_size / n))])
-    aug = AugmentConfig(enabled=cfg.augment)
+    aug = AugmentConfig(enabled=cfg.augment, copy_paste=cfg.copy_paste, zoom_range=cfg.zoom_range)
     losses: list[float] = []
     for step in range(state.steps):
         if ctx.run.should_stop is not None and ctx.run.should_stop():
