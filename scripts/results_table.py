@@ -1,4 +1,4 @@
-"""Print the README's results and calibration tables (Markdown) from the shipped model cards in weights/.
+"""Print the results and calibration tables of docs/results.md (Markdown) from the shipped model cards in weights/.
 
     python scripts/results_table.py
 """

@@ -4,7 +4,7 @@
 
 Writes runs/<run-id>/ (config.json, splits.json, fold_<k>/, summary.json, final/).
 Interrupted? Run ``smallcovid train --resume runs/<run-id>`` to continue.
-``--executor ray [--ray-address auto|HEAD:6379]`` trains each fold as a Ray task (README, "Scale out").
+``--executor ray [--ray-address auto|HEAD:6379]`` trains each fold as a Ray task (docs/scale-out.md).
 Exit codes: 0 done, 1 out of memory / disk full, 2 bad input, 3 cancelled.
 """
 

@@ -41,7 +41,7 @@ def serialize_inference() -> bool:
     The app shares one cached predictor per model between all sessions (threads).
     A forward pass in eval mode under ``no_grad`` changes no model state, so running
     them concurrently is safe. On the 2-core test machine both strategies measured
-    within noise (README, "Many users at once"); the per-model lock is the default
+    within noise (docs/hosting.md, "Many users at once"); the per-model lock is the default
     because each pass already uses every core and it bounds peak memory to one pass
     per model. ``SMALLCOVID_INFERENCE_LOCK=0`` turns the lock off.
     """

@@ -4,7 +4,7 @@ Small networks such as SmallCovid-Net (24 channels) are memory-bound on CPUs:
 each BatchNorm is a full extra pass over the feature map. Folding BN into the
 preceding conv removes that pass; the channels-last (NHWC) layout lets oneDNN
 run its direct convolutions without reordering every activation. Measured on the
-2-core CPU (batch 1, trained weights; see the README benchmark): SmallCovid-Net
+2-core CPU (batch 1, trained weights; see docs/benchmark.md): SmallCovid-Net
 at 192 px 23.2 -> 14.6 ms per forward pass, SegNet at 160 px 34.3 -> 24.3 ms,
 U-Net at 160 px 51.2 -> 48.5 ms; probabilities change by < 1e-6.
 

@@ -1,4 +1,4 @@
-"""k-fold training on a Ray cluster: one Ray task per fold (``executor="ray"``; see the README, "Scale out").
+"""k-fold training on a Ray cluster: one Ray task per fold (``executor="ray"``; see docs/scale-out.md).
 
 The driver (the process that called :func:`smallcovid.training.loop.train`, e.g. a
 job worker) submits one task per unfinished fold. Each task builds its own
