@@ -1,23 +1,35 @@
 """SmallCovid web app: page navigation and the shared sidebar, nothing else.
 
 Run with ``streamlit run app.py``; the pages live in ``pages/``.
+
+The menu is drawn here with ``st.page_link`` (``st.navigation(position="hidden")``), and
+``client.showSidebarNavigation = false`` in ``.streamlit/config.toml`` hides Streamlit's own
+menu. Streamlit lists every file of ``pages/`` (helper modules included) as a page until
+``st.navigation`` has run once in the server process, that is for the first request after
+each start; with its own menu hidden that list never shows.
 """
 
 import streamlit as st
 
-from pages._shared import DISCLAIMER, device_label, public_notice
-
 st.set_page_config(page_title="SmallCovid", page_icon=":material/pulmonology:", layout="wide")
 
-page = st.navigation([
+PAGES = [
     st.Page("pages/segment.py", title="Segment", icon=":material/radiology:", default=True),
     st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/models.py", title="Models", icon=":material/description:"),
-])
+]
+page = st.navigation(PAGES, position="hidden")
 
 with st.sidebar:
+    # The menu and the title first: they need no model code, so they show at once after a start.
+    for p in PAGES:
+        st.page_link(p, width="stretch")
     st.markdown("**SmallCovid** — COVID-19 lung lesion segmentation on CT")
+
+from pages._shared import DISCLAIMER, device_label, public_notice  # loads the model code: after the menu
+
+with st.sidebar:
     st.caption(f"Models run on: **{device_label()}**")
     st.warning(DISCLAIMER, icon=":material/warning:")
     public_notice()

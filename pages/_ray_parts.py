@@ -13,6 +13,7 @@ import streamlit as st
 
 from pages._shared import _secrets, policy
 from smallcovid.app.cluster import ray_address, run_on
+from smallcovid.app.runview import cluster_text
 from smallcovid.training.jobs import Job
 
 
@@ -27,14 +28,9 @@ def run_on_picker(key: str = "tr_run_on") -> dict | None:
     return offer.executor(label)
 
 
-def cluster_caption(job: Job) -> None:
-    """For a job that runs on Ray: a caption with the address, the Ray job id and the fold task ids."""
-    if not job.executor or job.executor.get("name") != "ray":
-        return
-    where = job.executor.get("address") or "a local Ray instance"
-    info = job.cluster or {}
-    tasks = ", ".join(f"fold {t.get('fold')}: {str(t.get('task_id', ''))[:12]}…" for t in info.get("tasks", []))
-    text = f"Runs on Ray ({where})"
-    if info.get("ray_job_id"):
-        text += f" · Ray job {info['ray_job_id']}"
-    st.caption(text + (f" · tasks {tasks}" if tasks else " · waiting for the cluster"))
+def cluster_caption(job: Job, active: bool) -> None:
+    """For a job that runs on Ray: a caption with the address, the Ray job id and the fold task ids
+    (:func:`smallcovid.app.runview.cluster_text`); ``active``: the job is queued or running."""
+    text = cluster_text(job.executor, job.cluster, active=active)
+    if text:
+        st.caption(text)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._segment_parts import remember, session_cache
+from pages._segment_parts import SLICE_GOTO_KEY, SLICE_POS_KEY, prefetcher, remember, session_cache
 from pages._shared import check_upload
 from smallcovid.app import uploads
 from smallcovid.app import volume_report as vr
@@ -119,21 +119,42 @@ def load_scan(choice: ScanChoice) -> tuple[str, Slice | Volume]:
 
 # ------------------------------------------------------------------ slice navigation
 
+def _remember_slice(key: str, idx: int, goto: bool = False) -> None:
+    """Keep the shown slice outside the widget (it survives page changes); ``goto``: the viewer must follow."""
+    state = st.session_state
+    if SLICE_POS_KEY not in state:
+        state[SLICE_POS_KEY] = {}
+    state[SLICE_POS_KEY][key] = int(idx)
+    if goto:
+        if SLICE_GOTO_KEY not in state:
+            state[SLICE_GOTO_KEY] = {}
+        state[SLICE_GOTO_KEY][key] = state[SLICE_GOTO_KEY].get(key, 0) + 1
+
+
 def _step(key: str, delta: int, n: int) -> None:
     st.session_state[key] = int(min(max(st.session_state.get(key, n // 2) + delta, 0), n - 1))
+    _remember_slice(key, st.session_state[key])
 
 
 def jump_to_selected(chart_key: str, slice_key: str, n: int) -> None:
-    """Chart click callback: move the slice slider to the clicked slice."""
+    """Chart click callback: move the slice slider (and a volume viewer) to the clicked slice."""
     state = st.session_state.get(chart_key)
     k = vr.selected_slice(getattr(state, "selection", None) if state is not None else None)
     if k is not None:
         st.session_state[slice_key] = int(min(max(k, 0), n - 1))
+        _remember_slice(slice_key, st.session_state[slice_key], goto=True)
+
+
+def shown_slice(key: str, n: int) -> int:
+    """The slice last shown for the slider ``key`` (the middle one at first), within 0 .. n - 1."""
+    k = (st.session_state.get(SLICE_POS_KEY) or {}).get(key, n // 2)
+    return int(k) if 0 <= k < n else n // 2
 
 
 def slice_navigator(n: int, key: str) -> int:
     """Slice slider with "◀ previous" / "next ▶" buttons (keys J / K) -> the slice index."""
-    st.session_state.setdefault(key, n // 2)
+    if key not in st.session_state:  # back from another page: the slice shown before
+        st.session_state[key] = shown_slice(key, n)
     if not 0 <= st.session_state[key] < n:
         st.session_state[key] = n // 2
     now = int(st.session_state[key])
@@ -144,6 +165,7 @@ def slice_navigator(n: int, key: str) -> int:
                disabled=now >= n - 1, help=f"Next slice (key {SHORTCUTS[1]})")
     idx = mid.slider(f"Slice (of {n})", 0, n - 1, key=key,
                      help="Arrow keys move the slider once it has focus; J / K step from anywhere on the page.")
+    _remember_slice(key, int(idx))
     return int(idx)
 
 
@@ -166,7 +188,8 @@ def choose_slice(scan: Slice | Volume, digest: str) -> tuple[Slice, int | None]:
 def _lungs(key, compute) -> np.ndarray:
     cache = session_cache("lung_cache")
     if key not in cache:
-        remember(cache, key, compute(), 4)
+        ahead = prefetcher().take(("lungs", key))  # computed ahead for a neighbouring slice
+        remember(cache, key, ahead if ahead is not None else compute(), 4)
     cache.move_to_end(key)
     return cache[key]
 
@@ -177,9 +200,14 @@ def slice_lung_qc(sl: Slice, slice_key: str, in_volume: bool) -> list[dict]:
     return vr.slice_qc(lungs, sl.spacing, in_volume=in_volume)
 
 
-def quantities_frame(maps: dict, thr: dict, sl: Slice, slice_key: str, truth=None, truth_types=None) -> pd.DataFrame:
-    """Lesion quantities of the slice per model (+ ground truth): mm² (or px), % of lung, separate lesions."""
-    lungs = _lungs(("slice", slice_key), lambda: lungs_for(sl))
+def quantities_frame(maps: dict, thr: dict, sl: Slice, slice_key: str, truth=None, truth_types=None,
+                     lungs: np.ndarray | None = None) -> pd.DataFrame:
+    """Lesion quantities of the slice per model (+ ground truth): mm² (or px), % of lung, separate lesions.
+
+    ``lungs``: the slice's (H, W) lung labels when known (a segmented volume's), else found for the slice.
+    """
+    if lungs is None:
+        lungs = _lungs(("slice", slice_key), lambda: lungs_for(sl))
     rows = []
     for label, m in maps.items():
         mask = m.mask(thr[label])

@@ -21,10 +21,11 @@ from smallcovid.app import uploads
 from smallcovid.app import viewer
 from smallcovid.app import viz
 from smallcovid.app.catalog import ModelEntry
+from smallcovid.app.session_store import Prefetcher
 from smallcovid.core.vocab import LESION_TYPES, METRIC_TITLES
 from smallcovid.io import Slice, Volume
 from smallcovid.inference.metrics import type_dice
-from smallcovid.data.preprocess import Window
+from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_uint8
 from smallcovid.inference.framing import lungs_for
 
 
@@ -59,12 +60,86 @@ def view_state() -> dict:
     return viewer.default_view(st.session_state.get(VIEW_KEY))
 
 
+VOLUME_VIEW_KEY = "seg_volume_view"  # a volume's settled slice / window / received slices (see volume_viewer)
+SLICE_POS_KEY = "slice_pos"  # slice slider key -> shown slice (kept across page changes)
+SLICE_GOTO_KEY = "slice_goto"  # slice slider key -> count of server-side jumps the viewer must follow
+VOLUME_ITEM_ENTRIES = 48  # per-slice viewer items kept per session (about 0.4 MB each at 512x512)
+
+
 def _store_view() -> None:
     """The viewer sent its settled state: keep it for the downloads and the volume results."""
     value = st.session_state.get("seg_overlay")
     view = value.get("view") if hasattr(value, "get") else None
     if isinstance(view, dict):
         st.session_state[VIEW_KEY] = viewer.default_view(view)
+        if "slice" in view:  # a segmented volume: the slice and window shown, the slices the browser holds
+            st.session_state[VOLUME_VIEW_KEY] = {k: view.get(k) for k in ("slice", "window", "have")}
+            vv = st.session_state.get("seg_volume_slider")
+            if vv and isinstance(view.get("slice"), int):
+                st.session_state.setdefault(SLICE_POS_KEY, {})[vv] = int(view["slice"])
+
+
+def prefetcher() -> Prefetcher:
+    """This session's slices computed ahead (neighbours of the shown slice)."""
+    if "prefetch" not in st.session_state:
+        st.session_state["prefetch"] = Prefetcher(limit=16)
+    return st.session_state["prefetch"]
+
+
+def volume_window(units: str) -> Window | None:
+    """The display window the volume viewer settled on (lung preset at first); None for non-HU scans."""
+    if units != "hu":
+        return None
+    w = (st.session_state.get(VOLUME_VIEW_KEY) or {}).get("window")
+    try:
+        return Window(float(w["width"]), float(w["level"]))
+    except (TypeError, KeyError, ValueError):
+        return WINDOW_PRESETS["lung"]
+
+
+def volume_viewer(scan: Volume, scan_key: str, slider_key: str, idx: int, stored: dict, cards: dict,
+                  default: float, truth: tuple | None, lung_unreliable: bool) -> dict:
+    """The viewer's data for a segmented volume: the header and the slices around ``idx`` it lacks.
+
+    ``stored``: model label -> :class:`smallcovid.app.session_store.StoredVolume`; ``truth``:
+    ((D, H, W) uint8 labels 0/1/2, name) or None.
+    """
+    n, h, w = scan.voxels.shape
+    units = "hu" if scan.units == "hu" else "raw"
+    ident = hashlib.sha1(repr((scan_key, [(k, id(v)) for k, v in stored.items()], sorted(cards.items()), default,
+                               None if truth is None else (id(truth[0]), truth[1]), units,
+                               lung_unreliable)).encode()).hexdigest()[:16]
+    vv = st.session_state.get(VOLUME_VIEW_KEY) or {}
+    win = vv.get("window") if units == "hu" else None
+    if units == "hu" and not isinstance(win, dict):
+        lung = WINDOW_PRESETS["lung"]
+        win = {"name": "lung", "width": lung.width, "level": lung.level}
+    header = viewer.volume_header(
+        key=ident, n=n, shape=(h, w), labels=list(stored), cards=cards, default_threshold=default,
+        spacing=None if scan.spacing is None else (scan.spacing[1], scan.spacing[2]), units=units,
+        windows={k: (WINDOW_PRESETS[k].width, WINDOW_PRESETS[k].level) for k in ("lung", "mediastinum")},
+        window=win, truth_name=None if truth is None else truth[1], truth_types=truth is not None,
+        lung_unreliable=lung_unreliable)
+    st.session_state["seg_volume_slider"] = slider_key
+    have = set(vv.get("have") or []) if st.session_state.get("seg_volume_key") == ident else set()
+    st.session_state["seg_volume_key"] = ident
+    cache = session_cache("volume_items")
+    lungs = next(iter(stored.values())).lungs
+    spacing = header["spacing"]
+    items = []
+    for k in viewer.block_range(idx, n):
+        if k in have:
+            continue
+        key = (ident, k)
+        if key not in cache:
+            image = scan.voxels[k] if units == "hu" else display_uint8(scan.slice(k), None)
+            maps = [(v.levels[k], v.kind_slice(k)) for v in stored.values()]
+            remember(cache, key, viewer.volume_slice_item(
+                k, image, units, maps, header["grid"], lungs[k], spacing,
+                None if truth is None else truth[0][k], truth_types=True), VOLUME_ITEM_ENTRIES)
+        items.append(cache[key])
+    seq = (st.session_state.get(SLICE_GOTO_KEY) or {}).get(slider_key, 0)
+    return {**header, "slices": items, "goto": {"index": int(idx), "seq": int(seq)}}
 
 
 def viewer_payload(maps: dict, display: np.ndarray, cards: dict, default: float, sl: Slice, slice_id: str,
@@ -114,13 +189,17 @@ def draw_cli_caption(thr: dict, with_truth: bool) -> None:
 
 
 def metrics_frame(maps: dict, thr: dict, truth: np.ndarray, truth_types: np.ndarray | None) -> pd.DataFrame:
-    """Per-model Dice / precision / recall / IoU (+ per-type Dice) at each model's threshold, indexed by model."""
+    """Per-model Dice / precision / recall / IoU (+ per-type Dice) at each model's threshold, indexed by model.
+
+    A type absent from the ground truth gets no per-type Dice (empty, "—" in the viewer).
+    """
     rows = analysis.metrics_table({k: m.mask(thr[k]) for k, m in maps.items()}, truth)
     if truth_types is not None:
+        present = {t: bool(np.any(np.asarray(truth_types) == t)) for t in LESION_TYPES}
         for row, (k, m) in zip(rows, maps.items()):
             pred_types = m.type_map(thr[k])
             for t, name in LESION_TYPES.items():
-                row[f"{name} Dice"] = type_dice(pred_types, truth_types, t)
+                row[f"{name} Dice"] = type_dice(pred_types, truth_types, t) if present[t] else None
     df = pd.DataFrame(rows).set_index("model")
     return df.rename(columns=METRIC_TITLES)
 

@@ -10,33 +10,16 @@ import os
 
 import streamlit as st
 
+from smallcovid.app import uploads
 from smallcovid.app.catalog import ModelEntry, available_models, ensemble_entries
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.fsutil import SessionScratch
 from smallcovid.core.vocab import METRIC_TITLES
 from smallcovid.data.dataset import NO_DATA_DIR, default_data_dir
 from smallcovid.app.policy import Policy, load_policy
+from pages._shell import ensure_app_shell  # noqa: F401  (the pages import it from here)
 
 DISCLAIMER = "Research use only — not a medical device. Do not use for diagnosis or treatment."
-
-
-def ensure_app_shell() -> None:
-    """Make sure the page runs inside ``app.py`` (navigation, sidebar, wide layout).
-
-    Streamlit 1.67 treats an app with a ``pages/`` folder as an old-style multipage app
-    until ``app.py`` has called ``st.navigation`` once in this server process; a first
-    request for e.g. ``/compare`` would then run the page on its own. Clearing that flag
-    and rerunning lets ``app.py`` route the same URL to the same page.
-    """
-    from streamlit.runtime.pages_manager import PagesManager  # pinned streamlit: see requirements.txt
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        # Once per session: AppTest resets the flag before every run, and a rerun there
-        # would drop the widget interaction that the run carries.
-        if not st.session_state.get("_app_shell_rerun"):
-            st.session_state["_app_shell_rerun"] = True
-            st.rerun()
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading model…")
@@ -156,22 +139,26 @@ def public_notice() -> None:
     """In public mode, a sidebar caption telling visitors what the demo does with their files."""
     pol = policy()
     if pol.public:
-        st.caption(f"Public demo: uploads up to {pol.max_upload_bytes / 2**20:.3g} MB, kept in memory (a Compare zip "
+        st.caption(f"Public demo: uploads up to {pol.max_upload_bytes / 2**20:.3g} MB per file, kept in memory (a Compare zip "
                    "in a private temporary folder) and deleted when you leave; training and server folders are off.")
 
 
 def upload_limit_mb() -> int | None:
-    """The uploaders' per-file limit in MB when the policy caps lower than ``server.maxUploadSize`` (public mode).
+    """The uploaders' per-file limit in MB (``st.file_uploader(max_upload_size=...)``): always None,
+    the server's ``server.maxUploadSize``.
 
-    Passed as ``st.file_uploader(max_upload_size=...)``, so the uploader's own "… MB per
-    file" text and its client-side check say the policy's limit (``None``: the server's).
+    The policy's lower public cap is checked by the app (:func:`check_upload`), not by the
+    uploader: a file the uploader refuses never reaches the app, so the visitor would see
+    only a red mark on it, whereas the app's check says in one sentence which file, how big
+    and the limit. (The uploader's check runs in the browser, so it never protected the
+    server anyway.)
     """
-    pol = policy()
-    return max(1, int(pol.max_upload_bytes // 2**20)) if pol.public else None
+    return None
 
 
 def check_upload(upload) -> None:
-    """Refuse an upload over the policy's size cap before reading it (raises InputFileError)."""
+    """Refuse an upload over the policy's size cap before reading it (raises InputFileError:
+    ``big.nii.gz: is 60 MB; this public demo accepts uploads of at most 50 MB``)."""
     policy().check_upload(upload.name, int(upload.size))
 
 
@@ -224,4 +211,35 @@ def cv_table(rows: list[dict]):
 
 def show_error(exc: SmallCovidError) -> None:
     """One sentence, no traceback."""
-    st.error(str(exc).splitlines()[0] if str(exc) else "The input could not be used.")
+    st.error(uploads.first_line(exc))
+
+
+UPLOAD_ERRORS_KEPT = 64  # files whose read verdict a session remembers
+
+
+def show_upload_errors(files: list, exc: SmallCovidError) -> None:
+    """``exc`` (the chosen upload's error) and, when several files were uploaded, every other file's
+    one-sentence error too, one line each, in upload order, in one error box.
+
+    Each file is checked once per session (size cap, then decoding); only the verdicts are kept.
+    """
+    if len(files) < 2:
+        show_error(exc)
+        return
+    verdicts = st.session_state.setdefault("_upload_verdicts", {})
+    lines = []
+    for u in files:
+        if u.file_id not in verdicts:
+            try:
+                check_upload(u)
+                verdicts[u.file_id] = uploads.scan_error(u.getvalue(), u.name)
+            except SmallCovidError as err:
+                verdicts[u.file_id] = uploads.first_line(err)
+            while len(verdicts) > UPLOAD_ERRORS_KEPT:
+                verdicts.pop(next(iter(verdicts)))
+        if verdicts[u.file_id] and verdicts[u.file_id] not in lines:
+            lines.append(verdicts[u.file_id])
+    first = uploads.first_line(exc)
+    if first not in lines:
+        lines.insert(0, first)
+    st.error(uploads.markdown_lines(lines))

@@ -21,8 +21,10 @@ from pages._shared import check_upload, predictor, show_error
 from smallcovid.app import uploads
 from smallcovid.app import volume_report as vr
 from smallcovid.app.catalog import ModelEntry
+from smallcovid.app.session_store import DEFAULT_SESSION_MB, VolumeStore
 from smallcovid.core.errors import InputFileError, SmallCovidError
 from smallcovid.data.preprocess import Window, display_uint8
+from smallcovid.inference.qc import lung_qc
 from smallcovid.inference.quantify import spacing_xyz, volume_dice, volume_report
 from smallcovid.inference.volume import segment_volume
 from smallcovid.io import Volume, nifti_mask_data, read_label_volume
@@ -34,13 +36,51 @@ def _vkey(scan_key: str, e: ModelEntry) -> tuple:
     return (scan_key, e.key, e.mtime)
 
 
+def volume_store() -> VolumeStore:
+    """This session's whole-volume results (:class:`smallcovid.app.session_store.VolumeStore`, capped)."""
+    store = st.session_state.get("volume_results")
+    if not isinstance(store, VolumeStore):
+        try:
+            store = VolumeStore()
+        except SmallCovidError as exc:  # a bad SMALLCOVID_SESSION_MB: say so, use the default
+            show_error(exc)
+            store = VolumeStore(DEFAULT_SESSION_MB * 2**20)
+        st.session_state["volume_results"] = store
+    return store
+
+
+def stored_volumes(entries: list[ModelEntry], scan_key: str) -> dict:
+    """Model label -> stored whole-volume result of ``scan_key``, when every one of ``entries`` has one."""
+    store = volume_store()
+    if not entries or any(_vkey(scan_key, e) not in store for e in entries):
+        return {}
+    return {e.label: store.get(_vkey(scan_key, e)) for e in entries}
+
+
+def volume_lung_qc(scan_key: str, stored) -> list[dict]:
+    """Lung QC of a segmented volume's lungs (one lung mask for all its models)."""
+    cache = session_cache("volume_qc")
+    if scan_key not in cache:
+        remember(cache, scan_key, lung_qc(stored.lungs, stored.spacing), 4)
+    return cache[scan_key]
+
+
+def dropped_notice(scan_key: str) -> None:
+    """Say which scans' whole-volume results the memory cap dropped (once), and if this scan's were."""
+    store = volume_store()
+    for name in store.just_dropped:
+        st.warning(store.drop_message(name), icon=":material/memory:")
+    shown = set(store.just_dropped)
+    store.just_dropped.clear()
+    if scan_key in store.dropped and store.dropped[scan_key] not in shown:
+        st.info(store.drop_message(store.dropped[scan_key]), icon=":material/memory:")
+
+
 def run_volumes(entries: list[ModelEntry], scan: Volume, scan_key: str) -> None:
-    """Segment every slice with each of ``entries`` (one progress bar); results go to the session."""
-    cache = session_cache("volume_results")
-    for k in [k for k in cache if k[0] != scan_key]:
-        del cache[k]  # one scan's results at a time
+    """Segment every slice with each of ``entries`` (one progress bar); results go to the session's store."""
+    store = volume_store()
     bar = st.progress(0.0, text=f"Segmenting {len(scan)} slices…")
-    lungs = next((r.lungs for k, r in cache.items() if k[0] == scan_key), None)  # found once, shared
+    lungs = store.lungs(scan_key)  # found once, shared
     for i, e in enumerate(entries):
         def progress(done: int, n: int, i=i, label=e.label) -> None:
             bar.progress((i + done / n) / len(entries), text=f"{label}: segmented {done} of {n} slices")
@@ -48,7 +88,8 @@ def run_volumes(entries: list[ModelEntry], scan: Volume, scan_key: str) -> None:
         try:
             result = segment_volume(predictor(e), scan, progress=progress, lungs=lungs)
             lungs = result.lungs
-            remember(cache, _vkey(scan_key, e), result, 8)
+            store.put(_vkey(scan_key, e), result, scan_name=scan.source)
+            del result
         except SmallCovidError as exc:
             show_error(exc)
     bar.empty()
@@ -93,7 +134,8 @@ def volume_section(scan: Volume, entries: list[ModelEntry], thr: dict, window: W
     """"Segment all slices", then per-model volumes, the per-slice chart, volume Dice and downloads."""
     st.subheader("Whole volume")
     entries = [e for e in entries if e.label in thr]  # models that ran on this slice
-    cache = session_cache("volume_results")
+    cache = volume_store()
+    dropped_notice(scan_key)
     missing = [e for e in entries if _vkey(scan_key, e) not in cache]
     if missing:
         names = ", ".join(e.label for e in missing)
@@ -106,7 +148,7 @@ def volume_section(scan: Volume, entries: list[ModelEntry], thr: dict, window: W
         st.caption(f"Lesion volumes in mL, lung involvement and NIfTI masks need every slice segmented "
                    f"({len(scan)} slices per model).")
         return
-    results = {e.label: cache[_vkey(scan_key, e)] for e in done}
+    results = {e.label: _Lazy(cache[_vkey(scan_key, e)]) for e in done}
     reports = {e.label: _report(e, results[e.label], thr[e.label], scan_key, scan) for e in done}
     try:
         gt = truth_volume(masks, scan)
@@ -117,6 +159,22 @@ def volume_section(scan: Volume, entries: list[ModelEntry], thr: dict, window: W
     draw_volume_table(reports, dices, gt, results, scan, scan_key)
     draw_slice_chart(reports, slice_key(scan_key), idx, len(scan))
     draw_volume_downloads(done, results, reports, dices, thr, scan, window, stem, opacity)
+
+
+class _Lazy:
+    """A stored volume that unpacks its full :class:`~smallcovid.inference.volume.VolumeResult` when first used."""
+
+    def __init__(self, stored) -> None:
+        self.stored, self._result = stored, None
+        self.lungs = stored.lungs
+
+    def _full(self):
+        if self._result is None:
+            self._result = self.stored.result()
+        return self._result
+
+    def __getattr__(self, name):  # report, classes, mask, threshold, levels, kind…
+        return getattr(self._full(), name)
 
 
 def draw_volume_table(reports: dict, dices: dict, gt, results: dict, scan: Volume, scan_key: str) -> None:

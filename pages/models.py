@@ -1,17 +1,24 @@
 """Models page: one collapsible card per model (shipped, then trained here), beside the paper's numbers.
 
 Each card: description, facts, cross-validation per fold with mean ± std, per-fold training
-curves (from the card, or the run folder of a model trained here), the calibration
+curves (from the card, or the run folder of a model trained here), the plateau check
+(cards with ``cv.plateau``), the calibration
 reliability plot with ECE before/after (cards with ``calibration.reliability``), and the
 paper's reported test results. The research-use disclaimer is in the sidebar of every page.
 """
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from pages._shared import admin_unlocked, ensure_app_shell, cv_table
+from pages._shell import ensure_app_shell
+
+ensure_app_shell()  # before the model code loads: a first request for /models gets the app's menu at once
+
+import pandas as pd
+
+from pages._shared import admin_unlocked, cv_table
+from smallcovid.app import plateauview
 from smallcovid.app import runview
 from smallcovid.app import viz
 from smallcovid.app.catalog import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
@@ -50,6 +57,17 @@ def curves_section(card: dict, key: str, run_dir: str | None = None) -> None:
     st.plotly_chart(viz.training_curves_figure(histories, threshold=thr), key=f"curves-{key}")
 
 
+def plateau_section(card: dict, key: str) -> None:
+    """The card's plateau check: per-fold validation curves with each best epoch marked, and one line."""
+    plateau = plateauview.card_plateau(card)
+    if plateau is None or not plateau["per_fold"]:
+        st.caption(plateauview.plateau_text(plateau))
+        return
+    st.markdown("**Plateau check** (validation Dice per epoch; star: each fold's best epoch, the one kept)")
+    st.plotly_chart(plateauview.plateau_figure(plateau), key=f"plateau-{key}")
+    st.caption(plateauview.plateau_text(plateau))
+
+
 def calibration_section(card: dict, key: str) -> None:
     cal = card_calibration(card)
     if cal is None:
@@ -84,6 +102,7 @@ def model_card(name: str, card: dict | None, expanded: bool) -> None:
             facts_list(card)
             cv_section(card)
             curves_section(card, name)
+            plateau_section(card, name)
             calibration_section(card, name)
         paper_section(name, card)
 
@@ -101,6 +120,7 @@ def installed_section() -> None:
             facts_list(card)
             cv_section(card)
             curves_section(card, e.key, installed_run_dir(card))
+            plateau_section(card, e.key)
             calibration_section(card, e.key)
 
 
@@ -110,7 +130,6 @@ def citation() -> None:
 
 
 def main() -> None:
-    ensure_app_shell()
     st.title("Models")
     st.caption("The paper's numbers come from its own 10-slice test split; ours are k-fold cross-validation "
                "means on the training data, so compare them as context, not as a like-for-like result.")

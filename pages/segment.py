@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._segment_parts import (draw_cli_caption, draw_downloads, draw_viewer, remember, results_table,
-                                  session_cache, view_state, viewer_payload)
+from pages._segment_parts import (draw_cli_caption, draw_downloads, draw_viewer, prefetcher, remember,
+                                  results_table, session_cache, view_state, viewer_payload, volume_viewer,
+                                  volume_window)
 from pages._shared import (DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error,
-                           upload_limit_mb)
-from pages._scan_parts import choose_scan, choose_slice, load_scan, quantities_frame, slice_lung_qc
-from pages._volume_parts import volume_section
+                           show_upload_errors, upload_limit_mb)
+from pages._scan_parts import (choose_scan, choose_slice, load_scan, quantities_frame, shown_slice, slice_key,
+                               slice_lung_qc)
+from pages._volume_parts import stored_volumes, truth_volume, volume_lung_qc, volume_section
 from smallcovid.app import uploads
 from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
 from smallcovid.app.dicom_series import series_caption
-from smallcovid.app.viewer import thresholds_for
+from smallcovid.app.viewer import SliceMaps, thresholds_for
 from smallcovid.app.volume_report import qc_warning_text
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.io import Slice, Volume
 from smallcovid.io.series import SeriesVolume
 from smallcovid.data.phantom import make_example
 from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_uint8
+from smallcovid.inference.framing import lungs_for
 
 PROB_CACHE_ENTRIES = 24  # ProbMaps kept per session (about 4 MB each at 512x512)
 EXAMPLE = "synthetic-phantom"
@@ -47,13 +50,36 @@ def source_inputs() -> tuple[list, list, str]:
     left, right = st.columns([3, 2])
     scans = left.file_uploader(
         "CT slice(s): PNG, JPEG, TIFF, DICOM or NIfTI (.nii / .nii.gz); the .dcm files of a series load as one volume", accept_multiple_files=True,
-        key="scan_files", on_change=lambda: st.session_state.update(source="upload"), max_upload_size=limit)
+        key="scan_files", on_change=_uploads_changed, args=("scan_files",), max_upload_size=limit)
     masks = right.file_uploader(
         "Ground-truth mask(s), optional: PNG 0/255 with the image's stem, or NIfTI labels for a volume",
-        accept_multiple_files=True, key="mask_files", max_upload_size=limit)
+        accept_multiple_files=True, key="mask_files", on_change=_uploads_changed, args=("mask_files",),
+        max_upload_size=limit)
     left.button("Example", key="example", help="A synthetic CT-like phantom with ground-glass and consolidation lesions",
                 on_click=lambda: st.session_state.update(source="example"))
-    return list(scans or []), list(masks or []), st.session_state["source"]
+    scans, masks = _kept("scan_files", scans), _kept("mask_files", masks)
+    if scans and not st.session_state.get("scan_files"):
+        left.caption(f"Showing {', '.join(u.name for u in scans[:3])}{' …' if len(scans) > 3 else ''}, "
+                     "uploaded before you changed page; upload other files to replace it.")
+    return scans, masks, st.session_state["source"]
+
+
+def _uploads_changed(key: str) -> None:
+    """An uploader changed: a new scan replaces the example; a cleared uploader forgets its kept files."""
+    if key == "scan_files":
+        st.session_state["source"] = "upload"
+    if not st.session_state.get(key):
+        st.session_state.pop(f"{key}_kept", None)
+
+
+def _kept(key: str, files) -> list:
+    """The uploader's files, kept in the session so that they survive a change of page (Streamlit
+    drops a widget's value when its page is left); the kept ones while the uploader shows none."""
+    files = list(files or [])
+    if files:
+        st.session_state[f"{key}_kept"] = files
+        return files
+    return list(st.session_state.get(f"{key}_kept") or [])
 
 
 def uploads_set_aside(n: int) -> None:
@@ -82,8 +108,11 @@ def window_picker(sl: Slice) -> Window | None:
                    "this image is shown and segmented with its own intensities.")
         return None
     fmt = {k: f"{k} (W {WINDOW_PRESETS[k].width:g} / L {WINDOW_PRESETS[k].level:g})" for k in WINDOW_CHOICES[:2]}
+    if "window" not in st.session_state and st.session_state.get("window_kept") in WINDOW_CHOICES:
+        st.session_state["window"] = st.session_state["window_kept"]  # back from another page
     choice = st.radio("Window", WINDOW_CHOICES, horizontal=True, key="window",
                       format_func=lambda k: fmt.get(k, "custom width / level"))
+    st.session_state["window_kept"] = choice
     if choice != "custom":
         return WINDOW_PRESETS[choice]
     c1, c2 = st.columns(2)
@@ -137,6 +166,8 @@ def predict(entries: list[ModelEntry], sl: Slice, scan_key: str) -> dict:
         key = (scan_key, e.key, e.mtime)
         if key in cache:
             cache.move_to_end(key)
+        elif (ahead := prefetcher().take(key)) is not None:  # computed ahead while the previous slice was shown
+            remember(cache, key, ahead, PROB_CACHE_ENTRIES)
         else:
             try:
                 with st.spinner(f"Running {e.label}…"):
@@ -146,6 +177,25 @@ def predict(entries: list[ModelEntry], sl: Slice, scan_key: str) -> dict:
                 continue
         out[e.label] = cache[key]
     return out
+
+
+def prefetch_neighbours(entries: list[ModelEntry], scan: Volume, scan_key: str, idx: int) -> None:
+    """Compute the next and previous slices' 2D results in the background, so that a step finds them ready."""
+    jobs = prefetcher()
+    for j in (idx + 1, idx - 1):
+        if not 0 <= j < len(scan):
+            continue
+        sl, slice_id = scan.slice(j), f"{scan_key}:{j}"
+        jobs.submit(("lungs", ("slice", slice_id)), lambda sl=sl: lungs_for(sl))
+        for e in entries:
+            key = (slice_id, e.key, e.mtime)
+            if key in session_cache("prob_cache"):
+                continue
+            try:
+                p = predictor(e)
+            except SmallCovidError:
+                continue
+            jobs.submit(key, lambda p=p, sl=sl: p.predict_scan(sl))
 
 
 # ------------------------------------------------------------------ page
@@ -175,12 +225,22 @@ def main() -> None:
         else:
             st.info("Upload a CT slice, or press **Example** to try a synthetic phantom.")
             return
-        sl, idx = choose_slice(scan, scan_key)
+        # A segmented volume: the viewer steps through its slices and windows in the browser.
+        stored = stored_volumes(entries, scan_key) if isinstance(scan, Volume) and len(scan) > 1 else {}
+        if stored:
+            idx = shown_slice(slice_key(scan_key), len(scan))
+            sl = scan.slice(idx)
+        else:
+            sl, idx = choose_slice(scan, scan_key)
         if source != "example":
             warn_if_small(sl)
-        window = window_picker(sl)
+            if (blank := uploads.no_contrast_note(sl, scan.source, idx)) is not None:
+                st.warning(blank, icon=":material/warning:")
+                if idx is None:  # a lone blank image: nothing to segment (a blank slice of a volume: just say so)
+                    return
+        window = volume_window(sl.units) if stored else window_picker(sl)
     except SmallCovidError as exc:
-        show_error(exc)
+        show_upload_errors([] if source == "example" else scans, exc)  # every bad file, one line each
         return
     if source != "example":
         try:
@@ -193,7 +253,10 @@ def main() -> None:
     if not entries:
         return
     slice_id = f"{scan_key}:{idx}"
-    maps = predict(entries, sl, slice_id)
+    if stored:  # the whole-volume maps of this slice: no model runs
+        maps = {label: SliceMaps(v.levels[idx], v.kind_slice(idx)) for label, v in stored.items()}
+    else:
+        maps = predict(entries, sl, slice_id)
     if not maps:
         return
     display = display_uint8(sl, window)
@@ -202,23 +265,35 @@ def main() -> None:
     view = view_state()
     thr = thresholds_for(view, default, cards)
     truth_row = None
-    if truth is not None:
+    lungs = next(iter(stored.values())).lungs[idx] if stored else None
+    if truth is not None and not stored:
         truth_row = quantities_frame({}, {}, sl, slice_id, truth, truth_types).iloc[0].to_dict()
-    lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
-    if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
-        st.warning(qc_text, icon=":material/warning:")
-    draw_viewer(viewer_payload(maps, display, cards, default, sl, slice_id, window, truth, truth_types, truth_name,
-                               truth_row, lung_qc))
+    if stored:  # the volume's lung QC is shown with the whole-volume table
+        try:
+            gt_volume = truth_volume(masks, scan) if source != "example" else None
+        except SmallCovidError:  # said under "Whole volume"
+            gt_volume = None
+        lung_qc = volume_lung_qc(scan_key, next(iter(stored.values())))
+        draw_viewer(volume_viewer(scan, scan_key, slice_key(scan_key), idx, stored, cards, default, gt_volume,
+                                  bool(lung_qc)))
+    else:
+        lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
+        if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
+            st.warning(qc_text, icon=":material/warning:")
+        draw_viewer(viewer_payload(maps, display, cards, default, sl, slice_id, window, truth, truth_types,
+                                   truth_name, truth_row, lung_qc))
     draw_cli_caption(thr, truth is not None)
 
     def table():  # built when the CSV is downloaded
-        stats = quantities_frame(maps, thr, sl, slice_id, truth, truth_types)
+        stats = quantities_frame(maps, thr, sl, slice_id, truth, truth_types, lungs=lungs)
         return results_table(maps, thr, truth, truth_types, stats)
 
     draw_downloads(maps, display, thr, view["opacity"], stem, scan_key, table, scan, sl, window, entries,
                    show_types=view["types"])
     if isinstance(scan, Volume) and len(scan) > 1:
         volume_section(scan, entries, thr, window, scan_key, stem, masks, idx, view["opacity"])
+        if not stored:
+            prefetch_neighbours([e for e in entries if e.label in maps], scan, scan_key, idx)
 
 if __name__ == "__main__":
     main()

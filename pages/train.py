@@ -12,11 +12,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import DISCLAIMER, admin_gate, cv_table, data_folder_input, ensure_app_shell, show_error
+from pages._shell import ensure_app_shell
+
+ensure_app_shell()  # before the model code loads: a first request for /train gets the app's menu at once
+
+from pages._shared import DISCLAIMER, admin_gate, cv_table, data_folder_input, show_error
 from pages._ray_parts import cluster_caption, run_on_picker
 from smallcovid.app import runview
 from smallcovid.app import viz
-from smallcovid.app.catalog import cv_table_rows
+from smallcovid.app.catalog import cv_operating_rows
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import detect_format
 from smallcovid.training.jobqueue import JobManager, can_resume, default_install_label, is_installed
@@ -142,7 +146,8 @@ def stop_job(mgr: JobManager, job_id: int) -> None:
 def draw_results(job: Job) -> None:
     """Per-fold results and mean ± std from the run's summary.json (once the folds are done)."""
     summary = runview.read_summary(job.run_dir)
-    rows = cv_table_rows({"cv": summary}) if summary else []
+    # The same rows as the Models page: each fold at its tuned threshold, the run's fixed one last.
+    rows = cv_operating_rows({"cv": summary}) if summary else []
     if not rows:
         return
     st.markdown(runview.cv_results_heading(job.config.get("threshold"), job.config.get("image_size")))
@@ -166,7 +171,7 @@ def draw_job(mgr: JobManager, job: Job) -> None:
     """Status, progress, curves, results, log tail and the action buttons of one job."""
     cfg = job.config
     st.caption(runview.job_caption(cfg, job.run_dir))
-    cluster_caption(job)
+    cluster_caption(job, active=job.status in ACTIVE)
     if job.status in ACTIVE:
         st.progress(runview.progress_fraction(job.progress, cfg), text=runview.progress_text(job.progress))
     draw_outcome(job)
@@ -219,7 +224,6 @@ def jobs_panel() -> None:
 
 
 def main() -> None:
-    ensure_app_shell()
     st.title("Train")
     st.caption("k-fold training jobs, one process each, at most one running at a time (others wait in the queue). "
                + DISCLAIMER)

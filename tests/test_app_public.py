@@ -147,15 +147,16 @@ def test_uploads_are_capped_lower_in_public_mode(public_env, monkeypatch):
     assert len(vh.panel_captions(at)) == len(MODELS) + 2
 
 
-def test_uploaders_state_the_public_limit(public_env, app_env, monkeypatch):
-    """The uploaders' own "… MB per file" comes from the policy (50 MB by default), not server.maxUploadSize."""
+def test_uploaders_leave_the_public_limit_to_the_app(public_env, app_env, monkeypatch):
+    """The uploaders take files up to server.maxUploadSize (400 MB) in public mode too: a file they
+    refused would never reach the app, which alone can say which file is too big (see
+    test_uploads_are_capped_lower_in_public_mode); the public cap is stated in the sidebar."""
     at = page("pages/segment.py")
     for key in ("scan_files", "mask_files"):
-        assert at.file_uploader(key=key).proto.max_upload_size_mb == 50
+        assert at.file_uploader(key=key).proto.max_upload_size_mb == 400
+    assert any("uploads up to 50 MB per file" in c.value for c in at.sidebar.caption)
     at = page("pages/compare.py")
-    assert at.file_uploader(key="cmp_zip").proto.max_upload_size_mb == 50
-    monkeypatch.setenv("SMALLCOVID_PUBLIC_MAX_UPLOAD_MB", "20")
-    assert page("pages/segment.py").file_uploader(key="scan_files").proto.max_upload_size_mb == 20
+    assert at.file_uploader(key="cmp_zip").proto.max_upload_size_mb == 400
     monkeypatch.delenv("SMALLCOVID_PUBLIC", raising=False)  # private: the server's setting (400 MB)
     at = page("pages/segment.py")
     assert at.file_uploader(key="scan_files").proto.max_upload_size_mb == 400

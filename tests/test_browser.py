@@ -8,7 +8,7 @@ settled value reaches the server. The Example, the before/after swipe, the contr
 summary phase, curves labelled by what they show, the log tail wrapped. Compare:
 Table 1 fits a 1400 px window, the sweep legend sits below its plot. Public mode: a
 second app started with ``SMALLCOVID_PUBLIC=1`` shows a visitor no training form and no
-server folders, and uploaders that state the public limit. Screenshots go to
+server folders, and a sidebar that states the public upload limit. Screenshots go to
 ``test-output/``. Run with ``pytest -m browser``.
 """
 
@@ -422,7 +422,7 @@ def install_weights(page, tries: int = 5) -> None:
 
 
 def test_public_mode_blocks_training_and_server_folders(public_url, browser):
-    """A visitor of the public demo: uploaders state the public limit, the Train page has no form and
+    """A visitor of the public demo: the sidebar states the public upload limit, the Train page has no form and
     Compare has no server folders."""
     pg = browser.new_page(viewport={"width": 1400, "height": 1000})
     pg.set_default_timeout(60_000)
@@ -430,8 +430,8 @@ def test_public_mode_blocks_training_and_server_folders(public_url, browser):
         pg.goto(public_url)
         pg.get_by_text("Upload a CT slice").wait_for()
         wait_idle(pg)
-        assert pg.get_by_text("50MB per file", exact=False).count() == 2  # scans and masks
-        assert pg.get_by_text("400MB per file", exact=False).count() == 0
+        # The public cap is the app's own check (a sentence naming the file), stated in the sidebar.
+        pg.get_by_text("uploads up to 50 MB per file", exact=False).wait_for()
         pg.goto(f"{public_url}/train")
         pg.get_by_text("Training is turned off in this public demo.").wait_for()
         wait_idle(pg)
@@ -442,9 +442,6 @@ def test_public_mode_blocks_training_and_server_folders(public_url, browser):
 
         pg.goto(f"{public_url}/compare")
         pg.get_by_text("Zip of images/").wait_for()  # the zip upload is the default here
-        # The uploader states the public limit (50 MB), not the server's 400 MB.
-        assert pg.get_by_text("50MB per file", exact=False).count() >= 1
-        assert pg.get_by_text("400MB per file", exact=False).count() == 0
         pg.get_by_text("Folder on the server").click()
         pg.get_by_text("Folders on the server are not available in this public demo").wait_for()
         wait_idle(pg)

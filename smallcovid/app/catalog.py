@@ -258,8 +258,10 @@ def default_threshold(entries_or_cards) -> float:
 
 # ------------------------------------------------------------------ more from a card
 
+PAPER_AUTHORS = "Salazar Urbina, Ventura Molina, Flores Cortes, Méndez Agüero, Jiménez Alcantar"
+PAPER_AFFILIATION = "Instituto Politécnico Nacional"
 PAPER_CITATION = (
-    "SmallCovid-Net: the lightweight COVID-19 lesion segmentation network this project reimplements, compared "
+    f"{PAPER_AUTHORS}; {PAPER_AFFILIATION}. SmallCovid-Net: the lightweight COVID-19 lesion segmentation network this project reimplements, compared "
     "there with U-Net, SegNet and Mask R-CNN on MedSeg CT slices (its Table 1: Dice / precision / recall on a "
     "10-slice test split)."
 )

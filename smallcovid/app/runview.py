@@ -178,24 +178,49 @@ def stop_reason(error: str | None, default: str, *, sentence: bool = True) -> st
     return reason[:1].upper() + reason[1:]
 
 
-def cv_results_heading(threshold: Any, image_size: Any) -> str:
-    """Markdown heading of the per-fold table, saying how its numbers relate to the Dice panel.
+def cluster_text(executor: dict | None, cluster: dict | None, *, active: bool) -> str:
+    """The Ray line of a job: ``Runs on Ray (HEAD:6379) · Ray job 02000000 · tasks fold 1: 3a…, fold 2: 9c…``;
+    "" for a job that runs on this machine.
 
-    Each fold's model is its best epoch by ``val_dice_best`` (the dotted line), see
-    :func:`smallcovid.training.fold.train_fold`; the table then scores that model again
-    out of fold, on the validation slices at their own size
-    (:func:`smallcovid.training.cvsummary.finish_run`), whereas the curves were measured
-    on ``image_size`` x ``image_size`` inputs and masks, so its Dice is close to the solid
-    line at that epoch but not the same number.
+    Without task ids yet, an ``active`` (queued or running) job is ``waiting for the cluster``;
+    a job that stopped before any fold task started says so instead (its error is shown beside).
+    """
+    if not executor or executor.get("name") != "ray":
+        return ""
+    where = executor.get("address") or "a local Ray instance"
+    info = cluster if isinstance(cluster, dict) else {}
+    tasks = ", ".join(f"fold {t.get('fold')}: {str(t.get('task_id', ''))[:12]}…" for t in info.get("tasks") or [])
+    text = f"Runs on Ray ({where})"
+    if info.get("ray_job_id"):
+        text += f" · Ray job {info['ray_job_id']}"
+    if tasks:
+        return f"{text} · tasks {tasks}"
+    return f"{text} · " + ("waiting for the cluster" if active else "no fold task started on the cluster")
+
+
+def cv_results_heading(threshold: Any, image_size: Any) -> str:
+    """Markdown heading of the per-fold table, saying which thresholds its numbers are at and how
+    they relate to the Dice panel.
+
+    The table (:func:`smallcovid.app.catalog.cv_operating_rows`, as on the Models page) scores
+    each fold at its tuned threshold, chosen on the other folds' out-of-fold predictions, the
+    way the model's own threshold is chosen (:func:`smallcovid.training.cvsummary.finish_run`);
+    its last column is Dice at the run's fixed ``threshold``. Each fold's model is its best
+    epoch by ``val_dice_best`` (the dotted line), see :func:`smallcovid.training.fold.train_fold`;
+    the table scores that model again on the validation slices at their own size, whereas the
+    curves were measured on ``image_size`` x ``image_size`` inputs and masks, so the last
+    column is close to the solid line at that epoch but not the same number.
     """
     if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
         at = f"threshold {threshold:g}"
     else:
         at = "the run's threshold" if threshold is None else f"threshold {threshold}"
     size = f"{image_size} px" if image_size else "the model's input size"
-    return (f"**Cross-validation results** at {at}. Each fold's model is its best epoch: the highest point of "
-            f"the dotted line (best-threshold Dice) in the Dice panel. The table scores that model again on "
-            f"the fold's validation slices at their own size, so its Dice can differ a little from the solid "
+    return (f"**Cross-validation results** at each fold's tuned threshold (the threshold column, on raw "
+            f"probabilities), chosen on the other folds' out-of-fold predictions as the model's own threshold "
+            f"is; the last column is Dice at {at}. Each fold's model is its best epoch: the highest point of "
+            f"the dotted line (best-threshold Dice) in the Dice panel. The table scores that model again on the "
+            f"fold's validation slices at their own size, so its last column can differ a little from the solid "
             f"line (Dice at {at}, measured at {size}) at that epoch.")
 
 

@@ -1,4 +1,5 @@
-"""Helpers for files users upload next to a scan: matching ground truth, reading it, mask NIfTI bytes.
+"""Helpers for uploaded files: matching ground truth, reading it, mask NIfTI bytes, what to say
+about a scan that cannot be used (a read error per file, a slice without contrast).
 
 Ground truth for a 2D slice is a PNG/TIFF mask (0/255 or 0/1) or a lesion-type map
 (0 background, 1 ground-glass, 2 consolidation, 3 folded into 2). For a 3D NIfTI
@@ -13,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from smallcovid.core.errors import InputFileError
-from smallcovid.io import Slice, Volume, read_classes, read_label_volume, read_mask, nifti_mask_data
+from smallcovid.core.errors import InputFileError, SmallCovidError
+from smallcovid.io import Slice, Volume, read_classes, read_label_volume, read_mask, read_scan, nifti_mask_data
 
 _NIFTI = (".nii", ".nii.gz")
 
@@ -106,3 +107,37 @@ def as_volume(s: Slice) -> Volume:
 def nifti_mask_bytes(mask: np.ndarray, like: Volume) -> bytes:
     """(D, H, W) mask -> ``.nii.gz`` bytes (uint8 0/1) in the geometry of ``like``, built in memory (no disk)."""
     return nifti_mask_data(np.asarray(mask).astype(np.uint8), like, gz=True)
+
+
+NO_CONTRAST = "has no contrast (every pixel has the same value); there is nothing to segment"
+
+
+def no_contrast_note(sl: Slice, name: str, index: int | None = None) -> str | None:
+    """``"blank.png: this image has no contrast (…); there is nothing to segment."`` for a slice whose
+    pixels all hold one value (``index``: its slice number in a volume); None when it has contrast."""
+    pixels = np.asarray(sl.pixels)
+    finite = pixels[np.isfinite(pixels)]
+    if finite.size and float(finite.max()) > float(finite.min()):
+        return None
+    what = "this image" if index is None else f"slice {index + 1}"
+    return f"{Path(name).name}: {what} {NO_CONTRAST}."
+
+
+def scan_error(data: bytes, name: str) -> str | None:
+    """The one-sentence error of reading ``data`` as a scan (the file named), or None when it reads."""
+    try:
+        read_scan(data, name=name)
+    except SmallCovidError as exc:
+        return first_line(exc)
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (a generic sentence when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "The input could not be used."
+
+
+def markdown_lines(lines: Sequence[str]) -> str:
+    """Sentences as Markdown, one line each, shown literally (``bad_1.png`` … ``bad_2.png`` is no italics)."""
+    return "  \n".join(re.sub(r"([\\`*_{}\[\]<>#|~$])", r"\\\1", line) for line in lines)

@@ -196,12 +196,23 @@ def training_curves_figure(histories: Mapping[int, Mapping[str, Sequence[float]]
             best = list(h.get("val_dice_best", []))
             if any(v == v for v in best):  # best Dice over a threshold grid (checkpoint selection)
                 line(best, "best-threshold Dice", "dot", 2)
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", **epoch_ticks(histories))
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     fig.update_annotations(font_size=13)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=50, b=10), title=title or None,
                       legend=dict(title_text="colour = fold", orientation="h", yanchor="top", y=-0.22, x=0))
     return show_lone_points(fig)
+
+
+MAX_EPOCHS_TICKED = 12  # up to this many epochs every epoch gets a tick
+
+
+def epoch_ticks(histories: Mapping[int, Mapping[str, Sequence[float]]]) -> dict:
+    """Epoch-axis settings: whole-number ticks only (``tickformat`` "d"), one per epoch
+    (``dtick`` 1) for runs of at most :data:`MAX_EPOCHS_TICKED` epochs, where plotly would
+    otherwise tick 1, 1.2, 1.4 …"""
+    last = max((e for h in histories.values() for e in h.get("epoch", []) if e == e), default=0)
+    return dict(tickformat="d", **(dict(tick0=1, dtick=1) if last <= MAX_EPOCHS_TICKED else {}))
 
 
 def dice_box_figure(per_image: Mapping[str, Sequence[float]], stems: Sequence[str] | None = None):

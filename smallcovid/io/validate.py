@@ -55,10 +55,29 @@ MAX_SIDE: int = 8192
 NIFTI_TRAILING_SLACK: int = 64 * 1024
 
 
+_CLAUSE_ENDS = (". ", "; ", " - ", " – ", ": ", ", ")  # strongest first
+
+
 def one_line(exc: BaseException, limit: int = 160) -> str:
-    """Short single-line description of an exception, for error messages."""
+    """Short single-line description of an exception, for error messages.
+
+    A text over ``limit`` characters is cut where a clause of it ends (". ", "; ", " - ",
+    ": ", ", ", the strongest break that keeps at least a third of it, outside brackets),
+    else at the last word boundary followed by "…"; never in the middle of a word.
+    """
     text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", " ".join(str(exc).split())) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    for sep in _CLAUSE_ENDS:
+        cut = head.rfind(sep)
+        while cut >= limit // 3:
+            part = head[:cut]
+            if part.count("(") == part.count(")") and part.count("[") == part.count("]"):
+                return part.rstrip(" .;:,-–")
+            cut = head.rfind(sep, 0, cut)
+    word = head.rfind(" ")
+    return (head[:word] if word > 0 else head).rstrip(" .;:,-–") + "…"
 
 
 def read_source(source: str | os.PathLike | bytes | bytearray | memoryview,

@@ -7,6 +7,13 @@
 // recoloured and the tables recomputed from suffix sums of the histograms, without a
 // server round trip. The settled view is sent back (setStateValue "view", debounced)
 // so the downloads on the server follow it.
+//
+// A segmented volume (data.volume) comes as a header plus per-slice items (raw HU or an
+// 8-bit image, every model's byte map, that slice's histograms), a block at a time around
+// the slice the viewer last settled on. The viewer keeps the items it received (at most
+// MAX_ITEMS) and switches slice (J / K, its Slice slider) and display window in the
+// browser; the settled slice, window and the slices it holds go back with the view, and
+// the page sends the items it still lacks.
 
 const TYPE_RGB = { 1: [255, 210, 0], 2: [230, 30, 120] }; // ground-glass, consolidation (viz.TYPE_RGB)
 const LESION_RGB = [255, 64, 32];
@@ -14,6 +21,12 @@ const TRUTH_RGB = [0, 230, 255];
 const AGREE_RGB = [40, 200, 80];
 const RAMP = [[59, 130, 246], [168, 85, 247], [236, 72, 153], [249, 115, 22]];
 const COMMIT_MS = 350;
+// A slice step settles later (a rerun of the page while the user steps through slices would
+// compete with the repaints), unless the slices ahead are missing: then the page is asked now.
+const SLICE_COMMIT_MS = 1500;
+const AHEAD = 4; // slices on each side that must be held
+const MAX_ITEMS = 96; // compressed slice items kept in the browser (about 0.4 MB each at 512x512)
+const MAX_DECODED = 6; // decoded slices kept (about 2.6 MB each at 512x512 with four models)
 const EMPTY_NOTE = "Empty-mask convention: when prediction and ground truth are both empty, Dice and IoU are 1; " +
   "when exactly one of them is empty, they are 0.";
 
@@ -83,6 +96,7 @@ function metricsAt(hist, k, typePixels) {
     Object.assign(out, scores(tp, fp, total(hist.pos) - tp));
     if (typePixels && hist.match1) {
       for (const t of [1, 2]) {
+        if (!typePixels[t]) { out["dice" + t] = null; continue; } // no truth of this type: "—"
         const tpt = suffix(hist["match" + t], k);
         out["dice" + t] = scores(tpt, out["area" + t] - tpt, typePixels[t] - tpt).dice;
       }
@@ -141,7 +155,36 @@ class Viewer {
     this.view = Object.assign({ threshold: null, opacity: 0.45, types: true, cards: false }, data.view || {});
     this.seq = 0;
     this.timer = null;
+    this.cur = data; // what the tables read: models' histograms, truth, quantities
+    if (data.volume) {
+      const vol = data.volume;
+      this.items = new Map();
+      this.decoded = new Map();
+      this.k = data.goto ? data.goto.index : 0;
+      this.gotoSeq = data.goto ? data.goto.seq : 0;
+      this.win = vol.window || (vol.windows.lung ? { name: "lung", width: vol.windows.lung[0], level: vol.windows.lung[1] } : null);
+      this.addItems(data.slices || []);
+    }
     this.build();
+  }
+
+  addItems(items) {
+    for (const it of items) this.items.set(it.index, it);
+    if (this.items.size > MAX_ITEMS) { // keep the slices nearest the cursor
+      const far = Array.from(this.items.keys()).sort((a, b) => Math.abs(b - this.k) - Math.abs(a - this.k));
+      for (const k of far.slice(0, this.items.size - MAX_ITEMS)) { this.items.delete(k); this.decoded.delete(k); }
+    }
+  }
+
+  /** New data from the server for the same volume: more slices, and maybe a slice to go to. */
+  merge(data) {
+    this.addItems(data.slices || []);
+    if (data.goto && data.goto.seq > this.gotoSeq) {
+      this.gotoSeq = data.goto.seq;
+      this.goto(data.goto.index, false);
+    } else if (this.waiting != null && this.items.has(this.waiting)) {
+      this.goto(this.waiting, false);
+    }
   }
 
   thr() {
@@ -195,7 +238,8 @@ class Viewer {
     // --- tables
     const metricsBox = el("div", { class: "tables" });
     const statsBox = el("div", { class: "tables" });
-    w.append(controls, note, panels, legend, inspect, metricsBox, statsBox);
+    const volBox = d.volume ? this.buildVolumeControls() : null;
+    w.append(...(volBox ? [volBox] : []), controls, note, panels, legend, inspect, metricsBox, statsBox);
     // A tall, narrow image drawn at the panel's full width would be thousands of pixels high:
     // narrow its canvases so that none is more than MAX_ASPECT times as high as the panel is wide.
     const aspect = d.height / d.width;
@@ -227,6 +271,154 @@ class Viewer {
     inspect.addEventListener("toggle", () => this.drawSwipe());
   }
 
+  buildVolumeControls() {
+    const vol = this.data.volume, n = vol.n;
+    const sl = el("input", { type: "range", min: "0", max: String(n - 1), step: "1", value: String(this.k), "aria-label": "Slice" });
+    const out = el("output", { class: "val" });
+    sl.addEventListener("input", () => this.goto(parseInt(sl.value, 10), true));
+    const row = el("div", { class: "controls" },
+      el("div", { class: "ctl wide", title: "J / K: previous / next slice, from anywhere on the page" },
+        el("span", { class: "lbl", text: `Slice (of ${n}, J / K)` }), sl, out));
+    this.sliceIn = sl; this.sliceOut = out;
+    if (vol.units === "hu") {
+      const radios = el("div", { class: "toggles", role: "radiogroup", "aria-label": "Window" });
+      const names = [...Object.keys(vol.windows), "custom"];
+      this.winRadios = {};
+      for (const name of names) {
+        const r = el("input", { type: "radio", name: `scv-win-${this.data.key}`, value: name, "aria-label": `Window ${name}` });
+        const text = name === "custom" ? "custom" : `${name} (W ${vol.windows[name][0]} / L ${vol.windows[name][1]})`;
+        radios.append(el("label", { class: "chk win" }, r, el("span", { text })));
+        this.winRadios[name] = r;
+        r.addEventListener("change", () => { if (r.checked) this.setWindow(name); });
+      }
+      const ww = el("input", { type: "number", min: "1", max: "6000", step: "50", "aria-label": "Window width (HU)" });
+      const wl = el("input", { type: "number", min: "-1500", max: "3000", step: "10", "aria-label": "Window level (HU)" });
+      const custom = () => {
+        const width = parseFloat(ww.value), level = parseFloat(wl.value);
+        if (width > 0 && Number.isFinite(level)) { this.win = { name: "custom", width, level }; this.redrawWindow(); }
+      };
+      ww.addEventListener("change", custom); wl.addEventListener("change", custom);
+      this.customBox = el("span", { class: "custom" }, el("span", { class: "lbl", text: "W" }), ww,
+        el("span", { class: "lbl", text: "L" }), wl);
+      Object.assign(this, { winW: ww, winL: wl });
+      row.append(el("div", { class: "ctl" }, el("span", { class: "lbl", text: "Window" }), radios, this.customBox));
+    }
+    this.syncVolume();
+    return row;
+  }
+
+  syncVolume() {
+    const n = this.data.volume.n;
+    this.sliceIn.value = String(this.k);
+    this.sliceOut.textContent = `${this.k}`;
+    if (this.winRadios && this.win) {
+      const r = this.winRadios[this.win.name] || this.winRadios.custom;
+      r.checked = true;
+      this.customBox.style.display = this.win.name === "custom" ? "" : "none";
+      this.winW.value = String(this.win.width); this.winL.value = String(this.win.level);
+    }
+    if (this.w) { this.w.dataset.slice = String(this.k); this.w.dataset.window = this.win ? this.win.name : ""; this.w.dataset.n = String(n); }
+  }
+
+  setWindow(name) {
+    const p = this.data.volume.windows[name];
+    this.win = p ? { name, width: p[0], level: p[1] } : { name: "custom", width: this.win.width, level: this.win.level };
+    this.redrawWindow();
+  }
+
+  redrawWindow() {
+    this.syncVolume();
+    const dec = this.decoded.get(this.k);
+    if (!dec) return;
+    this.disp = this.windowed(dec);
+    this.draw(false);
+    this.schedule();
+  }
+
+  /** The 8-bit display of a decoded slice in the current window (cached per window). */
+  windowed(dec) {
+    if (!dec.hu) return dec.disp;
+    const wkey = `${this.win.width}/${this.win.level}`;
+    if (dec.wkey === wkey) return dec.disp;
+    const n = dec.hu.length, out = dec.disp || new Uint8Array(n), hu = dec.hu;
+    const low = this.win.level - this.win.width / 2, width = this.win.width;
+    for (let i = 0; i < n; i++) {
+      const x = (hu[i] - low) / width;
+      out[i] = x <= 0 ? 0 : x >= 1 ? 255 : Math.floor(x * 255 + 0.5);
+    }
+    dec.disp = out; dec.wkey = wkey;
+    return out;
+  }
+
+  async decode(k) {
+    if (this.decoded.has(k)) return this.decoded.get(k);
+    const it = this.items.get(k);
+    if (!it) return null;
+    const d = this.data, n = d.width * d.height;
+    const job = (async () => {
+      const dec = { k };
+      const img = await inflate(it.image);
+      if (d.volume.units === "hu") {
+        const hu = new Int16Array(n);
+        for (let i = 0; i < n; i++) hu[i] = ((img[i] << 8) | img[n + i]) - 1024;
+        dec.hu = hu;
+      } else dec.disp = img;
+      dec.maps = [];
+      for (const packed of it.maps) {
+        const raw = await inflate(packed);
+        const lev = new Uint8Array(n), kind = new Uint8Array(n);
+        for (let i = 0; i < n; i++) { lev[i] = raw[i] & 0x7f; kind[i] = raw[i] & 0x80 ? 2 : 1; }
+        dec.maps.push({ lev, kind });
+      }
+      dec.outline = it.truth ? await inflate(it.truth.outline) : null;
+      dec.cur = {
+        truth: it.truth ? { name: d.truth.name, type_pixels: it.truth.type_pixels } : null,
+        models: d.models.map((m, i) => Object.assign({}, m, { hist: it.hist[i] })),
+        quantities: Object.assign({}, d.quantities, { lung_px: it.lung_px, truth_row: it.truth ? it.truth.row : null }),
+      };
+      return dec;
+    })();
+    this.decoded.set(k, job);
+    if (this.decoded.size > MAX_DECODED) {
+      const far = Array.from(this.decoded.keys()).sort((a, b) => Math.abs(b - this.k) - Math.abs(a - this.k));
+      for (const j of far.slice(0, this.decoded.size - MAX_DECODED)) this.decoded.delete(j);
+    }
+    return job;
+  }
+
+  /** Show slice k (from the browser's items; asks the server for it when missing). */
+  async goto(k, fromUser) {
+    const n = this.data.volume.n;
+    k = Math.min(Math.max(k | 0, 0), n - 1);
+    this.k = k;
+    this.syncVolume();
+    if (!this.items.has(k)) {
+      this.waiting = k;
+      this.note.textContent = `Loading slice ${k}…`;
+      clearTimeout(this.timer);
+      this.commit(); // the page sends the block around it
+      return;
+    }
+    this.waiting = null;
+    const dec = await this.decode(k);
+    if (this.k !== k || !dec) return; // a later step won
+    this.decoded.set(k, dec);
+    this.disp = this.windowed(dec);
+    this.maps = dec.maps;
+    this.outline = dec.outline;
+    this.cur = dec.cur;
+    this.syncControls();
+    this.draw(true);
+    if (fromUser) {
+      let missing = false;
+      for (let j = Math.max(0, k - AHEAD); j <= Math.min(n - 1, k + AHEAD); j++) if (!this.items.has(j)) missing = true;
+      this.schedule(missing ? COMMIT_MS : SLICE_COMMIT_MS);
+    }
+    for (const j of [k + 1, k - 1, k + 2, k - 2]) if (j >= 0 && j < n && this.items.has(j)) this.decode(j);
+  }
+
+  step(delta) { if (this.ready) this.goto(this.k + delta, true); }
+
   syncControls() {
     const v = this.view;
     this.thrIn.value = String(this.thr());
@@ -245,6 +437,15 @@ class Viewer {
   async load() {
     const d = this.data;
     const n = d.width * d.height;
+    if (d.volume) {
+      this.labels = new Int32Array(n);
+      this.parent = new Int32Array(n + 2);
+      this.images = [this.scanCanvas, ...this.modelCanvases, this.voteCanvas].filter(Boolean)
+        .map((c) => c.getContext("2d").createImageData(d.width, d.height));
+      this.ready = true;
+      await this.goto(this.k, false);
+      return false; // drawn (or waiting for its slice)
+    }
     this.disp = await inflate(d.display);
     this.outline = d.truth ? await inflate(d.truth.outline) : null;
     this.maps = [];
@@ -259,6 +460,7 @@ class Viewer {
     this.images = [this.scanCanvas, ...this.modelCanvases, this.voteCanvas].filter(Boolean)
       .map((c) => c.getContext("2d").createImageData(d.width, d.height));
     this.ready = true;
+    return true;
   }
 
   levels() {
@@ -267,15 +469,22 @@ class Viewer {
   }
 
   update(thresholdChanged) {
-    if (!this.ready) return;
+    if (!this.ready || !this.maps) return;
     this.syncControls();
     this.draw(thresholdChanged);
+    this.schedule();
+  }
+
+  schedule(ms = COMMIT_MS) {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.commit(), COMMIT_MS);
+    this.timer = setTimeout(() => this.commit(), ms);
   }
 
   commit() {
-    if (this.setStateValue) this.setStateValue("view", Object.assign({}, this.view));
+    if (!this.setStateValue) return;
+    const view = Object.assign({}, this.view);
+    if (this.data.volume) Object.assign(view, { slice: this.k, window: this.win, have: Array.from(this.items.keys()) });
+    this.setStateValue("view", view);
   }
 
   draw(tables = true) {
@@ -327,6 +536,7 @@ class Viewer {
     const seq = this.seq, w = this.w;
     w.dataset.seq = String(seq);
     w.dataset.threshold = this.thr().toFixed(2);
+    if (this.data.volume) { w.dataset.slice = String(this.k); w.dataset.window = this.win ? this.win.name : ""; }
     w.dataset.opacity = Number(this.view.opacity).toFixed(2);
     // After the frame with the new pixels: rAF runs before that paint, the task after it.
     requestAnimationFrame(() => setTimeout(() => {
@@ -379,7 +589,7 @@ class Viewer {
   }
 
   drawTables(ks) {
-    const d = this.data, truth = d.truth;
+    const d = Object.assign({}, this.data, this.cur), truth = d.truth;
     const typePixels = truth && truth.type_pixels ? { 1: truth.type_pixels["1"], 2: truth.type_pixels["2"] } : null;
     const thr = this.levels().map((k) => d.grid[k - 1]);
     const rows = d.models.map((m, i) => Object.assign({ label: m.label, thr: thr[i], ms: m.ms },
@@ -437,13 +647,34 @@ export default function (component) {
   if (!v || v.data.key !== data.key) {
     v = parentElement.__scv = new Viewer(parentElement, data);
     v.setStateValue = setStateValue;
+    ACTIVE.viewer = v;
     const started = v;
-    v.load().then(() => v.draw(true)).catch((err) => {
+    v.load().then((drawn) => { if (drawn) v.draw(true); }).catch((err) => {
       if (parentElement.__scv !== started) return; // a newer slice has replaced this viewer
       const msg = el("p", { class: "err", text: "The viewer could not start: " + err });
       replaceOwn(parentElement, msg);
     });
   } else {
     v.setStateValue = setStateValue; // same images: keep the controls as the user left them
+    ACTIVE.viewer = v;
+    if (v.data.volume) v.merge(data);
   }
+}
+
+// J / K step through a segmented volume from anywhere on the page (not while typing).
+const ACTIVE = (window.__scvActive = window.__scvActive || { viewer: null, bound: false });
+if (!ACTIVE.bound) {
+  ACTIVE.bound = true;
+  window.addEventListener("keydown", (e) => {
+    const v = ACTIVE.viewer;
+    if (!v || !v.data.volume || e.ctrlKey || e.metaKey || e.altKey) return;
+    const key = e.key.toLowerCase();
+    if (key !== "j" && key !== "k") return;
+    const t = (e.composedPath && e.composedPath()[0]) || e.target;
+    if (t && (t.isContentEditable || t.tagName === "TEXTAREA" ||
+      (t.tagName === "INPUT" && !["range", "checkbox", "radio", "button"].includes(t.type)))) return;
+    if (!v.root.host || !v.root.host.isConnected) return;
+    e.preventDefault();
+    v.step(key === "j" ? -1 : 1);
+  });
 }
