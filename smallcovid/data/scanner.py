@@ -156,7 +156,7 @@ def scanner_frame(img8: np.ndarray, mask: np.ndarray, classes: np.ndarray | None
     wall_mm = rng.uniform(8.0, 20.0)  # chest wall beyond the crop's edge, where the crop cut it
     # The crop (the lungs) must fit the frame, and cover at most 60 % of it: scanners frame the
     # chest, so the lungs take up to about half of the image even when the flanks are cut.
-    lo = max(max(h, w) * px_mm / (size - 8), px_mm * float(np.sqrt(h * w / 0.6)) / size)
+    lo = max((max(h, w) * px_mm + 2 * wall_mm) / (size - 8), px_mm * float(np.sqrt(h * w / 0.6)) / size)
     s = float(spacing_mm) if spacing_mm is not None else float(np.clip(rng.uniform(0.5, 1.0), lo, max(lo, 1.0)))
     if max(h, w) * px_mm / s > size - 8:
         raise ValueError(f"a {w}x{h} crop does not fit a {size}-pixel frame at {s:.2f} mm")
