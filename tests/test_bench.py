@@ -100,6 +100,38 @@ def test_volume_timing_runs_predict_end_to_end(tmp_path, one_thread):
     assert vol.voxels.shape == QUICK_SHAPE and vol.units == "hu" and vol.spacing == pytest.approx((1.0, 0.7, 0.7))
     m = measure_volume("smallcovid-net", "cpu", path)
     assert VOLUME_KEYS <= set(m) and m["volume_s"] > 0 and m["volume_peak_mb"] > 10 and m["volume_files"] == 4
+    assert m["volume_base_mb"] <= m["volume_peak_mb"] <= m["volume_run_peak_mb"] and m["volume_model_mb"] >= 0
+
+
+def test_volume_peak_is_each_models_own(tmp_path, monkeypatch, one_thread):
+    """Two models with different memory needs report different peaks, even in one process where
+    the bigger one ran first (a process-wide maximum would give the second one the first one's figure)."""
+    from smallcovid.cli.benchvolume import measure_volume, write_synthetic_nifti
+
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(tmp_path))  # no shipped weights: untrained, input 256
+    path = write_synthetic_nifti(tmp_path / "ct.nii.gz", (8, 128, 128))
+    big = measure_volume("unet", "cpu", path)  # 14 M parameters, 64-channel maps at 256x256
+    small = measure_volume("smallcovid-net", "cpu", path)  # 94 k parameters
+    assert big["volume_model_mb"] > small["volume_model_mb"] + 50
+    assert big["volume_peak_mb"] > small["volume_peak_mb"] + 50
+
+
+def test_rss_sampler_reports_the_window_not_the_process_maximum():
+    import time
+
+    from smallcovid.cli.benchvolume import RssSampler
+
+    with RssSampler(every_s=0.002) as s:
+        big = np.ones(200 * 2**20, np.uint8)  # 200 MB, then freed
+        time.sleep(0.05)
+        del big
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        small = np.ones(20 * 2**20, np.uint8)
+        time.sleep(0.05)
+        t1 = time.perf_counter()
+        del small
+    assert s.peak_mb() - s.peak_mb(t0, t1) > 100
 
 
 def test_table_shows_volume_figures():
@@ -111,7 +143,7 @@ def test_table_shows_volume_figures():
     text = format_bench(doc)
     assert "12.35" in next(l for l in text.splitlines() if l.startswith("unet")) and "1400" in text
     assert "300x512x512" in text and "volume s" in text
-    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).count("—") == 5  # no volume or training-throughput figures
+    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).count("—") == 6  # no volume or training-throughput figures
 
 
 def test_table_shows_bf16_speedup():

@@ -11,8 +11,9 @@ training samples per second in fp32 and in bf16 (autocast + channels-last on CPU
 both measured in the model's own process on synthetic 160x160 batches of 4 so
 their ratio does not depend on the labeled set. Then the
 whole app path for one 512x512 upload: decode, preprocess, every model, overlays;
-and per model a whole CT volume through ``predict``'s code (``volume_s``,
-``volume_peak_mb``; :mod:`smallcovid.cli.benchvolume`).
+and per model a whole CT volume through ``predict``'s code (``volume_s``; ``volume_peak_mb``, the
+resident memory while that model's forward passes run, and ``volume_model_mb``, how far they
+raised it: :mod:`smallcovid.cli.benchvolume`).
 """
 
 from __future__ import annotations

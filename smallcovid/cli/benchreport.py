@@ -20,7 +20,7 @@ def format_bench(doc: dict) -> str:
     models = doc["models"]
     ref = models.get("unet")
     head = (f"{'model':<15}{'params':>11}{'GFLOPs':>8}{'MB':>7}{'latency ms':>11}{'img/s':>7}"
-            f"{'epoch s':>9}{'peak MB':>9}{'volume s':>10}{'vol MB':>8}{'train/s':>8}{'bf16/s':>8}"
+            f"{'epoch s':>9}{'peak MB':>9}{'volume s':>10}{'vol MB':>8}{'vol +MB':>8}{'train/s':>8}{'bf16/s':>8}"
             " | vs U-Net: params latency epoch | bf16 speed-up")
     lines = [f"device: {doc['device']}", head, "-" * len(head)]
     for name, m in models.items():
@@ -32,7 +32,8 @@ def format_bench(doc: dict) -> str:
         lines.append(f"{name:<15}{m['params']:>11,d}{m['flops'] / 1e9:>8.2f}{m['weights_mb']:>7.1f}"
                      f"{m['latency_ms']:>11.1f}{m['throughput_per_s']:>7.1f}{_num(m.get('epoch_s'), '.1f', 9)}"
                      f"{m['peak_mem_mb']:>9.0f}{_num(m.get('volume_s'), '.2f', 10)}"
-                     f"{_num(m.get('volume_peak_mb'), '.0f', 8)}{_num(m.get('train_sps_fp32'), '.1f', 8)}"
+                     f"{_num(m.get('volume_peak_mb'), '.0f', 8)}{_num(m.get('volume_model_mb'), '.0f', 8)}"
+                     f"{_num(m.get('train_sps_fp32'), '.1f', 8)}"
                      f"{_num(m.get('train_sps_bf16'), '.1f', 8)} | {ratio} | {_num(_speedup(m), '.2f', 5)}")
     for name, m in models.items():
         if m.get("ensemble_latency_ms"):
@@ -47,7 +48,9 @@ def format_bench(doc: dict) -> str:
     if v:
         d, h, w = v["shape"]
         lines.append(f"volume: one {d}x{h}x{w} int16 HU NIfTI ({v['file_mb']} MB .nii.gz) through predict: read, lungs, "
-                     "framing, model, 3 NIfTI masks + report; vol MB = peak resident memory of that process")
+                     "framing, model, 3 NIfTI masks + report; vol MB = peak resident memory while the model's forward "
+                     "passes run (sampled; the decoded volume and lungs are resident then), vol +MB = how far "
+                     "those passes raised it")
     lines.append("latency: one 512x512 slice incl. resize in/out, median after warm-up; "
                  + ("epoch: one pass over the labeled set, batch 4, at each model's input size"
                     if all(m.get("epoch_s") is not None for m in models.values())

@@ -6,21 +6,33 @@ A synthetic chest CT (:func:`synthetic_ct`: 300 slices of 512x512 int16 HU, 0.7 
 the predictor is loaded and warmed up (not timed), then one call of
 :func:`smallcovid.cli.predict.predict_one` with the reader, exactly as
 ``smallcovid predict`` runs it, is timed end to end: read and decode the NIfTI, lungs,
-framing, model, 3 NIfTI masks and the JSON report written. Peak memory is the process's
-maximum resident set size (CPU; it includes torch and the model) or, on CUDA, the
-maximum allocated device memory.
+framing, model, 3 NIfTI masks and the JSON report written.
+
+Memory on CPU is the process's resident set size, sampled every few milliseconds during
+that call (:class:`RssSampler`), not the process-wide maximum (``ru_maxrss``): reading and
+decoding the volume and finding the lungs take the same memory whatever the model, and
+their peak hid the model's own (three models once showed the same figure). Reported:
+``volume_peak_mb``, the peak while the model's forward passes run (the decoded volume, the
+lungs and the result arrays are resident then, plus the model and its activations);
+``volume_model_mb``, how far the forward passes raised it above the resident size when
+they began; ``volume_base_mb``, before the call (torch and the warmed-up model);
+``volume_pre_model_peak_mb``, the peak before the first forward pass (reading, decoding,
+lungs, framing); and ``volume_run_peak_mb``, the peak of the whole call. On CUDA the
+peak is the maximum allocated device memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import logging
-import resource
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,8 +91,68 @@ def bench_predictor(name: str, device: str):
     return Predictor(build_model(name), image_size=256, device=resolve_device(device)), False
 
 
+class RssSampler:
+    """Samples this process's resident set size (Linux ``/proc/self/statm``) every ``every_s``
+    seconds in a thread; :meth:`peak_mb` gives the largest sample in a time window."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        self.every_s = every_s
+        self.samples: list[tuple[float, float]] = []  # (perf_counter, MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def rss_mb(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page_mb
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), self.rss_mb()))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.perf_counter(), self.rss_mb()))
+
+    def peak_mb(self, t0: float = float("-inf"), t1: float = float("inf")) -> float | None:
+        inside = [mb for t, mb in self.samples if t0 <= t <= t1]
+        return max(inside) if inside else None
+
+
+class _ForwardWindow:
+    """Wraps a predictor's forward entry points (``predict_levels``, ``predict_images``) on the
+    instance and records when the first call began, the resident size then, and when the last ended."""
+
+    def __init__(self, pred, sampler: RssSampler | None) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+        self.rss_at_first: float | None = None
+        for name in ("predict_levels", "predict_images"):
+            fn = getattr(pred, name, None)
+            if callable(fn):
+                setattr(pred, name, self._wrap(fn, sampler))
+
+    def _wrap(self, fn, sampler):
+        def timed(*args, **kwargs):
+            if self.first is None:
+                self.first = time.perf_counter()
+                self.rss_at_first = sampler.rss_mb() if sampler else None
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.last = time.perf_counter()
+        return timed
+
+
 def measure_volume(name: str, device: str, nifti: str | Path) -> dict:
-    """Seconds and peak memory of ``predict`` on ``nifti`` with model ``name`` (run in a fresh process)."""
+    """Seconds and memory of ``predict`` on ``nifti`` with model ``name`` (run in a fresh process;
+    the memory figures are described in the module docstring)."""
     import torch
 
     from smallcovid import io
@@ -88,21 +160,33 @@ def measure_volume(name: str, device: str, nifti: str | Path) -> dict:
 
     pred, _ = bench_predictor(name, device)
     pred.predict_images([np.zeros((64, 64), np.float32)])  # warm-up: thread pools, packed weights
-    if pred.device.type == "cuda":
+    cuda = pred.device.type == "cuda"
+    if cuda:
         torch.cuda.reset_peak_memory_stats(pred.device)
-    with tempfile.TemporaryDirectory() as out:
+    sampler = None if cuda else RssSampler()
+    window = _ForwardWindow(pred, sampler)
+    base = None if cuda else sampler.rss_mb()
+    with tempfile.TemporaryDirectory() as out, (sampler or contextlib.nullcontext()):
         t0, c0 = time.perf_counter(), time.process_time()
         names = predict_one(pred, lambda: io.read_scan(nifti), None, pred.threshold, Path(out), "bench")
-        if pred.device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if pred.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(pred.device) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     # volume_cpu_s: CPU seconds of all threads (on a busy machine wall time overstates the cost)
-    return {"volume_s": round(secs, 3), "volume_cpu_s": round(cpu, 3), "volume_peak_mb": round(peak, 1),
-            "volume_files": len(names)}
+    out_ = {"volume_s": round(secs, 3), "volume_cpu_s": round(cpu, 3), "volume_files": len(names)}
+    if cuda:
+        out_["volume_peak_mb"] = round(torch.cuda.max_memory_allocated(pred.device) / 2**20, 1)
+        return out_
+    run_peak = sampler.peak_mb()
+    model_peak = sampler.peak_mb(window.first, window.last) if window.first is not None else None
+    if model_peak is None:  # no sample fell inside a very short forward window
+        model_peak = window.rss_at_first if window.rss_at_first is not None else run_peak
+    before_model = sampler.peak_mb(t1=window.first) if window.first is not None else None
+    out_.update(volume_peak_mb=round(model_peak, 1), volume_base_mb=round(base, 1),
+                volume_model_mb=round(model_peak - (window.rss_at_first or base), 1),
+                volume_run_peak_mb=round(run_peak, 1),
+                volume_pre_model_peak_mb=None if before_model is None else round(before_model, 1))
+    return out_
 
 
 def time_volumes(models: list[str], device: str, quick: bool) -> tuple[dict, dict]:

@@ -39,6 +39,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from smallcovid.data.preprocess import input_window, to_model_input
 from smallcovid.inference.lungs import AIR_HU, grown_lungs, lung_masks_display, lung_masks_hu
@@ -190,8 +191,45 @@ def crop_box(mask: np.ndarray, margin: float | None = None) -> Box | None:
 
 
 def slice_box(scan: Slice, lungs: np.ndarray) -> Box | None:
-    """The crop :func:`segment_slice` uses: :func:`crop_box` of the slice's :func:`aerated_lung`."""
-    return crop_box(aerated_lung(scan, lungs))
+    """The crop :func:`segment_slice` uses: :func:`crop_box` of the slice's :func:`aerated_lung`
+    (its main parts, :func:`main_parts`); None for a slice already framed like the training
+    slices (its whole aerated lung spans the image)."""
+    aerated = aerated_lung(scan, lungs)
+    if crop_box(aerated) is None:
+        return None
+    return crop_box(main_parts(aerated))
+
+
+#: Aerated-lung pieces smaller than this share of the largest piece do not widen the crop.
+MAIN_PART_SHARE = 0.05
+
+
+def main_parts(mask: np.ndarray) -> np.ndarray:
+    """(H, W) or (D, H, W) bool: per slice, the connected pieces of ``mask`` at least
+    :data:`MAIN_PART_SHARE` of that slice's largest piece.
+
+    The lung labels are generous and may take in a pocket of air under a blanket, beside
+    an arm or in a hollow table top; such a pocket far from the lungs would widen the crop
+    and shrink the lungs as the model sees them. Labelled at full resolution within the
+    mask's bounding box, so that flips and turns of the image give the same pieces.
+    """
+    m = np.asarray(mask, bool)
+    vol = m[None] if m.ndim == 2 else m
+    out = vol.copy()
+    for k in range(len(vol)):
+        rows, cols = np.flatnonzero(vol[k].any(axis=1)), np.flatnonzero(vol[k].any(axis=0))
+        if rows.size == 0:
+            continue
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        lab, n = ndi.label(vol[k][box])
+        if n <= 1:
+            continue
+        size = np.bincount(lab.ravel())
+        size[0] = 0
+        keep = size >= MAIN_PART_SHARE * size.max()
+        keep[0] = False
+        out[k][box] = keep[lab]
+    return out.reshape(m.shape)
 
 
 def _at_least(a: int, b: int, n: int) -> tuple[int, int]:
@@ -229,6 +267,8 @@ def volume_boxes(volume: Volume, lungs: np.ndarray, framing: str = "slice",
             m = (lungs[k0:k1] != 0) & (volume.voxels[k0:k1] < AIR_HU)
         else:
             m = np.stack([aerated_lung(volume.slice(k), lungs[k]) for k in range(k0, k1)])
+        framed = [crop_box(m[j]) is None for j in range(len(m))]  # already framed: left whole
+        m = np.where(np.array(framed)[:, None, None], m, main_parts(m))
         rows[k0:k1], cols[k0:k1] = m.any(axis=2), m.any(axis=1)
         counts[k0:k1] = np.count_nonzero(m, axis=(1, 2))
     union = _box(rows.any(axis=0), cols.any(axis=0), int(counts.max(initial=0)), margin)

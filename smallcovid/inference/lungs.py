@@ -353,9 +353,10 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
 
 
 TRIM_CUT_LUNGS = False
-UNIFORM_MAX_MM2 = 1200.0  # uniform air components at least this large (12 cm^2) are not lung
+UNIFORM_MAX_MM2 = 400.0  # uniform air components at least this large (4 cm^2) are not lung
 TEXTURE_HU = 150.0     # lung: partial-volume vessel edges and ground-glass this far above its median
 TEXTURE_FLOOR_HU = -850.0  # ... and above this (outside air: -1000 HU plus noise)
+TEXTURE_CEIL_HU = -400.0   # ... and below this (vessel edges and ground-glass, not fabric)
 TEXTURE_SHARE = 0.01   # ... in at least this share of its pixels; uniform air + 40 HU noise: ~1e-4
 
 
@@ -380,7 +381,10 @@ def _textured(hu: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray) -> np.n
     med[has] = vals[np.minimum(starts[has] + counts[has] // 2, len(vals) - 1)]
     # Also above TEXTURE_FLOOR_HU: air of two levels side by side (a crop's black corners in
     # a frame of -1000 HU air) is not texture.
-    bright = np.bincount(ids, weights=(vals > med[ids] + TEXTURE_HU) & (vals > TEXTURE_FLOOR_HU), minlength=n + 1)
+    # Up to TEXTURE_CEIL_HU: a blanket's fabric lying just under the air threshold is a band
+    # of one density next to outside air, not lung texture.
+    bright = np.bincount(ids, weights=(vals > med[ids] + TEXTURE_HU) & (vals > TEXTURE_FLOOR_HU)
+                         & (vals < TEXTURE_CEIL_HU), minlength=n + 1)
     out = bright >= TEXTURE_SHARE * np.maximum(size, 1)
     out[0] = False
     return out
