@@ -120,7 +120,9 @@ def test_models_page_authors_and_plateau_chart(app_with_records, browser):  # no
         assert pg.get_by_text(AUTHORS, exact=False).count() == 1
         assert pg.get_by_text("Instituto Politécnico Nacional", exact=False).count() == 1
         card = pg.locator('[data-testid="stExpander"]').first
-        assert card.locator('[data-testid="stPlotlyChart"]').count() == 1  # the plateau check (no curves in this card)
+        charts = card.locator('[data-testid="stPlotlyChart"]')
+        charts.first.wait_for()  # plotly draws after the text on a loaded machine
+        assert charts.count() == 1  # the plateau check (no curves in this card)
         pg.get_by_text("Plateau check", exact=True).scroll_into_view_if_needed()
         pg.screenshot(path=str(OUT / "models-plateau.png"))
         pg.get_by_text("References", exact=True).scroll_into_view_if_needed()
