@@ -249,6 +249,36 @@ def test_smallcovid_net_decoder_convs():
         build_model("smallcovid-net", decoder_convs=0)
 
 
+def test_smallcovid_net_deep_supervision(tmp_path):
+    """Auxiliary heads: trained (the loss changes and reaches them), ignored at inference,
+    saved and loaded with the weights; 0 builds the same network as before."""
+    torch.manual_seed(0)
+    plain = build_model("smallcovid-net", filters=8)
+    torch.manual_seed(0)
+    deep = build_model("smallcovid-net", filters=8, deep_supervision=2)
+    assert num_parameters(deep) - num_parameters(plain) == 2 * (8 + 1)
+    missing = deep.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["aux_heads.0.bias", "aux_heads.0.weight", "aux_heads.1.bias", "aux_heads.1.weight"]
+    images, mask = torch.rand(2, 1, 67, 61), (torch.rand(2, 1, 67, 61) > 0.7).float()
+    types = (mask[:, 0] * 2).long()
+    padded, crop = pad_to_multiple(images, deep.size_multiple())
+    m = torch.nn.functional.pad(mask, (0, padded.shape[-1] - 61, 0, padded.shape[-2] - 67))
+    t = torch.nn.functional.pad(types, (0, padded.shape[-1] - 61, 0, padded.shape[-2] - 67))
+    deep.train(), plain.train()
+    loss_deep, loss_plain = deep.loss(padded, m, t), plain.loss(padded, m, t)
+    assert torch.isfinite(loss_deep) and loss_deep > loss_plain  # the auxiliary terms are added
+    loss_deep.backward()
+    assert deep.aux_heads[1].weight.grad is not None and deep.aux_heads[1].weight.grad.abs().sum() > 0
+    deep.eval(), plain.eval()
+    assert torch.equal(deep.predict(padded).lesion_prob, plain.predict(padded).lesion_prob)
+    save_weights(deep, tmp_path / "deep.safetensors")
+    loaded, card = load_weights(tmp_path / "deep.safetensors")
+    assert card["config"]["deep_supervision"] == 2
+    assert torch.equal(loaded.predict(padded).lesion_prob, deep.predict(padded).lesion_prob)
+    with pytest.raises(SmallCovidError, match="deep_supervision"):
+        build_model("smallcovid-net", deep_supervision=4)
+
+
 def test_pad_to_multiple():
     x = torch.ones(1, 1, 45, 64)
     padded, crop = pad_to_multiple(x, 32)

@@ -25,8 +25,11 @@ def dense_loss(
         lesion_types: (N, H, W) int64 in {0, 1, 2}.
         type_weight: weight of the lesion-type term.
     """
-    lesion_logits = lesion_logits.float()
-    bce = F.binary_cross_entropy_with_logits(lesion_logits, lesion_mask)
-    dice = _DICE(lesion_logits, lesion_mask)
     ce = F.cross_entropy(type_logits.float(), lesion_types)
-    return bce + dice + type_weight * ce
+    return lesion_loss(lesion_logits, lesion_mask) + type_weight * ce
+
+
+def lesion_loss(lesion_logits: torch.Tensor, lesion_mask: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice of (N, 1, H, W) lesion logits against the (N, 1, H, W) {0, 1} mask."""
+    lesion_logits = lesion_logits.float()
+    return F.binary_cross_entropy_with_logits(lesion_logits, lesion_mask) + _DICE(lesion_logits, lesion_mask)

@@ -61,8 +61,15 @@ class SmallCovidNetConfig:
     stem_stride: int = 2
     skip_connections: bool = True
     decoder_convs: int | None = 1
+    # Deep supervision: this many 1x1 lesion heads on the decoder's coarser outputs (the
+    # ones before the last block), trained with the main loss at weights 1/2, 1/4, ...
+    # Used in training only; 0 (default) adds nothing, and older weights load unchanged.
+    deep_supervision: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.deep_supervision, int) or not 0 <= self.deep_supervision < self.depth:
+            raise SmallCovidError(f"smallcovid-net deep_supervision must be an integer from 0 to depth - 1 "
+                                  f"({self.depth - 1}), got {self.deep_supervision!r}")
         if self.decoder_convs is not None and (not isinstance(self.decoder_convs, int) or self.decoder_convs < 1):
             raise SmallCovidError(
                 f"smallcovid-net decoder_convs must be an integer >= 1 or null, got {self.decoder_convs!r}"
@@ -120,9 +127,29 @@ class SmallCovidNet(SegmentationModel):
         self.decoder = nn.ModuleList(_block(dec_in, f, n_dec) for _ in range(config.depth))
         self.lesion_head = nn.Conv2d(f, 1, 1)
         self.type_head = nn.Conv2d(f, NUM_TYPES, 1)
+        if config.deep_supervision:
+            self.aux_heads = nn.ModuleList(nn.Conv2d(f, 1, 1) for _ in range(config.deep_supervision))
 
     def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 1, H, W) -> lesion logits (N, 1, H, W), type logits (N, 3, H, W)."""
+        return self._decode(images)[:2]
+
+    def loss(self, images: torch.Tensor, lesion_mask: torch.Tensor, lesion_types: torch.Tensor) -> torch.Tensor:
+        """The dense loss, plus with ``deep_supervision`` the lesion term (BCE + soft Dice) of each
+        auxiliary head upsampled to the mask's size, weighted 1/2, 1/4, ... from the finest."""
+        from smallcovid.models.losses import dense_loss, lesion_loss
+
+        lesion, types, aux = self._decode(images, keep=self.config.deep_supervision)
+        total = dense_loss(lesion, types, lesion_mask, lesion_types)
+        for i, feats in enumerate(aux):
+            logit = F.interpolate(self.aux_heads[i](feats), size=lesion_mask.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+            total = total + 0.5 ** (i + 1) * lesion_loss(logit, lesion_mask)
+        return total
+
+    def _decode(self, images: torch.Tensor, keep: int = 0):
+        """Lesion and type logits, and the outputs of the ``keep`` decoder blocks before the
+        last (finest first) for the auxiliary heads."""
         x = self.stem(images)
         skips: list[tuple[torch.Tensor, torch.Tensor]] = []
         for block in self.encoder:
@@ -131,19 +158,22 @@ class SmallCovidNet(SegmentationModel):
             skips.append((x, indices))
             x = pooled
         x = self.bottleneck(x)
+        outs: list[torch.Tensor] = []
         for block, (skip, indices) in zip(self.decoder, reversed(skips)):
             # output_size restores odd sizes that max-pooling floored.
             x = self.unpool(x, indices, output_size=skip.shape[-2:])
             if self.config.skip_connections:
                 x = torch.cat([x, skip], dim=1)
             x = block(x)
+            outs.append(x)
         lesion, types = self.lesion_head(x), self.type_head(x)
         if self.config.stem_stride > 1:
             # Upsampling 4 logit channels is far cheaper than running convs at full size.
             size = images.shape[-2:]
             lesion = F.interpolate(lesion, size=size, mode="bilinear", align_corners=False)
             types = F.interpolate(types, size=size, mode="bilinear", align_corners=False)
-        return lesion, types
+        aux = outs[-1 - keep:-1][::-1] if keep else []
+        return lesion, types, aux
 
     def size_multiple(self) -> int:
         return self.config.stem_stride * 2**self.config.depth
