@@ -463,3 +463,26 @@ def test_restarts_run_stops_folds_at_a_plateau(tiny_cfg, tmp_path):
     for f in pl["per_fold"]:
         assert f["epochs_run"] < 30 and f["best_epoch"] <= 0.75 * f["epochs_run"]
     assert pl["ok"] and pl["final_epochs"] in (1, 3, 7, 15)
+
+
+def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path):
+    """Folds that ran into the cap train on after --extend-epochs, exactly as with the higher cap
+    from the start (the learning rate of an epoch does not depend on the cap)."""
+    from smallcovid.training.plateau import extend_run
+
+    short = tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=3, lr=1e-3, final=True)
+    train(short, tmp_path / "run")
+    assert extend_run(tmp_path / "run", 7) == [k for k in (1, 2) if json.loads(
+        (tmp_path / "run" / f"fold_{k}" / "resume" / "resume.json").read_text())["meta"]["epoch"] >= 3]
+    assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "final").exists()
+    cfg = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    extended = train(cfg, tmp_path / "run")
+    straight = train(tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=7, lr=1e-3, final=True), tmp_path / "long")
+    for a, b in zip(extended["plateau"]["per_fold"], straight["plateau"]["per_fold"]):
+        assert a["epochs_run"] == b["epochs_run"] and a["best_epoch"] == b["best_epoch"]
+        assert a["curve"] == pytest.approx(b["curve"], abs=1e-6)
+    with pytest.raises(SmallCovidError, match="above"):
+        extend_run(tmp_path / "run", 7)
+    with pytest.raises(SmallCovidError, match="restarts"):
+        train(tiny_cfg(epochs=1), tmp_path / "cos")
+        extend_run(tmp_path / "cos", 5)

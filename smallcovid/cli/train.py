@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="parent folder of the run folder (default runs/)")
     p.add_argument("--run-id", help="run folder name (default <model>-<timestamp>)")
     p.add_argument("--resume", help="continue an interrupted run folder")
+    p.add_argument("--extend-epochs", type=int, metavar="N",
+                   help="with --resume on a --schedule restarts run: raise its epoch cap to N; folds that "
+                        "reached the old cap train on, the summary and final model are made anew")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocol", choices=["default", "paper"], default="default")
     p.add_argument("--no-augment", action="store_true")
@@ -97,7 +100,13 @@ def config_from_args(args: argparse.Namespace):
     """(TrainConfig, run folder) from parsed flags; raises SmallCovidError on bad input."""
     from smallcovid.training.config import TrainConfig
 
+    if args.extend_epochs is not None and not args.resume:
+        raise SmallCovidError("--extend-epochs needs --resume RUN_DIR")
     if args.resume:
+        if args.extend_epochs is not None:
+            from smallcovid.training.plateau import extend_run
+
+            extend_run(Path(args.resume), args.extend_epochs)
         cfg_file = Path(args.resume) / "config.json"
         if not cfg_file.is_file():
             raise SmallCovidError(f"{args.resume}: not a run folder (no config.json)")

@@ -46,3 +46,45 @@ def plateau_report(out: Path, cfg: TrainConfig, folds: int) -> dict:
     final = plateau_epochs(cfg, bests) or cfg.epochs
     return {"share": PLATEAU_SHARE, "ok": bool(per_fold) and all(f["ok"] for f in per_fold),
             "per_fold": per_fold, "final_epochs": final}
+
+
+def extend_run(out: Path, epochs: int) -> list[int]:
+    """Raise the epoch cap of a finished or interrupted "restarts" run folder to ``epochs``.
+
+    With warm restarts the learning rate of an epoch does not depend on the cap, so a fold
+    that ran into the old cap while still improving goes on exactly as if the cap had been
+    higher from the start. Folds that hit the cap lose their ``metrics.json`` (they train
+    on when the run is resumed); the summary and the final model are removed, since both
+    depend on every fold. Folds that stopped at a plateau are kept as they are.
+
+    Returns the folds that will train on.
+
+    Raises:
+        SmallCovidError: not a run folder, another schedule, or a cap not above the old one.
+    """
+    import shutil
+
+    from smallcovid.core.errors import SmallCovidError
+    from smallcovid.core.fsutil import atomic_write_text
+
+    cfg_path = Path(out) / "config.json"
+    if not cfg_path.is_file():
+        raise SmallCovidError(f"{out}: not a run folder (no config.json)")
+    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    if cfg.schedule != "restarts":
+        raise SmallCovidError(f"{out}: only a run with --schedule restarts can be extended (its learning rate "
+                              f"does not depend on the cap); this one uses {cfg.schedule!r}")
+    if epochs <= cfg.epochs:
+        raise SmallCovidError(f"{out}: the new cap {epochs} must be above the run's {cfg.epochs} epochs")
+    reopen = []
+    for k in range(1, cfg.folds + 1):
+        path = fold_dir(out, k) / "resume" / "resume.json"
+        if path.is_file() and json.loads(path.read_text())["meta"]["epoch"] >= cfg.epochs:
+            reopen.append(k)
+            (fold_dir(out, k) / "metrics.json").unlink(missing_ok=True)
+    import dataclasses
+
+    atomic_write_text(cfg_path, dataclasses.replace(cfg, epochs=epochs).to_json())
+    (Path(out) / "summary.json").unlink(missing_ok=True)
+    shutil.rmtree(fold_dir(out, 0), ignore_errors=True)  # the final model: retrained from the folds
+    return reopen
