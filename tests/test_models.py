@@ -386,3 +386,16 @@ def test_no_pickle_based_loading_anywhere():
     hits = [f"{f.relative_to(repo)}:{n}" for f in files
             for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
     assert len(files) > 20 and not hits, hits
+
+
+def test_mask_rcnn_merge_mask_keeps_the_mask_probability():
+    """merge="mask": the lesion probability is the mask head's, not score x mask (same weights)."""
+    torch.manual_seed(0)
+    model = fast_model("mask-rcnn").eval()
+    images = torch.rand(1, 1, 64, 64)
+    plain = model.predict(images).lesion_prob
+    model.config = dataclasses.replace(model.config, merge="mask", merge_min_score=0.0)
+    masked = model.predict(images).lesion_prob
+    assert masked.shape == plain.shape and bool((masked >= plain - 1e-6).all())  # scores <= 1 only shrink
+    with pytest.raises(SmallCovidError, match="merge"):
+        build_model("mask-rcnn", merge="max")

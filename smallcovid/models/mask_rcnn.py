@@ -39,6 +39,9 @@ from smallcovid.models.base import Prediction, SegmentationModel
 _BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 
+MERGES = ("score_x_mask", "mask")
+
+
 @dataclass(frozen=True)
 class MaskRCNNConfig:
     """Architecture and post-processing of the Mask R-CNN (JSON-serialisable).
@@ -56,6 +59,13 @@ class MaskRCNNConfig:
         fpn_channels: channels of the FPN, RPN head and RoI features.
         representation_size: width of the two-layer box head.
         mask_head_channels: channels of the four-conv mask head.
+        merge: how instances become the lesion probability: ``"score_x_mask"`` (each
+            instance's detection score x its mask probability) or ``"mask"`` (the mask
+            probability of instances scoring at least ``merge_min_score``, so that the
+            probability says how likely a pixel is lesion, as the dense models' does,
+            rather than how likely an instance exists). Inference only: the same weights
+            serve either; ``scripts/compare_mask_rcnn_merge.py`` measures both on a run's folds.
+        merge_min_score: instances below this score are left out by ``merge="mask"``.
     """
 
     backbone: str = "resnet18"
@@ -68,8 +78,14 @@ class MaskRCNNConfig:
     fpn_channels: int = 128
     representation_size: int = 256
     mask_head_channels: int = 128
+    merge: str = "score_x_mask"
+    merge_min_score: float = 0.3
 
     def __post_init__(self) -> None:
+        if self.merge not in MERGES:
+            raise SmallCovidError(f"mask-rcnn merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
+        if not 0.0 <= self.merge_min_score <= 1.0:
+            raise SmallCovidError(f"mask-rcnn merge_min_score must be in [0, 1], got {self.merge_min_score!r}")
         # JSON gives lists back; store tuples so configs compare and hash equal.
         object.__setattr__(self, "returned_layers", tuple(self.returned_layers))
         object.__setattr__(self, "anchor_sizes", tuple(tuple(a) for a in self.anchor_sizes))
@@ -247,7 +263,8 @@ class MaskRCNNModel(SegmentationModel):
         """Merge detected instances into dense probability maps.
 
         For each type c (1 GGO, 2 consolidation), p_c = per-pixel max over the kept
-        instances labelled c of score x mask probability (0 where there is none).
+        instances labelled c of score x mask probability, or of the mask probability
+        alone with ``merge="mask"`` (0 where there is none).
         The types are exclusive, so lesion_prob = min(1, p1 + p2): torchvision
         scores each class separately, and a region whose type is uncertain comes
         back as a GGO and a consolidation detection with about half the
@@ -271,8 +288,12 @@ class MaskRCNNModel(SegmentationModel):
         n, _, height, width = images.shape
         per_type = images.new_zeros((n, 2, height, width), dtype=torch.float32)
         for i, out in enumerate(outputs):
-            keep = out["scores"] >= self.config.score_threshold
-            weighted = out["scores"][keep, None, None] * out["masks"][keep, 0]  # (k, H, W)
+            if self.config.merge == "mask":
+                keep = out["scores"] >= max(self.config.score_threshold, self.config.merge_min_score)
+                weighted = out["masks"][keep, 0]  # (k, H, W)
+            else:
+                keep = out["scores"] >= self.config.score_threshold
+                weighted = out["scores"][keep, None, None] * out["masks"][keep, 0]  # (k, H, W)
             labels = out["labels"][keep]
             for c in (1, 2):
                 if (labels == c).any():
