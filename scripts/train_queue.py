@@ -167,7 +167,10 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     spent = json.loads(clock.read_text()).get("elapsed_s", 0.0) if clock.is_file() else 0.0
     eta = f"ETA ≤ {_hms(spent / done * (planned - done))}" if done else "ETA -"
     best = f"best val Dice {sum(bests) / len(bests):.3f} ({len(bests)} folds)" if bests else "no validation yet"
-    what = "running" if running == run_id else "paused "
+    # Running: the runner's current run (the first unfinished line), or any run written to in
+    # the last 10 minutes (the queue file may have been reordered since the runner started it).
+    recent = max((f.stat().st_mtime for f in folder.glob("*/history.csv")), default=0.0)
+    what = "running" if running == run_id or time.time() - recent < 600 else "paused "
     return f"{run_id:28s} {what}  {done}/{planned} epochs  {_hms(spent)} spent, {eta}  {best}"
 
 
