@@ -389,7 +389,7 @@ def test_compare_table_fits_1400px_and_sweep_legend_sits_below(app_url, page):
     page.get_by_label("Folder (images/", exact=False).press("Enter")
     wait_idle(page)
     page.get_by_role("button", name="Run comparison").click()
-    page.get_by_text("Table 1 —").wait_for(timeout=120_000)
+    page.get_by_text("Table 1 —").wait_for(timeout=240_000)  # a loaded 2-core machine can take minutes
     wait_idle(page)
     grid = page.locator('[data-testid="stDataFrame"]').first
     grid.wait_for()
