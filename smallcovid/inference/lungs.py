@@ -4,8 +4,14 @@ Labels: 0 background, 1 right lung, 2 left lung, uint8 of the input's shape.
 
 Method, per slice on a ~2.5 mm working grid (strided sampling; the labels are
 repeated back to the input grid, so edges are blocky at that scale):
- 1. air-like pixels (< -320 HU) -> 2D components; in a full field of view those
-    touching the image border are outside the patient; < 0.5 cm^2 is noise;
+ 1. air-like pixels (< -320 HU) -> 2D components; < 0.5 cm^2 is noise. Outside air is
+    told from lung by texture: lung holds vessel edges and ground-glass (``_textured``),
+    the air around a body, bowel gas, a hollow table or the air under a blanket is
+    uniform. In a full field of view, border air is outside the patient unless it is
+    textured (a lung cut by a tight field of view), and large uniform air is dropped.
+    A frame with little border air (a crop, or a body running past the image edges) is
+    read as a full field first and as a crop only when that finds two lungs and adds
+    at most :data:`CROP_GAIN` of lung;
  2. airways (small, compact, central components darker than the lung) dropped;
     in a volume, components outside the big 3D air components (bowel gas) too;
  3. the two largest components apart along the left/right axis are the lungs; one
