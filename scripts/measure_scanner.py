@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     from smallcovid.data.scanner import scanner_frame, scanner_volume
     from smallcovid.inference.framing import lungs_for, segment_slice
-    from smallcovid.inference.lungs import grown_lungs
+    from smallcovid.inference.lesionzone import grown_lungs
     from smallcovid.inference.predictor import load_predictor, shipped_models
     from smallcovid.inference.qc import lung_qc
     from smallcovid.inference.volume import segment_volume

@@ -179,7 +179,7 @@ def test_full_field_is_cropped_and_pasted_back(phantom):
 
 
 def test_cropped_inputs_are_unchanged(net):
-    from smallcovid.inference.lungs import grown_lungs
+    from smallcovid.inference.lesionzone import grown_lungs
 
     """A crop that the lungs fill (like the training JPEGs) runs whole: bit-identical to no framing."""
     full = full_field_slice(seed=2)

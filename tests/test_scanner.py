@@ -21,7 +21,7 @@ from smallcovid.cli.predict import predict_one
 from smallcovid.data.phantom import make_phantom
 from smallcovid.data.scanner import outside_air, scanner_frame, scanner_volume
 from smallcovid.inference.framing import lungs_for, segment_slice
-from smallcovid.inference.lungs import grown_lungs
+from smallcovid.inference.lesionzone import grown_lungs
 from smallcovid.inference.predictor import load_predictor, shipped_models
 from smallcovid.io import read_scan
 from smallcovid.io.orient import from_canonical, to_canonical

@@ -179,7 +179,7 @@ def _quietly(future) -> None:
 def _provenance(predictor, scan, extra: dict) -> dict:
     members = getattr(predictor, "members", None)
     sha = [m.card.get("sha256") for m in members] if members else getattr(predictor, "card", {}).get("sha256")
-    from smallcovid.inference.lungs import LESION_MARGIN_MM
+    from smallcovid.inference.lesionzone import LESION_MARGIN_MM
 
     return {"input": getattr(scan, "source", None), "weights_sha256": sha,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

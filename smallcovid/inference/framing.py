@@ -42,7 +42,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from smallcovid.data.preprocess import input_window, to_model_input
-from smallcovid.inference.lungs import AIR_HU, grown_lungs, lung_masks_display, lung_masks_hu
+from smallcovid.inference.lesionzone import grown_lungs
+from smallcovid.inference.lungs import AIR_HU, lung_masks_display, lung_masks_hu
 from smallcovid.io import Slice, Volume
 from smallcovid.io.orient import CANONICAL, canonical_shape, from_canonical, in_plane, to_canonical
 

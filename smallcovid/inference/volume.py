@@ -32,7 +32,7 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import LESION_TYPES
 from smallcovid.data.preprocess import Window, input_window, to_model_input
 from smallcovid.inference.framing import Box, lungs_for, volume_boxes
-from smallcovid.inference.lungs import LesionZone
+from smallcovid.inference.lesionzone import LesionZone
 from smallcovid.io.orient import from_canonical, to_canonical
 from smallcovid.inference.qc import lung_qc
 from smallcovid.inference.quantify import spacing_xyz, volume_report
