@@ -84,6 +84,19 @@ def weights_folder(arg: str | None, tmp: Path) -> tuple[Path, str]:
     return make_tiny_weights(tmp / "weights"), "tiny (untrained test weights)"
 
 
+def chromium() -> str:
+    """Debian's headless Chromium, or SystemExit naming where it was looked for."""
+    exe = next((b for b in BROWSERS if os.access(b, os.X_OK)), None)
+    if exe is None:
+        raise SystemExit(f"no Chromium at {' or '.join(BROWSERS)}")
+    return exe
+
+
+def machine() -> str:
+    """The machine in the benchmarks' JSON: architecture, cores, system."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
@@ -176,9 +189,7 @@ def run(args) -> dict:
 
     from smallcovid.app import server
 
-    exe = next((b for b in BROWSERS if os.access(b, os.X_OK)), None)
-    if exe is None:
-        raise SystemExit(f"no Chromium at {' or '.join(BROWSERS)}")
+    exe = chromium()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         image, mask, what = slice_files(tmp)
@@ -218,7 +229,7 @@ def run(args) -> dict:
                        for k, r in results.items()},
         "wall_from_python": summary([v for r in results.values() for v in r["wall_ms"]]),
         "target_ms": TARGET_MS,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
     return report

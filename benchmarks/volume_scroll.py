@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,7 +28,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slider_latency import chromium, machine, pct  # noqa: E402  (the benchmarks share these)
 TARGET_MS = 100.0
 VIEWER = '[data-testid="scv-viewer"]'
 
@@ -48,11 +47,6 @@ PAYLOAD = """() => {
   return { slices: n, chars, models: v.data.models.length, width: v.data.width, height: v.data.height,
            volume_slices: v.data.volume.n };
 }"""
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def summary(values: list[float]) -> dict:
@@ -76,9 +70,7 @@ def run(args) -> dict:
     from smallcovid.app import server
     from smallcovid.cli.benchvolume import write_synthetic_nifti
 
-    exe = next((b for b in BROWSERS if os.access(b, os.X_OK)), None)
-    if exe is None:
-        raise SystemExit(f"no Chromium at {' or '.join(BROWSERS)}")
+    exe = chromium()
     weights = Path(args.weights) if args.weights else REPO / "weights"
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -128,7 +120,7 @@ def run(args) -> dict:
                     "mb_300_slices_if_all_held": round(300 * per_slice / 1e6, 1),
                     "max_slices_held": 96},
         "target_ms": TARGET_MS,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
     return report

@@ -375,7 +375,7 @@ def test_inference_optimisation_keeps_outputs(name):
 
 
 def test_no_pickle_based_loading_anywhere():
-    """Weights come only from safetensors: no torch.load / pickle.load in the code we ship or run."""
+    """Weights come only from safetensors: no pickle-based loader (torch, pickle, dill, joblib) in the code we ship or run."""
     import re
     from pathlib import Path
 

@@ -45,7 +45,7 @@ from smallcovid.data.preprocess import input_window, to_model_input
 from smallcovid.inference.lesionzone import grown_lungs
 from smallcovid.inference.lungs import AIR_HU, lung_masks_display, lung_masks_hu
 from smallcovid.io import Slice, Volume
-from smallcovid.io.orient import CANONICAL, canonical_shape, from_canonical, in_plane, to_canonical
+from smallcovid.io.orient import CANONICAL, from_canonical, in_plane, to_canonical, transposes
 
 log = logging.getLogger(__name__)
 
@@ -107,33 +107,29 @@ def lungs_for(scan: Slice | Volume) -> np.ndarray:
     if not isinstance(scan, (Slice, Volume)):
         raise ValueError(f"lungs_for needs a Slice or a Volume, got {type(scan).__name__}")
     # Found in the canonical orientation (views, no copies), so that the same anatomy gives
-    # the same labels whatever the file's layout, and left / right come from the anatomy.
+    # the same labels whatever the file's layout; the lung finder reads the left/right axis
+    # from the anatomy, so a header that contradicts it cannot merge the lungs.
     axes = scan.axes
-    known = in_plane(axes) is not None
-    # The left/right axis from the anatomy (where the two lungs lie apart), which side is
-    # right from the orientation: a header that contradicts the anatomy cannot merge the lungs.
-    sides: dict = {}
     spacing = scan.spacing if isinstance(scan, Slice) or scan.spacing is None else scan.spacing[1:]
-    if spacing is not None and known and canonical_shape((1, 2), axes) == (2, 1):
+    if spacing is not None and transposes(axes):
         spacing = (spacing[1], spacing[0])
     if isinstance(scan, Slice):
         if scan.units == "hu":
-            lab = lung_masks_hu(to_canonical(scan.pixels, axes), spacing, **sides)
+            lab = lung_masks_hu(to_canonical(scan.pixels, axes), spacing)
         else:
             x = to_canonical(to_model_input(scan), axes)
             if spacing is None:
-                lab = lung_masks_display(np.rint(x * 255.0).astype(np.uint8), **sides)
+                lab = lung_masks_display(np.rint(x * 255.0).astype(np.uint8))
             else:
-                lab = lung_masks_hu(_display_hu(x), spacing, **sides)
+                lab = lung_masks_hu(_display_hu(x), spacing)
     elif scan.units == "hu":
-        lab = lung_masks_hu(to_canonical(scan.voxels, axes), spacing, **sides)
+        lab = lung_masks_hu(to_canonical(scan.voxels, axes), spacing)
     else:
         hu = np.empty(scan.voxels.shape, np.float32)
         for k in range(len(scan)):
             hu[k] = _display_hu(to_model_input(scan.slice(k)))
-        lab = lung_masks_hu(to_canonical(hu, axes), spacing, **sides)
-    return np.ascontiguousarray(from_canonical(lab, axes)) if known and axes != CANONICAL else lab
-
+        lab = lung_masks_hu(to_canonical(hu, axes), spacing)
+    return lab if in_plane(axes) in (None, CANONICAL) else np.ascontiguousarray(from_canonical(lab, axes))
 
 
 def aerated_lung(scan: Slice, lungs: np.ndarray) -> np.ndarray:
@@ -195,14 +191,18 @@ def slice_box(scan: Slice, lungs: np.ndarray) -> Box | None:
     """The crop :func:`segment_slice` uses: :func:`crop_box` of the slice's :func:`aerated_lung`
     (its main parts, :func:`main_parts`); None for a slice already framed like the training
     slices (its whole aerated lung spans the image)."""
-    aerated = aerated_lung(scan, lungs)
-    if crop_box(aerated) is None:
-        return None
-    return crop_box(main_parts(aerated))
+    return crop_box(framing_mask(aerated_lung(scan, lungs)))
 
 
 #: Aerated-lung pieces smaller than this share of the largest piece do not widen the crop.
 MAIN_PART_SHARE = 0.05
+
+
+def framing_mask(aerated: np.ndarray) -> np.ndarray:
+    """The (H, W) aerated lung a slice's crop is taken from: as it is when it already spans
+    the image (a slice framed like the training slices stays whole), else its
+    :func:`main_parts`."""
+    return aerated if crop_box(aerated) is None else main_parts(aerated)
 
 
 def main_parts(mask: np.ndarray) -> np.ndarray:
@@ -268,8 +268,7 @@ def volume_boxes(volume: Volume, lungs: np.ndarray, framing: str = "slice",
             m = (lungs[k0:k1] != 0) & (volume.voxels[k0:k1] < AIR_HU)
         else:
             m = np.stack([aerated_lung(volume.slice(k), lungs[k]) for k in range(k0, k1)])
-        framed = [crop_box(m[j]) is None for j in range(len(m))]  # already framed: left whole
-        m = np.where(np.array(framed)[:, None, None], m, main_parts(m))
+        m = np.stack([framing_mask(mj) for mj in m])
         rows[k0:k1], cols[k0:k1] = m.any(axis=2), m.any(axis=1)
         counts[k0:k1] = np.count_nonzero(m, axis=(1, 2))
     union = _box(rows.any(axis=0), cols.any(axis=0), int(counts.max(initial=0)), margin)

@@ -203,7 +203,10 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     keep[0] = False
     textured = _textured(hu, lab, n, size)
     large = size * sp[0] * sp[1] >= UNIFORM_MAX_MM2
-    if cropped and (textured & large).any():
+    # Uniform air is judged only where some large air is textured: a drawn phantom's lungs
+    # may be uniform, and with nothing to compare them to they are still the lungs.
+    has_texture = bool((textured & large).any())
+    if cropped and has_texture:
         keep &= ~(edge & large & ~textured)          # a crop's uniform border air is outside air
     if not cropped:
         # Full field: border air is outside the patient, unless it has the texture of lung
@@ -212,16 +215,8 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
         cut_lung = edge & textured
         # Large uniform air inside the body is not lung either: bowel gas, a hollow table
         # top, a pocket under a blanket, the black corners of a crop pasted into a frame.
-        # (Only when some large air is textured: a drawn phantom's lungs may be uniform.)
-        if (textured & large).any():
+        if has_texture:
             keep &= textured | ~large
-        if cut_lung.any() and TRIM_CUT_LUNGS:
-            # A cut lung ends at the body's outline: air beyond the body's convex hull that
-            # joined it through a thin wall is outside the patient.
-            beyond = cut_lung[lab] & ~hull(tissue_body)
-            lab[beyond] = 0
-            size = np.bincount(lab.ravel(), minlength=n + 1)
-            keep &= size >= max(2.0, 50.0 / (sp[0] * sp[1]))
         keep &= ~edge | cut_lung
     ids = np.flatnonzero(keep)
     if ids.size == 0:
@@ -288,7 +283,6 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     return out + grow.astype(np.uint8)
 
 
-TRIM_CUT_LUNGS = False
 UNIFORM_MAX_MM2 = 400.0  # uniform air components at least this large (4 cm^2) are not lung
 TEXTURE_HU = 150.0     # lung: partial-volume vessel edges and ground-glass this far above its median
 TEXTURE_FLOOR_HU = -850.0  # ... and above this (outside air: -1000 HU plus noise)

@@ -33,10 +33,10 @@ from smallcovid.core.vocab import LESION_TYPES
 from smallcovid.data.preprocess import Window, input_window, to_model_input
 from smallcovid.inference.framing import Box, lungs_for, volume_boxes
 from smallcovid.inference.lesionzone import LesionZone
-from smallcovid.io.orient import from_canonical, to_canonical
 from smallcovid.inference.qc import lung_qc
 from smallcovid.inference.quantify import spacing_xyz, volume_report
 from smallcovid.io import Slice, Volume
+from smallcovid.io.orient import from_canonical, to_canonical
 
 PROB_LEVELS = 255  # uint8 level 255 is probability 1.0
 

@@ -67,6 +67,13 @@ def codes_from_affine(affine: np.ndarray | None) -> tuple[str, str, str] | None:
     return letters  # type: ignore[return-value]
 
 
+def plane_from_affine(affine: np.ndarray | None) -> tuple[str, str] | None:
+    """In-plane ``(row letter, column letter)`` of the first two voxel axes of a RAS affine,
+    None when unknown, oblique or not an axial plane."""
+    letters = codes_from_affine(affine)
+    return None if letters is None else in_plane(letters[:2])
+
+
 def in_plane(codes: tuple[str, str] | None) -> tuple[str, str] | None:
     """``codes`` when both are in the axial plane (L/R and A/P, one each), else None."""
     if codes is None or len(codes) != 2:
@@ -115,21 +122,11 @@ def from_canonical(a: np.ndarray, codes: tuple[str, str] | None) -> np.ndarray:
     return np.swapaxes(out, -1, -2) if t else out
 
 
-def canonical_shape(shape: tuple[int, int], codes: tuple[str, str] | None) -> tuple[int, int]:
-    """(H, W) of a slice of ``shape`` once in the canonical orientation."""
+def transposes(codes: tuple[str, str] | None) -> bool:
+    """Whether :func:`to_canonical` swaps rows and columns for ``codes`` (so (row, col)
+    sizes such as the pixel spacing swap too)."""
     codes = in_plane(codes)
-    return (shape[1], shape[0]) if codes is not None and _plan(codes)[0] else tuple(shape)  # type: ignore[return-value]
-
-
-def lung_sides(codes: tuple[str, str] | None) -> tuple[int | None, bool]:
-    """``(lr_axis, right_first)`` for :func:`smallcovid.inference.lungs.lung_masks_hu` in the
-    slice's own orientation: the axis running left/right and whether smaller indices lie on
-    the patient's right. ``(None, True)`` when unknown (the lung finder guesses the axis)."""
-    codes = in_plane(codes)
-    if codes is None:
-        return None, True
-    axis = 0 if _AXIS[codes[0]] == "x" else 1
-    return axis, codes[axis] == "L"
+    return codes is not None and _plan(codes)[0]
 
 
 def axial_order(letters: tuple[str, str, str] | None) -> tuple[int, int, int]:

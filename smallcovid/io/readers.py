@@ -108,8 +108,7 @@ class Volume:
         """Patient directions of increasing row and column index of each slice (see :class:`Slice`)."""
         if self.plane is not None:
             return self.plane
-        letters = _orient.codes_from_affine(self.affine)
-        return None if letters is None else _orient.in_plane(letters[:2])
+        return _orient.plane_from_affine(self.affine)
 
     def slice(self, index: int) -> Slice:
         """Axial slice ``index`` (0 <= index < len(self)) as a :class:`Slice` (a view)."""
@@ -194,10 +193,7 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
         units = "hu" if float(arr.min()) <= HU_MINIMUM_BELOW else "raw"
     if arr.ndim == 3:
         return Volume(arr, units, dec.spacing, None, name, plane=dec.axes)  # type: ignore[arg-type]
-    axes = dec.axes
-    if kind == "nifti":
-        letters = _orient.codes_from_affine(dec.affine)
-        axes = None if letters is None else _orient.in_plane(letters[:2])
+    axes = _orient.plane_from_affine(dec.affine) if kind == "nifti" else dec.axes
     return Slice(arr, units, dec.spacing, name, axes)  # type: ignore[arg-type]
 
 
