@@ -218,3 +218,78 @@ def test_table_touching_the_bottom_border_keeps_outside_air_out(cols):
     hu[table] = 100.0
     lab = lung_masks_hu(hu, (1.0, 1.0))
     check_chest(lab, {**p, "table": table})
+
+
+def _textured_chest(seed: int):
+    """chest() with vessels in the lungs (the texture that tells lung from outside air)."""
+    hu, p = chest(200, 240, seed=seed)
+    rng = np.random.default_rng(seed)
+    lungs = p["right"] | p["left"]
+    vessels = lungs & (rng.random(hu.shape) < 0.04)
+    hu[vessels] = -550.0
+    return hu, p
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lung_joined_to_outside_air_through_a_gap_is_cut_apart(seed):
+    # A gap in the body outline joins the left lung to the outside air (a crop pasted into
+    # a frame, a drain path): the lung must stay the lung and the outside air outside.
+    hu, p = _textured_chest(seed)
+    h, w = hu.shape
+    rows = np.arange(h)[:, None]
+    cols = np.arange(w)[None, :]
+    left_r = np.flatnonzero(p["left"].any(axis=1))
+    channel = (np.abs(cols - 0.70 * w) < 3) & (rows > left_r.mean()) & ~p["left"]
+    hu[channel] = -1000.0 + np.random.default_rng(seed).normal(0, 15, hu.shape)[channel]
+    lab = lung_masks_hu(hu, (1.6, 1.6))
+    assert (lab[p["left"]] == 2).mean() > 0.95 and (lab[p["right"]] == 1).mean() > 0.98
+    outside = ~p["body"] & ~channel
+    assert (lab[outside] > 0).mean() < 0.002
+    assert (lab > 0).sum() < 1.5 * (p["right"] | p["left"] | p["blob"]).sum()
+
+
+def _tilted(shape, r0, c0, a, b, deg):
+    rr, cc = np.mgrid[:shape[0], :shape[1]].astype(float)
+    t = np.deg2rad(deg)
+    u, v = (rr - r0) * np.cos(t) + (cc - c0) * np.sin(t), -(rr - r0) * np.sin(t) + (cc - c0) * np.cos(t)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+def test_merged_lungs_are_split_along_their_bridge_not_by_a_straight_cut():
+    # Two tilted lungs overlapping along the left/right axis, joined by an air bridge: a
+    # straight cut at the waist would give each lung a slice of the other.
+    h, w = 200, 240
+    hu = np.full((h, w), -1000.0, np.float32)
+    body = _ellipse((h, w), 0.5 * h, 0.5 * w, 0.45 * h, 0.47 * w)
+    right = _tilted((h, w), 0.5 * h, 0.36 * w, 0.36 * h, 0.10 * w, 25)
+    left = _tilted((h, w), 0.5 * h, 0.64 * w, 0.36 * h, 0.10 * w, 25)
+    bridge = (np.abs(np.arange(h)[:, None] - 0.5 * h) < 3) & (np.abs(np.arange(w)[None, :] - 0.5 * w) < 0.1 * w)
+    rng = np.random.default_rng(4)
+    hu[body] = 40.0
+    hu[right | left | bridge] = -850.0
+    hu[(right | left) & (rng.random(hu.shape) < 0.04)] = -550.0
+    hu += rng.normal(0, 10, hu.shape).astype(np.float32)
+    lab = lung_masks_hu(hu, (1.6, 1.6), lr_axis=1)
+    assert (lab[right & ~left] == 1).mean() > 0.97
+    assert (lab[left & ~right] == 2).mean() > 0.97
+
+
+def test_lungs_stretch_towards_the_back_more_than_towards_the_front():
+    # Canonical orientation (the training slices'): right lung at the top, back at the right.
+    # Dependent consolidation at the back is kept; the front is stretched by at most
+    # EXT_FRONT_MM, so the lungs do not spread over the front chest wall.
+    from smallcovid.inference.lungs import EXT_FRONT_MM
+
+    hu, p = chest(seed=6)
+    hu, p = hu.T.copy(), {k: v.T for k, v in p.items()}
+    cols = np.arange(hu.shape[1])[None, :]
+    c_lo, c_hi = np.flatnonzero((p["right"] | p["left"]).any(axis=0))[[0, -1]]
+    depth = 0.3 * (c_hi - c_lo)
+    back = p["left"] & (cols > c_hi - depth)
+    front = p["right"] & (cols < c_lo + depth)
+    hu[back | front] = 30.0
+    lab = lung_masks_hu(hu, (1.8, 1.8))
+    kept_back, kept_front = (lab[back] > 0).mean(), (lab[front] > 0).mean()
+    assert kept_back > 0.6 and kept_back > kept_front + 0.3, (kept_back, kept_front)
+    reach = c_lo + depth - np.flatnonzero((lab == 1).any(axis=0))[0]
+    assert reach * 1.8 <= EXT_FRONT_MM + 2 * 2.5 + 1.8    # plus the margin of a working pixel each way

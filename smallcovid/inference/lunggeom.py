@@ -104,14 +104,15 @@ def wall_gaps(lungs: np.ndarray, body: np.ndarray, axis: int, q: float) -> tuple
 
 
 def extend_ap(m: np.ndarray, hull_m: np.ndarray, body: np.ndarray, axis: int, low_side: bool,
-              wall: float, reach: float, gaps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+              wall: float, reach: tuple[float, float], gaps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Dependent consolidation: stretch one lung's hull along the antero-posterior axis.
 
     Args:
         m, hull_m, body: (Z, h, w) bool aerated lung, its hull, the body interior.
         axis: the left/right axis (0 rows, 1 cols); AP is the other one.
         low_side: the lung lies at low indices along ``axis``.
-        wall, reach: pixels along AP: the least chest wall kept, the longest stretch.
+        wall, reach: pixels along AP: the least chest wall kept; the longest stretch towards
+            low and towards high AP indices (front and back in the canonical orientation).
         gaps: (front, back) chest wall per slice from :func:`wall_gaps`, (Z, 1) each.
 
     On lines across the chest lateral to the lung's usual medial edge (its 25 % most
@@ -136,8 +137,8 @@ def extend_ap(m: np.ndarray, hull_m: np.ndarray, body: np.ndarray, axis: int, lo
     line_ok = ((li <= limit[:, None]) if low_side else (li >= limit[:, None])) & valid
     w_lo, w_hi = (np.fmax(np.nan_to_num(g, nan=an), wall) for g in gaps)
     (hf, hl), (bf, bl) = _ends(hull_m), _ends(body)
-    lo = np.minimum(hf, np.maximum(bf + w_lo, hf - reach))
-    hi = np.maximum(hl, np.minimum(bl - w_hi, hl + reach))
+    lo = np.minimum(hf, np.maximum(bf + w_lo, hf - reach[0]))
+    hi = np.maximum(hl, np.minimum(bl - w_hi, hl + reach[1]))
     a = np.arange(an)[None, None, :]
     return t((a >= lo[..., None]) & (a <= hi[..., None]) & line_ok[..., None] & body)
 
@@ -216,3 +217,48 @@ def assign_sides(c: dict, lab: np.ndarray, axis: int, n: int, b_lo: np.ndarray, 
             side[c["id"][a]] = 3
             cut[zi] = cz
     return side, cut
+
+
+SPLIT_MAX_MM = 10.0  # a bridge between two lungs (bronchi, a junction line) up to 2x this wide
+SPLIT_PART = 0.1     # each part of a split holds at least this share of the larger one
+
+
+def split_pair(pair: np.ndarray, cut: np.ndarray, axis: int, px_mm: float) -> np.ndarray:
+    """Two merged lungs apart: (Z, h, w) bool ``pair`` -> uint8 1 (low side along ``axis``) / 2.
+
+    Per slice the pair is eroded step by step (up to :data:`SPLIT_MAX_MM`) until it falls
+    into two parts that lie on either side of the waist ``cut[z]`` (a position along
+    ``axis``, from :func:`assign_sides`); each pixel then goes to the nearer part, so a
+    bronchus or junction line that joined them is shared along its own course. A pair
+    that does not fall apart is cut straight at the waist.
+    """
+    out = np.zeros(pair.shape, np.uint8)
+    length = pair.shape[1 + axis]
+    coord = np.arange(length, dtype=float) + 0.5
+    coord = coord[:, None] if axis == 0 else coord[None, :]
+    for z in np.flatnonzero(pair.any(axis=(1, 2))):
+        m = pair[z]
+        out[z] = np.where(coord < cut[z], 1, 2) * m
+        er = m
+        for _ in range(max(1, int(SPLIT_MAX_MM / px_mm))):
+            er = ndi.binary_erosion(er)
+            lab, k = ndi.label(er)
+            if k == 0:
+                break
+            if k < 2:
+                continue
+            size = np.bincount(lab.ravel())
+            size[0] = 0
+            a, b = np.argsort(-size)[:2]
+            if size[b] < SPLIT_PART * size[a]:
+                continue
+            pos = [float(np.nonzero(lab == i)[axis].mean()) + 0.5 for i in (a, b)]
+            if (pos[0] - cut[z]) * (pos[1] - cut[z]) >= 0:
+                continue
+            cores = np.where(lab == a, 1, 0) + np.where(lab == b, 2, 0)
+            near = ndi.distance_transform_edt(cores == 0, return_distances=False, return_indices=True)
+            part = cores[tuple(near)]
+            low = 1 if pos[0] < pos[1] else 2
+            out[z] = np.where(part == low, 1, 2) * m
+            break
+    return out

@@ -52,7 +52,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from smallcovid.inference.lunggeom import (S2D, assign_sides, body_mask, border_ids, extend_ap, fill_holes,
-                                           hull, lr_axis_of, wall_gaps)
+                                           hull, lr_axis_of, split_pair, wall_gaps)
 
 AIR_HU = -320.0          # air-like: lung parenchyma (~ -850) and faint ground-glass
 WORK_MM = 2.5            # working pixel size: a 300x512x512 volume takes ~1 s on 2 cores
@@ -65,7 +65,8 @@ ISLAND_NEAR_MM = 20.0    # islands this close to a lung's main hull join that hu
 EXT_WALL_MM = 5.0        # AP stretch stops at least this far from the body's edge ...
 WALL_CAP_MM = 45.0       # ... and, in a full field, at most this far (thick chest walls)
 WALL_Q = 25.0            # quantile (%) of hull-to-skin gaps taken as the slice's chest wall
-EXT_MAX_MM = 40.0        # longest AP stretch beyond the aerated lung's hull
+EXT_MAX_MM = 40.0        # longest AP stretch beyond the aerated lung's hull, towards the back
+EXT_FRONT_MM = 10.0      # ... and towards the front (consolidation lies where the patient lies on it)
 
 
 def _check_image(x: np.ndarray, name: str, ndims: tuple[int, ...]) -> np.ndarray:
@@ -126,7 +127,7 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
         # Little air on the border: a crop of the chest, or a body running past the image
         # edges (a tight field of view). In the latter the lungs lie inside the body, away
         # from the border: if two such lungs are found, the border air is outside the patient.
-        side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, False)
+        side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, False, carve=False)
         if not _two_lungs(side):
             side = None
         else:
@@ -187,8 +188,12 @@ def lung_masks_display(img8: np.ndarray, *, lr_axis: int | None = None, right_fi
 
 
 def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, right_first: bool,
-                 cropped: bool) -> np.ndarray | None:
-    """The method on the working grid: (Z, h, w) HU, pixel size in mm -> uint8 labels or None."""
+                 cropped: bool, carve: bool = True) -> np.ndarray | None:
+    """The method on the working grid: (Z, h, w) HU, pixel size in mm -> uint8 labels or None.
+
+    ``carve``: in a full field, cut lungs joined to the outside air apart from it
+    (:func:`_leak_outside`); off when a frame with little border air is tried as a full
+    field, where a crop's lung reaching its border would be carved instead."""
     z, h, w = hu.shape
     air = hu < AIR_HU
     n_air = int(air.sum())
@@ -201,8 +206,28 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     edge[0] = False
     keep = size >= max(2.0, 50.0 / (sp[0] * sp[1]))  # >= 0.5 cm^2
     keep[0] = False
-    textured = _textured(hu, lab, n, size)
+    bright = _bright(hu, lab, n)
+    textured = _textured(bright, lab, n, size)
     large = size * sp[0] * sp[1] >= UNIFORM_MAX_MM2
+    freed = np.zeros(n + 1, bool)
+    if carve and not cropped:
+        # A lung joined to the outside air through a gap in the body outline (a cut drain
+        # path, a crop pasted into a frame) makes one textured border component: the
+        # uniform air reachable from the border is carved off and the rest labelled anew.
+        outside = _leak_outside(lab, edge & textured & large, bright, sp)
+        if outside is not None:
+            lab, n = ndi.label(air & ~outside, structure=S2D)
+            size = np.bincount(lab.ravel(), minlength=n + 1)
+            edge = np.zeros(n + 1, bool)
+            edge[border_ids(lab)] = True
+            edge[0] = False
+            keep = size >= max(2.0, 50.0 / (sp[0] * sp[1]))
+            keep[0] = False
+            bright = _bright(hu, lab, n)
+            textured = _textured(bright, lab, n, size)
+            large = size * sp[0] * sp[1] >= UNIFORM_MAX_MM2
+            freed, touching = _walled(lab, n, outside)
+            keep &= freed | ~touching
     # Uniform air is judged only where some large air is textured: a drawn phantom's lungs
     # may be uniform, and with nothing to compare them to they are still the lungs.
     has_texture = bool((textured & large).any())
@@ -238,7 +263,7 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
         return None
     comp = {k: v[sel] for k, v in comp.items()}
     axis = lr_axis_of(comp, lab, h, w) if lr_axis is None else lr_axis
-    body = np.ones_like(air) if cropped else fill_holes(tissue_body | cut_lung[lab])
+    body = np.ones_like(air) if cropped else fill_holes(tissue_body | (cut_lung | freed)[lab])
     prof = body.any(axis=2 if axis == 0 else 1)      # (Z, length): body extent along lr
     length = prof.shape[1]
     b_lo = np.argmax(prof, axis=1).astype(float)
@@ -246,9 +271,8 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     side, cut = assign_sides(comp, lab, axis, n, b_lo, b_hi, 100.0 / (sp[0] * sp[1]))
     seg = side[lab]                                  # 1/2 main part, 3 merged pair, 4/5 islands
     if (seg == 3).any():
-        coord = np.arange(length, dtype=float) + 0.5
-        coord = coord[None, :, None] if axis == 0 else coord[None, None, :]
-        seg = np.where(seg == 3, np.where(coord < cut[:, None, None], 1, 2), seg).astype(np.uint8)
+        pair = seg == 3
+        seg[pair] = split_pair(pair, cut, axis, min(sp))[pair]
     not_lung = airway[lab] | (edge[lab] & (seg == 0))  # airways and unassigned border air
     # Far islands get a hull of their own: one hull over pieces far apart (the front
     # and the back of a lung base) would span the liver dome between them.
@@ -264,7 +288,11 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
         regions.append(hs)
     mediast = hull((seg == 1) | (seg == 2)) & ~regions[0] & ~regions[1]
     # A crop hides the chest wall, so only the fixed minimum applies there.
-    wall, reach, cap = (v / sp[1 - axis] for v in (EXT_WALL_MM, EXT_MAX_MM, EXT_WALL_MM if cropped else WALL_CAP_MM))
+    # In the canonical orientation (left/right along rows) the back is at high columns, where
+    # dependent consolidation lies; an anatomy that contradicts it is stretched both ways.
+    front = EXT_FRONT_MM if axis == 0 else EXT_MAX_MM
+    wall, cap, *reach = (v / sp[1 - axis] for v in (EXT_WALL_MM, EXT_WALL_MM if cropped else WALL_CAP_MM,
+                                                     front, EXT_MAX_MM))
     gaps = tuple(np.fmin(g, cap) for g in wall_gaps(regions[0] | regions[1], body, axis, WALL_Q))
     for s in (1, 2):
         regions[s - 1] |= extend_ap(seg == s, regions[s - 1], body, axis, s == 1, wall, reach, gaps) & ~mediast
@@ -290,34 +318,77 @@ TEXTURE_CEIL_HU = -400.0   # ... and below this (vessel edges and ground-glass, 
 TEXTURE_SHARE = 0.01   # ... in at least this share of its pixels; uniform air + 40 HU noise: ~1e-4
 
 
-def _textured(hu: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray) -> np.ndarray:
-    """Per component id: True when it looks like lung rather than uniform air (outside air,
-    bowel gas, a hollow table): :data:`TEXTURE_SHARE` of its pixels lie :data:`TEXTURE_HU`
-    above its median. Medians from the pooled air's median per component via sorting once."""
-    # Only pixels whose 4 neighbours lie in the same component: the rim of outside air along
-    # the skin holds partial-volume values that are not texture.
+def _bright(hu: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+    """(Z, h, w) bool: the texture pixels of each air component ``lab`` (1..n): inner pixels
+    (4 neighbours in the same component: the rim of outside air along the skin holds
+    partial-volume values that are not texture) :data:`TEXTURE_HU` above the component's
+    median, between :data:`TEXTURE_FLOOR_HU` and :data:`TEXTURE_CEIL_HU`."""
     inner = lab.copy()
     for ax, d in ((1, 1), (1, -1), (2, 1), (2, -1)):
         inner[np.roll(lab, d, axis=ax) != lab] = 0
     ids = inner.ravel()
-    on = ids > 0
+    on = np.flatnonzero(ids > 0)
     ids, vals = ids[on], hu.ravel()[on]
     order = np.lexsort((vals, ids))
-    ids, vals = ids[order], vals[order]
-    starts = np.searchsorted(ids, np.arange(n + 1))
-    counts = np.bincount(ids, minlength=n + 1)
+    ids_s, vals_s = ids[order], vals[order]
+    starts = np.searchsorted(ids_s, np.arange(n + 1))
+    counts = np.bincount(ids_s, minlength=n + 1)
     med = np.full(n + 1, np.inf, np.float32)
     has = counts > 0
-    med[has] = vals[np.minimum(starts[has] + counts[has] // 2, len(vals) - 1)]
+    med[has] = vals_s[np.minimum(starts[has] + counts[has] // 2, len(vals_s) - 1)]
     # Also above TEXTURE_FLOOR_HU: air of two levels side by side (a crop's black corners in
     # a frame of -1000 HU air) is not texture.
     # Up to TEXTURE_CEIL_HU: a blanket's fabric lying just under the air threshold is a band
     # of one density next to outside air, not lung texture.
-    bright = np.bincount(ids, weights=(vals > med[ids] + TEXTURE_HU) & (vals > TEXTURE_FLOOR_HU)
-                         & (vals < TEXTURE_CEIL_HU), minlength=n + 1)
-    out = bright >= TEXTURE_SHARE * np.maximum(size, 1)
+    out = np.zeros(lab.size, bool)
+    out[on] = (vals > med[ids] + TEXTURE_HU) & (vals > TEXTURE_FLOOR_HU) & (vals < TEXTURE_CEIL_HU)
+    return out.reshape(lab.shape)
+
+
+def _textured(bright: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray) -> np.ndarray:
+    """Per component id: True when it looks like lung rather than uniform air (outside air,
+    bowel gas, a hollow table): :data:`TEXTURE_SHARE` of its pixels are :func:`_bright`."""
+    out = np.bincount(lab[bright], minlength=n + 1) >= TEXTURE_SHARE * np.maximum(size, 1)
     out[0] = False
     return out
+
+
+#: Air farther than this from any texture pixel is uniform: a lung's vessels lie closer.
+LEAK_NEAR_MM = 10.0
+#: A piece left by carving whose rim borders the carved outside air more than this is outside air.
+LEAK_RIM_SHARE = 0.3
+
+
+def _leak_outside(lab: np.ndarray, cand: np.ndarray, bright: np.ndarray, sp: tuple[float, float]) -> np.ndarray | None:
+    """(Z, h, w) bool: uniform air of the ``cand`` components (per id) connected to the image
+    border, or None when there is none to carve."""
+    if not cand.any():
+        return None
+    k = (1, int(2 * LEAK_NEAR_MM / sp[0]) | 1, int(2 * LEAK_NEAR_MM / sp[1]) | 1)
+    uniform = cand[lab] & ~ndi.maximum_filter(bright, size=k)
+    ul, un = ndi.label(uniform, structure=S2D)
+    reach = np.zeros(un + 1, bool)
+    reach[border_ids(ul)] = True
+    reach[0] = False
+    outside = reach[ul]
+    return outside if outside.any() else None
+
+
+def _walled(lab: np.ndarray, n: int, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per id, for the pieces left by carving ``outside`` off: (walled, touching). Touching:
+    the piece borders ``outside``; walled: on at most :data:`LEAK_RIM_SHARE` of its rim (a
+    lung whose leak was cut, not a pocket of outside air around a blanket's texture)."""
+    rim = np.zeros(lab.shape, bool)
+    near = np.zeros(lab.shape, bool)
+    for ax, d in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        rim |= np.roll(lab, d, axis=ax) != lab
+        near |= np.roll(outside, d, axis=ax)
+    on = lab > 0
+    n_rim = np.bincount(lab[on & rim], minlength=n + 1)
+    touch = np.bincount(lab[on & rim & near], minlength=n + 1)
+    walled = (touch > 0) & (touch <= LEAK_RIM_SHARE * np.maximum(n_rim, 1))
+    walled[0] = False
+    return walled, touch > 0
 
 
 def _airway_like(c: dict, px_mm2: float, ref_hu: float, hu: np.ndarray, lab: np.ndarray) -> np.ndarray:
