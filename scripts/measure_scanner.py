@@ -10,9 +10,9 @@ second one written and read back as a single-file CT DICOM in the standard axial
 (the transpose of the crops' orientation, with ImageOrientationPatient saying so). Prints:
 
 1. lungs: share of ground-truth lesion pixels inside the lung labels (and inside the grown
-   lungs that lesions are kept in), the largest share of a frame the lungs cover, and the
-   share of frames whose lungs raise a QC code, overall and for frames whose body touches
-   an edge;
+   lungs that lesions are kept in), the largest share of a frame the lungs cover, the
+   share of frames whose lungs raise a QC code, and the share of lung labels outside the
+   chest (on a table, blanket or arm), overall and for frames whose body touches an edge;
 2. per model (card threshold): mean per-slice Dice on the crops (the JPEG as a display
    slice) and on the frames, their difference, overall and for edge-touching frames;
 3. volumes (``--volumes N``, default 4): continuous volumes of 16 slices
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"stem": stem, "edges": fr.edges, "extras": list(fr.extras), "spacing": round(fr.spacing, 3),
                "dicom": bool(i % 2), "lesion_in_lungs": float((lungs[fr.lesion] > 0).mean()),
                "lesion_in_zone": float(zone[fr.lesion].mean()), "lung_share": float((lungs > 0).mean()),
+               "outside_chest": float(((lungs > 0) & ~fr.chest).sum() / max(1, np.count_nonzero(lungs))),
                "qc": [q["code"] for q in lung_qc(lungs, (fr.spacing, fr.spacing))], "dice": {}, "crop": {}}
         crop = Slice(img / 255.0, "display", None, stem)
         for m, p in preds.items():
@@ -155,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             "lesion_in_lungs_mean": float(les.mean()), "lesion_in_lungs_min": float(les.min()),
             "lesion_in_zone_mean": float(np.mean([r["lesion_in_zone"] for r in group])),
             "lung_share_max": float(max(r["lung_share"] for r in group)),
-            "qc_share": float(np.mean([bool(r["qc"]) for r in group]))}
+            "qc_share": float(np.mean([bool(r["qc"]) for r in group])),
+            "outside_chest_mean": float(np.mean([r["outside_chest"] for r in group])),
+            "outside_chest_max": float(max(r["outside_chest"] for r in group))}
         for m in models:
             crop = np.mean([r["crop"][m] for r in group])
             full = np.mean([r["dice"][m] for r in group])
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, lung in summary["lungs"].items():
         print(f"lungs [{name}]: lesion in lungs {lung['lesion_in_lungs_mean']:.4f} (min {lung['lesion_in_lungs_min']:.3f}),"
               f" in grown lungs {lung['lesion_in_zone_mean']:.4f}; lungs cover at most {lung['lung_share_max']:.2f} "
-              f"of a frame; QC fired on {lung['qc_share']:.0%}")
+              f"of a frame; QC fired on {lung['qc_share']:.0%}; lung labels outside the chest (table, blanket, "
+              f"arms) {lung['outside_chest_mean']:.2%} of them on average, {lung['outside_chest_max']:.2%} at most")
     for m, d in summary["models"].items():
         print(f"{m:15s} " + "   ".join(f"[{k}] crop {v['crop']:.3f} frame {v['frame']:.3f} ({v['diff']:+.3f})"
                                        for k, v in d.items()))

@@ -293,3 +293,27 @@ def test_lungs_stretch_towards_the_back_more_than_towards_the_front():
     assert kept_back > 0.6 and kept_back > kept_front + 0.3, (kept_back, kept_front)
     reach = c_lo + depth - np.flatnonzero((lab == 1).any(axis=0))[0]
     assert reach * 1.8 <= EXT_FRONT_MM + 2 * 2.5 + 1.8    # plus the margin of a working pixel each way
+
+
+@pytest.mark.parametrize("tight", [False, True])
+def test_hollow_table_top_under_the_back_is_not_lung(tight):
+    # Canonical orientation, the back at the right: a table with an air-filled core lies
+    # against the back. Full field, or a tight field of view with the body past every edge
+    # (then the frame may be read as a crop): the core is never lung.
+    hu, p = _textured_chest(7)
+    hu, p = hu.T.copy(), {k: v.T.copy() for k, v in p.items()}
+    h, w = hu.shape
+    cols = np.arange(w)[None, :] * np.ones((h, 1))
+    back = np.flatnonzero(p["body"].any(axis=0))[-1]
+    shell = (cols > back) & (cols <= back + 14) & (np.abs(np.arange(h)[:, None] - h / 2) < 0.45 * h)
+    core = shell & (cols > back + 4) & (cols <= back + 10)
+    hu[shell] = 200.0
+    hu[core] = -950.0 + np.random.default_rng(7).normal(0, 15, hu.shape)[core]
+    if tight:
+        hu = hu[8:-8, 14:back + 16]
+        core, p = core[8:-8, 14:back + 16], {k: v[8:-8, 14:back + 16] for k, v in p.items()}
+        hu[hu < -990] = 40.0          # what is left of the outside air: tissue, the body fills the field
+    lab = lung_masks_hu(hu, (1.6, 1.6))
+    # At most the working grid's blocks along the shell.
+    assert (lab[core] > 0).mean() <= 0.1
+    assert (lab[p["right"]] > 0).mean() > 0.95 and (lab[p["left"]] > 0).mean() > 0.95

@@ -43,6 +43,8 @@ class ScannerFrame:
         place: rows and columns of the frame holding the (resized) crop.
         edges: image edges (0-4) the body touches.
         extras: what else is in the frame, e.g. ``("arms", "table", "blanket")``.
+        chest: (N, N) bool the patient's chest (no arms, table or blanket): lungs never
+            lie outside it.
     """
 
     hu: np.ndarray
@@ -52,6 +54,7 @@ class ScannerFrame:
     place: tuple[slice, slice]
     edges: int
     extras: tuple[str, ...] = field(default=())
+    chest: np.ndarray | None = None
 
     def slice(self, orientation: str = "canonical", name: str = "frame") -> Slice:
         """The frame as an HU :class:`Slice`: ``"canonical"`` (as built) or ``"standard"``
@@ -209,6 +212,7 @@ def scanner_frame(img8: np.ndarray, mask: np.ndarray, classes: np.ndarray | None
     region = hu[place]
     hu[place] = np.where(body_c, crop, region)
     extras = []
+    chest = body.copy()
     if rng.random() < 0.4:
         extras.append("arms")
         _arms(hu, body, rng, s)
@@ -228,7 +232,7 @@ def scanner_frame(img8: np.ndarray, mask: np.ndarray, classes: np.ndarray | None
     full = np.zeros((size, size), bool)
     full |= body
     touched = int(full[0].any()) + int(full[-1].any()) + int(full[:, 0].any()) + int(full[:, -1].any())
-    return ScannerFrame(hu, lesion, classes_f, s, place, touched, tuple(extras))
+    return ScannerFrame(hu, lesion, classes_f, s, place, touched, tuple(extras), chest)
 
 
 def _arms(hu: np.ndarray, body: np.ndarray, rng: np.random.Generator, s: float) -> None:

@@ -62,6 +62,7 @@ FULL_FIELD_SIDE = 0.9    # ... or the share of air on each of two sides
 DISPLAY_FOV_MM = 300.0   # assumed span of a crop's long side (crops hug the lungs)
 SCAN_FOV_MM = 350.0      # assumed span of a full field's long side
 ISLAND_NEAR_MM = 20.0    # islands this close to a lung's main hull join that hull
+STRAY_DEPTH_MM = 12.0    # uniform far islands no deeper than this under the body's outline are not lung
 EXT_WALL_MM = 5.0        # AP stretch stops at least this far from the body's edge ...
 WALL_CAP_MM = 45.0       # ... and, in a full field, at most this far (thick chest walls)
 WALL_Q = 25.0            # quantile (%) of hull-to-skin gaps taken as the slice's chest wall
@@ -273,10 +274,33 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     if (seg == 3).any():
         pair = seg == 3
         seg[pair] = split_pair(pair, cut, axis, min(sp))[pair]
-    not_lung = airway[lab] | (edge[lab] & (seg == 0))  # airways and unassigned border air
+    k = (1, int(2 * ISLAND_NEAR_MM / sp[0]) | 1, int(2 * ISLAND_NEAR_MM / sp[1]) | 1)
+    stray = np.zeros(n + 1, bool)
+    if has_texture and (seg >= 4).any():
+        # A uniform island far from both lungs is air outside them: the hollow of a table
+        # top the body lies on, a pocket under a blanket. In a full field such small pockets
+        # lie just under the body's outline (lung lies deeper, behind the chest wall; large
+        # uniform air was dropped above); read as a crop, the large ones are dropped here.
+        near = ndi.maximum_filter((seg == 1) | (seg == 2), size=k)
+        reached = np.zeros(n + 1, bool)
+        reached[lab[(seg >= 4) & near]] = True
+        stray = (side >= 4) & ~reached & ~textured
+        if cropped:
+            stray &= large
+        else:
+            isl = seg >= 4
+            depth = ndi.distance_transform_edt(body, sampling=(1e6, sp[0], sp[1]))
+            stray &= np.bincount(lab[isl], weights=depth[isl], minlength=n + 1) <= STRAY_DEPTH_MM * np.maximum(size, 1)
+        seg[stray[lab]] = 0
+    # Airways, unassigned border air, and large uniform air that no lung took (a pocket a
+    # hull or the stretch towards the back wall reaches into) are never lung.
+    not_lung = airway[lab] | (edge[lab] & (seg == 0))
+    if has_texture:
+        pocket = stray.copy()
+        pocket[0] = False                            # id 0 is tissue
+        not_lung |= (seg == 0) & pocket[lab]
     # Far islands get a hull of their own: one hull over pieces far apart (the front
     # and the back of a lung base) would span the liver dome between them.
-    k = (1, int(2 * ISLAND_NEAR_MM / sp[0]) | 1, int(2 * ISLAND_NEAR_MM / sp[1]) | 1)
     regions = []
     for s in (1, 2):
         main, isl = seg == s, seg == s + 3
