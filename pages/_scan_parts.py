@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._segment_parts import SLICE_GOTO_KEY, SLICE_POS_KEY, prefetcher, remember, session_cache
+from pages._segment_parts import SLICE_GOTO_KEY, SLICE_POS_KEY, prefetcher, remember, session_cache, volume_store
 from pages._shared import check_upload
 from smallcovid.app import uploads
+from smallcovid.app.admission import decode_slot
 from smallcovid.app import volume_report as vr
 from smallcovid.app.analysis import lesion_stats
 from smallcovid.core.errors import SmallCovidError
@@ -25,7 +26,7 @@ from smallcovid.io import Slice, Volume, read_scan
 from smallcovid.io import validate
 from smallcovid.io.series import common_description, read_series, series_descriptions, series_stem, unique_stem
 
-SCAN_CACHE_ENTRIES = 2  # decoded scans kept per session (a 512x512x300 volume is 300 MB)
+SCAN_KEYS_KEPT = 16  # uploads -> content hash (the decoded scans live in the capped store)
 SHORTCUTS = ("J", "K")  # previous / next slice (arrow keys already move a focused slider)
 
 
@@ -93,28 +94,41 @@ def choose_scan(scans: list) -> ScanChoice:
 
 
 def load_scan(choice: ScanChoice) -> tuple[str, Slice | Volume]:
-    """Decode a scan once per session -> (content hash, scan); raises SmallCovidError."""
-    cache = session_cache("scan_cache")
+    """Decode a scan -> (content hash, scan); raises SmallCovidError.
+
+    The decoded scan is kept in the session's store (:func:`volume_store`), counted with the
+    uploaded bytes against the per-session cap; when the cap dropped it, it is decoded again.
+    """
+    cache = session_cache("scan_cache")  # upload file ids -> content hash, or the error
     key = tuple(u.file_id for u in choice.files)
-    if key not in cache:
+    known = cache.get(key)
+    if isinstance(known, SmallCovidError):
+        raise known
+    store = volume_store()
+    scan = store.held(known) if known is not None else None
+    if scan is None:
         try:
             for u in choice.files:
                 check_upload(u)  # the size cap (lower in public mode), before reading the bytes
-            if choice.series_uid is None:
-                data = choice.files[0].getvalue()
-                value = (hashlib.sha256(data).hexdigest()[:16], read_scan(data, name=choice.files[0].name))
-            else:
-                files = [(u.name, u.getvalue()) for u in choice.files]
-                digest = hashlib.sha256(b"".join(sorted(hashlib.sha256(d).digest() for _, d in files)))
-                value = (digest.hexdigest()[:16], read_series(files, name=choice.stem))
+            with decode_slot(sum(int(u.size) for u in choice.files)):  # one large decode at a time
+                if choice.series_uid is None:
+                    data = choice.files[0].getvalue()
+                    digest, scan = hashlib.sha256(data).hexdigest()[:16], read_scan(data, name=choice.files[0].name)
+                else:
+                    files = [(u.name, u.getvalue()) for u in choice.files]
+                    digest = hashlib.sha256(b"".join(sorted(hashlib.sha256(d).digest() for _, d in files))).hexdigest()[:16]
+                    scan = read_series(files, name=choice.stem)
+                data = files = None  # the upload's bytes stay with the uploader, not twice
         except SmallCovidError as exc:
-            value = SmallCovidError(str(exc))  # the message only: no traceback holding the upload
-        remember(cache, key, value, SCAN_CACHE_ENTRIES)
-    value = cache[key]
+            error = SmallCovidError(str(exc))  # the message only: no traceback holding the upload
+            remember(cache, key, error, SCAN_KEYS_KEPT)
+            raise error from None
+        array = scan.voxels if isinstance(scan, Volume) else scan.pixels
+        store.hold(digest, scan, int(array.nbytes) + sum(int(u.size) for u in choice.files), scan_name=scan.source)
+        remember(cache, key, digest, SCAN_KEYS_KEPT)
+        known = digest
     cache.move_to_end(key)
-    if isinstance(value, SmallCovidError):
-        raise value
-    return value
+    return known, scan
 
 
 # ------------------------------------------------------------------ slice navigation

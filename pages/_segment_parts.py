@@ -16,12 +16,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from pages._shared import show_error
 from smallcovid.app import analysis
 from smallcovid.app import uploads
 from smallcovid.app import viewer
 from smallcovid.app import viz
 from smallcovid.app.catalog import ModelEntry
-from smallcovid.app.session_store import Prefetcher
+from smallcovid.app.session_store import DEFAULT_SESSION_MB, Prefetcher, VolumeStore
+from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import LESION_TYPES, METRIC_TITLES
 from smallcovid.io import Slice, Volume
 from smallcovid.inference.metrics import type_dice
@@ -41,6 +43,19 @@ def remember(cache: OrderedDict, key, value, limit: int):
     while len(cache) > limit:
         cache.popitem(last=False)
     return value
+
+
+def volume_store() -> VolumeStore:
+    """This session's whole-volume results (:class:`smallcovid.app.session_store.VolumeStore`, capped)."""
+    store = st.session_state.get("volume_results")
+    if not isinstance(store, VolumeStore):
+        try:
+            store = VolumeStore()
+        except SmallCovidError as exc:  # a bad SMALLCOVID_SESSION_MB: say so, use the default
+            show_error(exc)
+            store = VolumeStore(DEFAULT_SESSION_MB * 2**20)
+        st.session_state["volume_results"] = store
+    return store
 
 
 # ------------------------------------------------------------------ the viewer (overlays, metrics, quantities)

@@ -16,12 +16,12 @@ import pandas as pd
 import streamlit as st
 
 from pages._scan_parts import jump_to_selected, slice_key
-from pages._segment_parts import remember, session_cache
+from pages._segment_parts import remember, session_cache, volume_store
 from pages._shared import check_upload, predictor, show_error
 from smallcovid.app import uploads
 from smallcovid.app import volume_report as vr
 from smallcovid.app.catalog import ModelEntry
-from smallcovid.app.session_store import DEFAULT_SESSION_MB, VolumeStore
+from smallcovid.app.admission import volume_slot
 from smallcovid.core.errors import InputFileError, SmallCovidError
 from smallcovid.data.preprocess import Window, display_uint8
 from smallcovid.inference.qc import lung_qc
@@ -36,19 +36,6 @@ def _vkey(scan_key: str, e: ModelEntry) -> tuple:
     return (scan_key, e.key, e.mtime)
 
 
-def volume_store() -> VolumeStore:
-    """This session's whole-volume results (:class:`smallcovid.app.session_store.VolumeStore`, capped)."""
-    store = st.session_state.get("volume_results")
-    if not isinstance(store, VolumeStore):
-        try:
-            store = VolumeStore()
-        except SmallCovidError as exc:  # a bad SMALLCOVID_SESSION_MB: say so, use the default
-            show_error(exc)
-            store = VolumeStore(DEFAULT_SESSION_MB * 2**20)
-        st.session_state["volume_results"] = store
-    return store
-
-
 def stored_volumes(entries: list[ModelEntry], scan_key: str) -> dict:
     """Model label -> stored whole-volume result of ``scan_key``, when every one of ``entries`` has one."""
     store = volume_store()
@@ -61,7 +48,7 @@ def volume_lung_qc(scan_key: str, stored) -> list[dict]:
     """Lung QC of a segmented volume's lungs (one lung mask for all its models)."""
     cache = session_cache("volume_qc")
     if scan_key not in cache:
-        remember(cache, scan_key, lung_qc(stored.lungs, stored.spacing), 4)
+        remember(cache, scan_key, lung_qc(stored.lungs.full(), stored.spacing), 4)
     return cache[scan_key]
 
 
@@ -80,18 +67,25 @@ def run_volumes(entries: list[ModelEntry], scan: Volume, scan_key: str) -> None:
     """Segment every slice with each of ``entries`` (one progress bar); results go to the session's store."""
     store = volume_store()
     bar = st.progress(0.0, text=f"Segmenting {len(scan)} slices…")
-    lungs = store.lungs(scan_key)  # found once, shared
-    for i, e in enumerate(entries):
-        def progress(done: int, n: int, i=i, label=e.label) -> None:
-            bar.progress((i + done / n) / len(entries), text=f"{label}: segmented {done} of {n} slices")
 
-        try:
-            result = segment_volume(predictor(e), scan, progress=progress, lungs=lungs)
-            lungs = result.lungs
-            store.put(_vkey(scan_key, e), result, scan_name=scan.source)
-            del result
-        except SmallCovidError as exc:
-            show_error(exc)
+    def waiting(ahead: int) -> None:
+        bar.progress(0.0, text=f"Waiting for {ahead} other whole-volume job{'s' if ahead != 1 else ''} to finish "
+                               "(one at a time keeps the server's memory bounded)…")
+
+    with volume_slot(waiting):
+        packed = store.lungs(scan_key)  # found once, shared
+        lungs = None if packed is None else packed.full()
+        for i, e in enumerate(entries):
+            def progress(done: int, n: int, i=i, label=e.label) -> None:
+                bar.progress((i + done / n) / len(entries), text=f"{label}: segmented {done} of {n} slices")
+
+            try:
+                result = segment_volume(predictor(e), scan, progress=progress, lungs=lungs)
+                lungs = result.lungs
+                store.put(_vkey(scan_key, e), result, scan_name=scan.source)
+                del result
+            except SmallCovidError as exc:
+                show_error(exc)
     bar.empty()
 
 
@@ -166,7 +160,6 @@ class _Lazy:
 
     def __init__(self, stored) -> None:
         self.stored, self._result = stored, None
-        self.lungs = stored.lungs
 
     def _full(self):
         if self._result is None:
@@ -183,7 +176,7 @@ def draw_volume_table(reports: dict, dices: dict, gt, results: dict, scan: Volum
         cache = session_cache("volume_reports")
         key = ("ground truth", scan_key, gt[1])
         if key not in cache:
-            lungs = next(iter(results.values())).lungs
+            lungs = next(iter(results.values())).stored.lungs.full()
             remember(cache, key, volume_report(gt[0], lungs, spacing_xyz(scan.spacing), "ground truth", 0.0), 8)
         rows.append(vr.volume_row("ground truth", cache[key]))
     df = pd.DataFrame(rows).set_index("model")

@@ -572,7 +572,7 @@ def test_whole_volume_nifti_download_and_example_then_upload(app_env):
     at.button(key="volume_run").click().run()
     assert not at.exception and not at.error
     assert any(d.label == "Mask NIfTI" for d in at.get("download_button"))
-    probs = list(at.session_state["volume_results"].values())[0].levels
+    probs = list(at.session_state["volume_results"].values())[0].levels.full()
     assert probs.shape == (3, 64, 64) and probs.dtype == np.uint8
     # The NIfTI written for download keeps the input geometry.
     vol = read_scan(vol_img.to_bytes(), "vol.nii.gz")

@@ -101,7 +101,7 @@ def test_one_series_of_several_files_is_one_volume(app_env):
     assert slider.max == 4 and slider.value == 2
     assert not [s for s in at.selectbox if s.label == "Scan"]  # one series: nothing to pick
     (scan_key,) = {k for k in at.session_state["scan_cache"]}
-    _, vol = at.session_state["scan_cache"][scan_key]
+    vol = at.session_state["volume_results"].held(at.session_state["scan_cache"][scan_key])
     assert vol.voxels.shape == (5, 128, 128) and vol.units == "hu"
     expected = read_series([(n, d) for n, d, _ in series_files(5)])
     np.testing.assert_array_equal(vol.voxels, expected.voxels)  # sorted by position, not by file name
@@ -109,9 +109,9 @@ def test_one_series_of_several_files_is_one_volume(app_env):
         f"Series '{series_stem(UID_A)}' from 5 files, ordered by ImagePositionPatient along the slice normal "
         "(z from -75.7 to -65.7 mm, 2.50 mm apart)"]
     # "next ▶" / "◀ previous" move the slider by one slice.
-    at.button(key=f"slice-{at.session_state['scan_cache'][scan_key][0]}-next").click().run()
+    digest = at.session_state["scan_cache"][scan_key]
+    at.button(key=f"slice-{digest}-next").click().run()
     assert slice_slider(at).value == 3
-    digest = at.session_state["scan_cache"][scan_key][0]
     at.button(key=f"slice-{digest}-prev").click().run()
     at.button(key=f"slice-{digest}-prev").click().run()
     assert slice_slider(at).value == 1

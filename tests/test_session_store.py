@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from smallcovid.app import viewer
+from smallcovid.app.packed import PackedSlices
 from smallcovid.app.session_store import (DEFAULT_SESSION_MB, Prefetcher, StoredVolume, VolumeStore,
                                           session_cap_bytes)
 from smallcovid.core.errors import SmallCovidError
@@ -32,29 +33,60 @@ def test_cap_from_the_environment():
             session_cap_bytes({"SMALLCOVID_SESSION_MB": bad})
 
 
+def test_packed_slices_unpack_exactly_and_refuse_array_use():
+    rng = np.random.default_rng(3)
+    a = np.zeros((5, 17, 13), np.uint8)
+    a[1:4, 3:11, 2:9] = rng.integers(0, 256, (3, 8, 7), dtype=np.uint8)
+    p = PackedSlices(a)
+    assert p.shape == (5, 17, 13) and len(p) == 5
+    np.testing.assert_array_equal(p.full(), a)
+    for k in (0, 2, 4, -1):
+        np.testing.assert_array_equal(p[k], a[k])
+    assert p.nbytes < a.nbytes / 3  # mostly zeros
+    p[2][:] = 7  # a slice is a fresh array: the store cannot be changed through it
+    np.testing.assert_array_equal(p[2], a[2])
+    with pytest.raises(IndexError, match="slice 5 out of range for 5 slices"):
+        p[5]
+    with pytest.raises(TypeError, match="one slice number"):
+        p[1:3]
+    with pytest.raises(ValueError, match="uint8 values"):
+        PackedSlices(np.full((1, 2, 2), 300))
+    with pytest.raises(ValueError, match=r"\(D, H, W\)"):
+        PackedSlices(np.zeros((2, 2)))
+
+
 def test_stored_volume_is_compact_and_unpacks_exactly():
-    r = result(w=13)  # a width that is not a multiple of 8
+    r = result(w=13)
     s = StoredVolume.from_result(r)
-    assert s.consolidation.shape == (4, 16, 2) and s.consolidation.dtype == np.uint8
     back = s.result()
     np.testing.assert_array_equal(back.kind, r.kind)
     np.testing.assert_array_equal(back.levels, r.levels)
+    np.testing.assert_array_equal(back.lungs, r.lungs)
     np.testing.assert_array_equal(s.kind_slice(2), r.kind[2])
+    np.testing.assert_array_equal(s.levels[1], r.levels[1])
     np.testing.assert_array_equal(back.classes(0.3), r.classes(0.3))
-    assert s.own_nbytes() == r.levels.nbytes + 4 * 16 * 2
+    assert s.own_nbytes() == s.levels.nbytes + s.consolidation.nbytes
+    # A real result is mostly zeros: it packs to a small share of its full size.
+    sparse = result(d=6, h=64, w=64)
+    lv = np.zeros_like(sparse.levels)
+    lv[:, 20:30, 20:30] = sparse.levels[:, 20:30, 20:30]
+    packed = StoredVolume.from_result(VolumeResult(lv, sparse.kind * 0 + 1, (lv > 0).astype(np.uint8), None, ()))
+    assert packed.own_nbytes() + packed.lungs.nbytes < 0.1 * 3 * lv.nbytes
 
 
 def test_store_shares_lungs_and_evicts_least_recently_used_scans():
-    one = result().levels.nbytes  # bytes of one (D, H, W) uint8 array
-    per_model = one + 4 * 16 * 2
-    store = VolumeStore(cap_bytes=2 * (2 * per_model + one))  # two scans of two models each
+    per_scan = None
+    store = VolumeStore(cap_bytes=10**9)
     for scan in ("a", "b"):
         r1 = result(seed=1)
         store.put((scan, "m1", 0), r1, scan_name=f"{scan}.nii")
         r2 = result(seed=2)
         store.put((scan, "m2", 0), VolumeResult(r2.levels, r2.kind, r1.lungs.copy(), r2.spacing), f"{scan}.nii")
-    assert store.nbytes("a") == 2 * per_model + one  # the lungs count once per scan
-    assert store.get(("a", "m1", 0)).lungs is store.get(("a", "m2", 0)).lungs
+        per_scan = store.nbytes(scan)
+    a1, a2 = store.get(("a", "m1", 0)), store.get(("a", "m2", 0))
+    assert a1.lungs is a2.lungs  # the lungs count once per scan
+    assert store.nbytes("a") == a1.own_nbytes() + a2.own_nbytes() + a1.lungs.nbytes
+    store.cap_bytes = 2 * per_scan + 8  # room for two scans
     assert len(store) == 4 and not store.dropped
     store.get(("a", "m1", 0))  # a is now more recent than b
     dropped = store.put(("c", "m1", 0), result(seed=3), scan_name="c.nii")
@@ -68,11 +100,30 @@ def test_store_shares_lungs_and_evicts_least_recently_used_scans():
     assert "b" not in store.dropped
 
 
+def test_decoded_scans_count_against_the_cap_with_the_results():
+    store = VolumeStore(cap_bytes=1200)
+    store.hold("a", "scan a", 400, "a.nii")
+    store.put(("a", "m", 0), result(d=2, h=4, w=4), "a.nii")
+    assert store.held("a") == "scan a" and store.nbytes("a") == 400 + store.get(("a", "m", 0)).own_nbytes() + \
+        store.lungs("a").nbytes
+    assert store.hold("b", "scan b", 500, "b.nii") == []  # both fit
+    # A third open scan does not fit: the least recently used one goes, decoded scan and results.
+    assert store.hold("c", "scan c", 500, "c.nii") == ["a.nii"]
+    assert store.held("a") is None and ("a", "m", 0) not in store and store.dropped == {"a": "a.nii"}
+    assert store.nbytes() <= 1200 and store.held("b") == "scan b" and store.held("c") == "scan c"
+    store.held("b")  # b is now more recent than c
+    store.hold("d", "scan d", 800, "d.nii")  # only decoded scans go: nothing to announce
+    assert store.held("c") is None and store.held("b") is None and store.held("d") == "scan d"
+    assert store.dropped == {"a": "a.nii"}
+
+
 def test_one_scan_over_the_cap_is_kept_alone():
     store = VolumeStore(cap_bytes=10)
     store.put(("a", "m", 0), result(), "a")
     store.put(("b", "m", 0), result(), "b")
     assert [k[0] for k in store.keys()] == ["b"] and store.dropped == {"a": "a"}
+    store.hold("b", "scan b", 10**6)  # the open scan itself is never dropped
+    assert store.held("b") == "scan b" and ("b", "m", 0) in store
 
 
 def test_prefetcher_returns_results_once_and_none_for_failures():

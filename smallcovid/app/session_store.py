@@ -4,12 +4,13 @@ No Streamlit here: the page keeps one :class:`VolumeStore` and one :class:`Prefe
 ``st.session_state`` and calls them; everything is unit-tested in ``tests/test_session_store.py``.
 
 * :class:`VolumeStore` holds each scan's whole-volume results compactly — per model the
-  (D, H, W) uint8 probability levels and the consolidation bit of the lesion type packed
-  8 voxels to a byte, the (D, H, W) uint8 lung labels once per scan — and keeps their
-  total under a cap (``SMALLCOVID_SESSION_MB``, default :data:`DEFAULT_SESSION_MB` MB).
-  When a new result would pass the cap, the results of the least recently used *other*
-  scans are dropped, whole, and remembered by name so that the page can say so.
-  A 512x512x300 volume with four models takes 4 x 88 MB + 79 MB = 433 MB.
+  (D, H, W) uint8 probability levels and the consolidation bit of the lesion type, the
+  (D, H, W) uint8 lung labels once per scan, each compressed slice by slice
+  (:class:`~smallcovid.app.packed.PackedSlices`) — and the decoded scans with the
+  uploaded bytes they came from, and keeps their total under a cap
+  (``SMALLCOVID_SESSION_MB``, default :data:`DEFAULT_SESSION_MB` MB). When something new
+  would pass the cap, the least recently used *other* scans are dropped, whole, and
+  those with results are remembered by name so that the page can say so.
 * :class:`Prefetcher` runs small jobs (the neighbouring slices' 2D results) on one shared
   background thread so that a step to the next slice finds them ready.
 """
@@ -25,6 +26,7 @@ from typing import Callable, Hashable, Iterator
 
 import numpy as np
 
+from smallcovid.app.packed import PackedSlices
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.inference.volume import VolumeResult
 
@@ -52,46 +54,44 @@ def session_cap_bytes(environ: dict | None = None) -> int:
 
 @dataclass(frozen=True, eq=False)
 class StoredVolume:
-    """One model's whole-volume result, compact.
+    """One model's whole-volume result, compact (each array a :class:`PackedSlices`).
 
     Attributes:
-        levels: (D, H, W) uint8 lesion probability levels (``smallcovid.inference.volume.prob_levels``).
-        consolidation: (D, H, ceil(W / 8)) uint8, ``np.packbits(kind == 2, axis=-1)``.
-        lungs: (D, H, W) uint8 lung labels (0 outside, 1 right, 2 left), shared by a scan's models.
+        levels: (D, H, W) lesion probability levels (``smallcovid.inference.volume.prob_levels``).
+        consolidation: (D, H, W) 1 where the lesion type is consolidation, else 0.
+        lungs: (D, H, W) lung labels (0 outside, 1 right, 2 left), shared by a scan's models.
         spacing: (slice mm, row mm, col mm) or None.
         boxes: each slice's crop box (see :class:`~smallcovid.inference.volume.VolumeResult`).
     """
 
-    levels: np.ndarray
-    consolidation: np.ndarray
-    lungs: np.ndarray
+    levels: PackedSlices
+    consolidation: PackedSlices
+    lungs: PackedSlices
     spacing: tuple[float, float, float] | None
     boxes: tuple = ()
 
     @classmethod
-    def from_result(cls, result: VolumeResult, lungs: np.ndarray | None = None) -> "StoredVolume":
-        """Pack a :class:`VolumeResult` (``lungs``: an equal lung array to share instead of its own)."""
-        shared = result.lungs if lungs is None or lungs.shape != result.lungs.shape else lungs
-        return cls(np.ascontiguousarray(result.levels, np.uint8),
-                   np.packbits(np.asarray(result.kind) == 2, axis=-1), shared, result.spacing, tuple(result.boxes))
+    def from_result(cls, result: VolumeResult, lungs: PackedSlices | None = None) -> "StoredVolume":
+        """Pack a :class:`VolumeResult` (``lungs``: the scan's packed lungs to share instead of its own)."""
+        shared = lungs if lungs is not None and lungs.shape == tuple(result.lungs.shape) else PackedSlices(result.lungs)
+        return cls(PackedSlices(result.levels), PackedSlices(np.asarray(result.kind) == 2), shared,
+                   result.spacing, tuple(result.boxes))
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.levels.shape)  # type: ignore[return-value]
+        return self.levels.shape
 
     def kind_slice(self, k: int) -> np.ndarray:
         """(H, W) uint8 lesion type of slice ``k`` (1 ground-glass, 2 consolidation)."""
-        w = self.levels.shape[2]
-        return np.unpackbits(self.consolidation[k], axis=-1, count=w) + np.uint8(1)
+        return self.consolidation[k] + np.uint8(1)
 
     def kind(self) -> np.ndarray:
         """(D, H, W) uint8 lesion type of every voxel (a full-size array: made on demand)."""
-        w = self.levels.shape[2]
-        return np.unpackbits(self.consolidation, axis=-1, count=w) + np.uint8(1)
+        return self.consolidation.full() + np.uint8(1)
 
     def result(self) -> VolumeResult:
-        """The full :class:`VolumeResult` (unpacks the lesion types: one (D, H, W) uint8 array)."""
-        return VolumeResult(self.levels, self.kind(), self.lungs, self.spacing, self.boxes)
+        """The full :class:`VolumeResult` (three (D, H, W) uint8 arrays, unpacked now)."""
+        return VolumeResult(self.levels.full(), self.kind(), self.lungs.full(), self.spacing, self.boxes)
 
     def own_nbytes(self) -> int:
         """Bytes of this model's arrays (the shared lungs not included)."""
@@ -99,18 +99,24 @@ class StoredVolume:
 
 
 class VolumeStore:
-    """Whole-volume results of one session: scan key -> model key -> :class:`StoredVolume`, under a cap.
+    """What one session keeps of its scans, under a cap: whole-volume results and decoded scans.
 
-    Scans are kept in least-recently-used order (:meth:`get` and :meth:`put` touch a scan);
-    the lungs of a scan count once. Not thread-safe: one session's script runs one at a time.
+    Per scan key: the models' :class:`StoredVolume` results (scan key -> model key ->
+    result; the lungs of a scan count once) and, with :meth:`hold`, the decoded scan and
+    the uploaded bytes it came from. Scans are kept in least-recently-used order (reading
+    or writing either touches the scan); when the total would pass the cap, the other scans
+    are dropped whole, oldest first, and those that had results are remembered by name so
+    that the page can say so. Not thread-safe: one session's script runs one at a time.
 
     Args:
-        cap_bytes: the most bytes all kept results may take (default: :func:`session_cap_bytes`).
+        cap_bytes: the most bytes everything kept may take (default: :func:`session_cap_bytes`).
     """
 
     def __init__(self, cap_bytes: int | None = None) -> None:
         self.cap_bytes = session_cap_bytes() if cap_bytes is None else int(cap_bytes)
-        self._scans: OrderedDict[str, dict[Hashable, StoredVolume]] = OrderedDict()
+        self._scans: dict[str, dict[Hashable, StoredVolume]] = {}
+        self._held: dict[str, tuple[object, int]] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()
         self._names: dict[str, str] = {}
         self.dropped: dict[str, str] = {}  # scan key -> name, of scans whose results were dropped
         self.just_dropped: list[str] = []  # names dropped by the last put, until the page says so
@@ -131,12 +137,16 @@ class VolumeStore:
     def __len__(self) -> int:
         return sum(len(m) for m in self._scans.values())
 
+    def _touch(self, scan_key: str) -> None:
+        self._lru[scan_key] = None
+        self._lru.move_to_end(scan_key)
+
     def get(self, key: tuple) -> StoredVolume | None:
         """The result stored under ``key`` = (scan key, ...) or None; marks the scan recently used."""
         models = self._scans.get(key[0])
         if models is None or key not in models:
             return None
-        self._scans.move_to_end(key[0])
+        self._touch(key[0])
         return models[key]
 
     def __getitem__(self, key: tuple) -> StoredVolume:
@@ -145,20 +155,39 @@ class VolumeStore:
             raise KeyError(key)
         return value
 
-    def lungs(self, scan_key: str) -> np.ndarray | None:
-        """The (D, H, W) lung labels already found for ``scan_key``, or None."""
+    def lungs(self, scan_key: str) -> PackedSlices | None:
+        """The (D, H, W) lung labels already found for ``scan_key`` (packed), or None."""
         models = self._scans.get(scan_key)
         return next(iter(models.values())).lungs if models else None
 
     def nbytes(self, scan_key: str | None = None) -> int:
-        """Bytes held for one scan (its models + its lungs once), or for all scans."""
-        keys = list(self._scans) if scan_key is None else [scan_key]
+        """Bytes held for one scan (its models, its lungs once, its decoded scan), or for all scans."""
+        keys = list(self._lru) if scan_key is None else [scan_key]
         total = 0
         for sk in keys:
             models = self._scans.get(sk) or {}
             total += sum(v.own_nbytes() for v in models.values())
             total += sum({id(v.lungs): v.lungs.nbytes for v in models.values()}.values())
+            total += self._held.get(sk, (None, 0))[1]
         return int(total)
+
+    def hold(self, scan_key: str, value: object, nbytes: int, scan_name: str = "") -> list[str]:
+        """Keep a decoded scan (``nbytes``: its arrays and the uploaded bytes it came from) under the cap.
+
+        Returns:
+            the names of the scans whose results were dropped to make room.
+        """
+        self._held[scan_key] = (value, int(nbytes))
+        self._names[scan_key] = scan_name or self._names.get(scan_key, "") or str(scan_key)
+        self._touch(scan_key)
+        return self._evict()
+
+    def held(self, scan_key: str) -> object | None:
+        """The decoded scan kept for ``scan_key`` (marks it recently used), or None."""
+        if scan_key not in self._held:
+            return None
+        self._touch(scan_key)
+        return self._held[scan_key][0]
 
     def put(self, key: tuple, result: VolumeResult | StoredVolume, scan_name: str = "") -> list[str]:
         """Keep ``result`` under ``key`` = (scan key, ...); drop older scans to stay within the cap.
@@ -172,16 +201,21 @@ class VolumeStore:
         stored = result if isinstance(result, StoredVolume) else StoredVolume.from_result(
             result, self.lungs(scan_key))
         self._scans.setdefault(scan_key, {})[key] = stored
-        self._scans.move_to_end(scan_key)
         self._names[scan_key] = scan_name or self._names.get(scan_key, "") or str(scan_key)
         self.dropped.pop(scan_key, None)
+        self._touch(scan_key)
+        return self._evict()
+
+    def _evict(self) -> list[str]:
         out = []
-        while self.nbytes() > self.cap_bytes and len(self._scans) > 1:
-            old = next(iter(self._scans))
-            del self._scans[old]
+        while self.nbytes() > self.cap_bytes and len(self._lru) > 1:
+            old = next(iter(self._lru))
+            del self._lru[old]
+            self._held.pop(old, None)
             name = self._names.pop(old, str(old))
-            self.dropped[old] = name
-            out.append(name)
+            if self._scans.pop(old, None):
+                self.dropped[old] = name
+                out.append(name)
         self.just_dropped.extend(out)
         return out
 
