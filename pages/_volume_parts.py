@@ -143,13 +143,19 @@ def volume_section(scan: Volume, entries: list[ModelEntry], thr: dict, window: W
                    f"({len(scan)} slices per model).")
         return
     results = {e.label: _Lazy(cache[_vkey(scan_key, e)]) for e in done}
-    reports = {e.label: _report(e, results[e.label], thr[e.label], scan_key, scan) for e in done}
+    reports = {}
+    for e in done:  # one model's full arrays at a time (each unpacks to three (D, H, W) arrays)
+        reports[e.label] = _report(e, results[e.label], thr[e.label], scan_key, scan)
+        results[e.label].release()
     try:
         gt = truth_volume(masks, scan)
     except SmallCovidError as exc:
         show_error(exc)
         gt = None
-    dices = {} if gt is None else {e.label: _dice(e, results[e.label], thr[e.label], scan_key, gt) for e in done}
+    dices = {}
+    for e in done if gt is not None else ():
+        dices[e.label] = _dice(e, results[e.label], thr[e.label], scan_key, gt)
+        results[e.label].release()
     draw_volume_table(reports, dices, gt, results, scan, scan_key)
     draw_slice_chart(reports, slice_key(scan_key), idx, len(scan))
     draw_volume_downloads(done, results, reports, dices, thr, scan, window, stem, opacity)
@@ -165,6 +171,10 @@ class _Lazy:
         if self._result is None:
             self._result = self.stored.result()
         return self._result
+
+    def release(self) -> None:
+        """Forget the unpacked arrays (the packed ones stay in the store)."""
+        self._result = None
 
     def __getattr__(self, name):  # report, classes, mask, threshold, levels, kind…
         return getattr(self._full(), name)

@@ -326,3 +326,15 @@ def test_write_png_is_atomic(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(Image.open(out)), GRAY)
     with pytest.raises(SmallCovidError, match="uint8"):
         io.write_png(out, GRAY.astype(np.float32))
+
+
+def test_int16_hu_volumes_stay_int16_other_data_float32():
+    hu = (RNG.standard_normal((37, 53, 5)) * 300 - 600).astype(np.int16)
+    v = io.read_scan(nifti_bytes(hu, gz=True), "ct.nii.gz")
+    assert v.units == "hu" and v.voxels.dtype == np.int16 and v.voxels.nbytes == hu.nbytes
+    for k in range(5):
+        np.testing.assert_array_equal(v.voxels[k], hu[:, :, k])
+    assert v.slice(2).pixels.dtype == np.float32
+    raw = io.read_scan(nifti_bytes((hu - hu.min()).astype(np.int16), gz=True), "mr.nii.gz")
+    assert raw.units == "raw" and raw.voxels.dtype == np.float32  # not HU: float32 as before
+    assert io.Volume(np.zeros((2, 4, 4), np.int32), "hu").voxels.dtype == np.float32

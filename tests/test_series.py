@@ -60,14 +60,27 @@ def test_series_is_sorted_by_position_with_hu_and_spacing(tmp_path):
     paths = _series(tmp_path / "scan")
     vol = read_series(paths)
     assert isinstance(vol, Volume) and isinstance(vol, SeriesVolume)
-    assert vol.voxels.shape == (7, 128, 128) and vol.voxels.dtype == np.float32
-    assert vol.units == "hu"
+    # whole HU (slope 1, intercept -1024) are kept as int16: half the memory of float32
+    assert vol.voxels.shape == (7, 128, 128) and vol.voxels.dtype == np.int16
+    assert vol.units == "hu" and vol.slice(3).pixels.dtype == np.float32
     for k in range(7):
         np.testing.assert_array_equal(vol.voxels[k], _expected(k))
     assert vol.spacing == pytest.approx((STEP, PIX, PIX))
     assert vol.series_uid == UID_A
     assert vol.source == series_stem(UID_A)
     assert [int(pydicom.dcmread(tmp_path / "scan" / f).InstanceNumber) for f in vol.files] == list(range(1, 8))
+
+
+def test_a_fractional_rescale_keeps_float32(tmp_path):
+    # One slice with slope 0.5 (a half-HU step): the stack cannot be whole numbers.
+    paths = _series(tmp_path / "scan", n=4, shuffle=False)
+    ds = pydicom.dcmread(paths[0])
+    ds.RescaleSlope = 0.5
+    ds.save_as(paths[0], enforce_file_format=True)
+    vol = read_series(paths)
+    assert vol.voxels.dtype == np.float32
+    half = [k for k in range(4) if not np.array_equal(vol.voxels[k], np.rint(vol.voxels[k]))]
+    assert len(half) == 1
 
 
 def test_affine_maps_voxels_to_ras_positions(tmp_path):

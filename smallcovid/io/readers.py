@@ -74,7 +74,8 @@ class Volume:
     """A stack of D axial slices.
 
     Attributes:
-        voxels: (D, H, W) float32; ``voxels[k]`` is axial slice k.
+        voxels: (D, H, W) float32, or int16 for HU given as int16 (whole HU, as most CT files
+            store them); ``voxels[k]`` is axial slice k (:meth:`slice` gives float32).
         units: as for :class:`Slice`.
         spacing: (slice mm, row mm, col mm) when known.
         affine: 4x4 RAS affine of the NIfTI-order array ``(row, col, slice)`` (``data[:, :, k]
@@ -95,7 +96,12 @@ class Volume:
     plane: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "voxels", np.asarray(self.voxels, dtype=np.float32))
+        v = np.asarray(self.voxels)
+        # Whole HU stored as int16 (most CT files) stay int16: half the memory of float32 for a
+        # volume kept open in the app; every consumer converts a slice or a crop at a time.
+        if not (v.dtype == np.int16 and self.units == "hu"):
+            v = np.asarray(v, dtype=np.float32)
+        object.__setattr__(self, "voxels", v)
         _check_fields(self, 3, self.voxels)
         if self.affine is not None and np.shape(self.affine) != (4, 4):
             raise SmallCovidError(f"{self.source}: affine must be 4x4, got shape {np.shape(self.affine)}")
@@ -168,7 +174,7 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
         dec = _d.decode_dicom(data, name)
     else:
         dec = _d.decode_nifti(data, name)
-    del data  # a volume's bytes: freed before its float32 copy is made
+    del data  # a volume's bytes: freed before its axial copy is made
     if kind == "nifti" and dec.array.ndim == 3:
         # Slices are cut across the head-feet axis, whichever axis of the file that is.
         order = _orient.axial_order(_orient.codes_from_affine(dec.affine))
@@ -180,7 +186,8 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
         dec = None
         if stored.dtype.kind in "biu":  # whole numbers are finite: no scan for NaN needed
             low = float(stored.min())
-            arr = _axial_float32(stored)
+            # int16 HU stay int16 (see Volume): half the memory of a float32 copy
+            arr = _axial_float32(stored, dtype=np.int16 if stored.dtype == np.int16 else np.float32)
         else:
             arr = _v.clean_finite(_axial_float32(stored), name)
             low = float(arr.min())
@@ -197,8 +204,8 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
     return Slice(arr, units, dec.spacing, name, axes)  # type: ignore[arg-type]
 
 
-def _axial_float32(arr: np.ndarray, slab: int = 32) -> np.ndarray:
-    """NIfTI data (X, Y, Z) as stored -> (Z, X, Y) C-contiguous float32 with ``out[k] == arr[:, :, k]``.
+def _axial_float32(arr: np.ndarray, slab: int = 32, dtype=np.float32) -> np.ndarray:
+    """NIfTI data (X, Y, Z) as stored -> (Z, X, Y) C-contiguous ``dtype`` (float32) with ``out[k] == arr[:, :, k]``.
 
     Cast and reordered ``slab`` slices at a time: no full-size temporary, ~5x faster than
     casting the whole array and then making the transpose contiguous, and few numpy calls
@@ -206,7 +213,7 @@ def _axial_float32(arr: np.ndarray, slab: int = 32) -> np.ndarray:
     during the CLI's read).
     """
     x, y, z = arr.shape
-    out = np.empty((z, x, y), np.float32)
+    out = np.empty((z, x, y), dtype)
     for k in range(0, z, slab):
         out[k:k + slab] = arr[:, :, k:k + slab].transpose(2, 0, 1)
     return out
