@@ -144,6 +144,12 @@ class MemorySampler:
         self.marks[name + "_mb"] = mb  # type: ignore[assignment]
         return mb
 
+    def peak_time(self, since: str | None = None) -> float | None:
+        """Seconds after the mark ``since`` at which the peak since it was sampled."""
+        t0 = self.marks.get(since, float("-inf")) if since else float("-inf")
+        inside = [(mb, t) for t, mb in self.samples if t >= t0]
+        return round(max(inside)[1] - t0, 1) if inside and since else None
+
     def peak(self, since: str | None = None, until: str | None = None) -> float | None:
         t0 = self.marks.get(since, float("-inf")) if since else float("-inf")
         t1 = self.marks.get(until, float("inf")) if until else float("inf")
@@ -290,9 +296,11 @@ async def volume_visit(page, nifti: Path, expected: int | None, slices: int) -> 
     first = await slice_visit(page, nifti, expected)
     if "error" in first:
         return first
+    shown = time.monotonic()  # on the sampler's clock: which phase each session was in at the peak
     vol = await segment_all_and_wait(page)
     out = {"slice_s": first["seconds"], "volume_s": vol["seconds"], "overlays": first["overlays"],
-           "slices": vol["slices"], "seconds": time.perf_counter() - t0}  # upload -> whole-volume results
+           "slices": vol["slices"], "seconds": time.perf_counter() - t0,  # upload -> whole-volume results
+           "viewer_at": shown, "done_at": time.monotonic()}
     if vol["problems"]:
         out["error"] = "the page shows an error: " + vol["problems"][0].splitlines()[0]
     elif vol["slices"] != slices:
@@ -392,6 +400,17 @@ async def run_load(url: str, sessions: int, image: Path, timeout: float, mem: Me
                     "upload_to_slice_viewer": summary(results, "slice_s"),
                     "segment_all_to_results": summary(results, "volume_s")}
                 mem.mark("volumes_done")
+                at = mem.peak_time("slices_done")
+                if at is not None:  # where the sessions stood when the server's memory peaked
+                    t = mem.marks["slices_done"] + at
+                    report["volumes"]["at_peak"] = {
+                        "seconds_after_start": at,
+                        "uploading": sum(1 for r in results if r.get("viewer_at", float("inf")) > t),
+                        "segmenting_or_waiting": sum(1 for r in results if r.get("viewer_at", t) <= t < r.get(
+                            "done_at", float("inf"))),
+                        "done": sum(1 for r in results if r.get("done_at", float("inf")) <= t)}
+                for r in results:
+                    r.pop("viewer_at", None), r.pop("done_at", None)
         finally:
             await browser.close()
     mem.mark("end")
@@ -487,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"(all done in {v['wall_s']} s)")
         m = r["memory"]
         print(f"  server memory: {m.get('after_warmup_mb')} MB after the warm-up, peak {m.get('peak_mb')} MB")
+        if (ap := (r.get("volumes") or {}).get("at_peak")):
+            print(f"  at the peak ({ap['seconds_after_start']} s into the volume sessions): {ap['uploading']} uploading, "
+                  f"{ap['segmenting_or_waiting']} segmenting or waiting, {ap['done']} done")
         cap = r.get("session_cap") or {}
         if "bound_mb" in cap:
             print(f"  {SESSION_MB_ENV}={cap['session_mb']:g}: bound {cap['bound_mb']} MB, "

@@ -95,3 +95,13 @@ def test_large_decodes_take_turns_small_ones_do_not_wait():
     t.join(5)
     t2.join(5)
     assert told[0] == 1 and told[-1] == "in"
+
+
+def test_freed_memory_goes_back_on_glibc():
+    import platform
+
+    from smallcovid.app.admission import release_free_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert release_free_memory() is True

@@ -14,6 +14,8 @@ peak together; small files (under :data:`LARGE_UPLOAD_BYTES`) skip it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 from contextlib import contextmanager
@@ -103,7 +105,10 @@ def volume_slots() -> Slots:
 def volume_slot(waiting: Callable[[int], None] | None = None) -> Iterator[None]:
     """Hold the process-wide whole-volume slot (:func:`volume_slots`) for the ``with`` block."""
     with volume_slots().slot(waiting):
-        yield
+        try:
+            yield
+        finally:
+            release_free_memory()
 
 
 LARGE_UPLOAD_BYTES = 16 * 2**20
@@ -118,4 +123,32 @@ def decode_slot(nbytes: int, waiting: Callable[[int], None] | None = None) -> It
         yield
         return
     with _DECODE.slot(waiting):
-        yield
+        try:
+            yield
+        finally:
+            release_free_memory()
+
+
+def release_free_memory() -> bool:
+    """Hand memory freed by a large job back to the operating system (glibc's ``malloc_trim``).
+
+    numpy's large arrays are returned when freed, but many medium-sized blocks (a decoder's
+    buffers, a model's activations) stay in the allocator's per-thread arenas and keep the
+    server's resident memory high long after the job. Returns whether anything was called
+    (False off glibc, e.g. macOS or musl).
+    """
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            lib = ctypes.CDLL(name) if name else None
+            _LIBC = lib if lib is not None and hasattr(lib, "malloc_trim") else False
+        except OSError:
+            _LIBC = False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+_LIBC = None
