@@ -399,3 +399,28 @@ def test_mask_rcnn_merge_mask_keeps_the_mask_probability():
     assert masked.shape == plain.shape and bool((masked >= plain - 1e-6).all())  # scores <= 1 only shrink
     with pytest.raises(SmallCovidError, match="merge"):
         build_model("mask-rcnn", merge="max")
+
+
+def test_a_models_inference_batch_bounds_memory_not_the_answer():
+    """Mask R-CNN runs ``infer_batch`` images per pass at inference: a batch of 5 gives what
+    one image at a time gives, and each pass sees at most that many images."""
+    import numpy as np
+
+    from smallcovid.inference.predictor import Predictor
+    from tinydata import TINY_IMAGE_SIZE, TINY_MODEL_CONFIG
+
+    torch.manual_seed(0)
+    model = build_model("mask-rcnn", **TINY_MODEL_CONFIG["mask-rcnn"]).eval()
+    assert model.infer_batch == 2
+    seen = []
+    predict = model.predict
+    model.predict = lambda x: (seen.append(len(x)), predict(x))[1]
+    pred = Predictor(model, image_size=TINY_IMAGE_SIZE["mask-rcnn"], threshold=0.5)
+    rng = np.random.default_rng(0)
+    images = [rng.random((40, 52)).astype(np.float32) for _ in range(5)]
+    together = pred.predict_images(images, batch_size=8)
+    assert seen == [2, 2, 1]
+    alone = [pred.predict_images([im])[0] for im in images]
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.lesion, b.lesion, atol=1e-5)
+        np.testing.assert_allclose(a.types, b.types, atol=1e-5)

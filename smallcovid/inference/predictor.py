@@ -138,11 +138,15 @@ class Predictor:
         x, crop = pad_to_multiple(x.to(self.device), self._multiple)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        step = getattr(self.model, "infer_batch", None) or len(x)  # a model's memory-bounded batch
+        parts = []
         with self._lock if serialize_inference() else _NO_LOCK:
             with torch.autocast("cuda", enabled=self.device.type == "cuda"):
-                pred = self.model.predict(x)
-        lesion = self.calibration.apply_torch(pred.lesion_prob.float())
-        return torch.cat([lesion, pred.type_prob.float()], dim=1)[:, :, crop[0], crop[1]].cpu()
+                for i in range(0, len(x), step):
+                    pred = self.model.predict(x[i:i + step])
+                    lesion = self.calibration.apply_torch(pred.lesion_prob.float())
+                    parts.append(torch.cat([lesion, pred.type_prob.float()], dim=1)[:, :, crop[0], crop[1]].cpu())
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.no_grad()
     def predict_images(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[ProbMaps]:
