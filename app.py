@@ -28,6 +28,9 @@ with st.sidebar:
     st.markdown("**SmallCovid** — COVID-19 lung lesion segmentation on CT")
 
 from pages._shared import DISCLAIMER, device_label, public_notice  # loads the model code: after the menu
+from smallcovid.app.admission import limit_arenas, release_free_memory
+
+limit_arenas()  # once per server process: a few shared malloc arenas, not one per visitor's thread
 
 with st.sidebar:
     st.caption(f"Models run on: **{device_label()}**")
@@ -35,3 +38,4 @@ with st.sidebar:
     public_notice()
 
 page.run()
+release_free_memory()  # what this run freed goes back to the system, not into an idle arena

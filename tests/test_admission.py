@@ -105,3 +105,15 @@ def test_freed_memory_goes_back_on_glibc():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc_trim is glibc's")
     assert release_free_memory() is True
+
+
+def test_arenas_are_limited_once_per_process():
+    import platform
+
+    from smallcovid.app import admission
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    admission.limit_arenas()
+    assert admission._ARENAS_SET is True
+    assert admission.limit_arenas() is False  # set once: a second call does nothing

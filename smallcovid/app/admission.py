@@ -129,6 +129,38 @@ def decode_slot(nbytes: int, waiting: Callable[[int], None] | None = None) -> It
             release_free_memory()
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+ARENAS = 2
+
+
+def limit_arenas(n: int = ARENAS) -> bool:
+    """At most ``n`` glibc malloc arenas for this process (once; later calls do nothing).
+
+    Each of Streamlit's script threads (one per visitor's run) would otherwise get an arena
+    of its own, up to eight per core, and keep the memory freed in it; a few shared arenas
+    keep a many-visitor server's resident memory close to what it holds. Returns whether
+    the limit was set now (False off glibc, or when already set).
+    """
+    global _ARENAS_SET
+    if _ARENAS_SET or not _libc():
+        return False
+    _ARENAS_SET = bool(_LIBC.mallopt(M_ARENA_MAX, int(n)))
+    return _ARENAS_SET
+
+
+def _libc():
+    """glibc through ctypes, or False (another C library, or none found)."""
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            lib = ctypes.CDLL(name) if name else None
+            _LIBC = lib if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else False
+        except OSError:
+            _LIBC = False
+    return _LIBC
+
+
 def release_free_memory() -> bool:
     """Hand memory freed by a large job back to the operating system (glibc's ``malloc_trim``).
 
@@ -137,18 +169,11 @@ def release_free_memory() -> bool:
     server's resident memory high long after the job. Returns whether anything was called
     (False off glibc, e.g. macOS or musl).
     """
-    global _LIBC
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        try:
-            lib = ctypes.CDLL(name) if name else None
-            _LIBC = lib if lib is not None and hasattr(lib, "malloc_trim") else False
-        except OSError:
-            _LIBC = False
-    if not _LIBC:
+    if not _libc():
         return False
     _LIBC.malloc_trim(0)
     return True
 
 
 _LIBC = None
+_ARENAS_SET = False
