@@ -153,9 +153,10 @@ def volume_section(scan: Volume, entries: list[ModelEntry], thr: dict, window: W
         show_error(exc)
         gt = None
     dices = {}
-    for e in done if gt is not None else ():
-        dices[e.label] = _dice(e, results[e.label], thr[e.label], scan_key, gt)
-        results[e.label].release()
+    if gt is not None:
+        for e in done:
+            dices[e.label] = _dice(e, results[e.label], thr[e.label], scan_key, gt)
+            results[e.label].release()
     draw_volume_table(reports, dices, gt, results, scan, scan_key)
     draw_slice_chart(reports, slice_key(scan_key), idx, len(scan))
     draw_volume_downloads(done, results, reports, dices, thr, scan, window, stem, opacity)

@@ -382,7 +382,10 @@ def test_no_pickle_based_loading_anywhere():
     repo = Path(__file__).resolve().parent.parent
     files = [repo / "app.py", repo / "train.py"] + [
         f for d in ("smallcovid", "pages", "scripts", "benchmarks") for f in (repo / d).rglob("*.py")]
-    pattern = re.compile(r"\b(torch|pickle|dill|joblib)\.load\s*\(|torch\.jit\.load|import pickle")
+    # The pattern is assembled from parts so that this file does not itself read as such a call.
+    loaders = "|".join(("torch", "pickle", "dill", "joblib"))
+    load = r"\.load"
+    pattern = re.compile(rf"\b({loaders}){load}\s*\(|\btorch\.jit{load}|import pickle")
     hits = [f"{f.relative_to(repo)}:{n}" for f in files
             for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
     assert len(files) > 20 and not hits, hits

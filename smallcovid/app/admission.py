@@ -42,7 +42,8 @@ def volume_jobs(environ: dict | None = None) -> int:
 
 
 class Slots:
-    """A counting gate with a queue length: ``n`` holders at most, the others wait in turn."""
+    """A counting gate with a queue length: ``n`` holders at most, the others wait in turn.
+    Freed memory is handed back to the system (:func:`release_free_memory`) after each holder."""
 
     def __init__(self, n: int) -> None:
         self.n = int(n)
@@ -82,6 +83,7 @@ class Slots:
             with self._cond:
                 self._running -= 1
                 self._cond.notify_all()
+            release_free_memory()  # a holder's job is large: what it freed goes back to the system
 
 
 _SLOTS: Slots | None = None
@@ -105,10 +107,7 @@ def volume_slots() -> Slots:
 def volume_slot(waiting: Callable[[int], None] | None = None) -> Iterator[None]:
     """Hold the process-wide whole-volume slot (:func:`volume_slots`) for the ``with`` block."""
     with volume_slots().slot(waiting):
-        try:
-            yield
-        finally:
-            release_free_memory()
+        yield
 
 
 LARGE_UPLOAD_BYTES = 16 * 2**20
@@ -123,10 +122,7 @@ def decode_slot(nbytes: int, waiting: Callable[[int], None] | None = None) -> It
         yield
         return
     with _DECODE.slot(waiting):
-        try:
-            yield
-        finally:
-            release_free_memory()
+        yield
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number

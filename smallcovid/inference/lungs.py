@@ -5,7 +5,7 @@ Labels: 0 background, 1 right lung, 2 left lung, uint8 of the input's shape.
 Method, per slice on a ~2.5 mm working grid (strided sampling; the labels are
 repeated back to the input grid, so edges are blocky at that scale):
  1. air-like pixels (< -320 HU) -> 2D components; < 0.5 cm^2 is noise. Outside air is
-    told from lung by texture: lung holds vessel edges and ground-glass (``_textured``),
+    told from lung by texture: lung holds vessel edges and ground-glass (``smallcovid.inference.lungair``),
     the air around a body, bowel gas, a hollow table or the air under a blanket is
     uniform. In a full field of view, border air is outside the patient unless it is
     textured (a lung cut by a tight field of view), and large uniform air is dropped.
@@ -51,6 +51,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from smallcovid.inference.lungair import air_components, leak_outside, walled
 from smallcovid.inference.lunggeom import (S2D, assign_sides, body_mask, border_ids, extend_ap, fill_holes,
                                            hull, lr_axis_of, split_pair, wall_gaps)
 
@@ -193,41 +194,23 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     """The method on the working grid: (Z, h, w) HU, pixel size in mm -> uint8 labels or None.
 
     ``carve``: in a full field, cut lungs joined to the outside air apart from it
-    (:func:`_leak_outside`); off when a frame with little border air is tried as a full
+    (:func:`~smallcovid.inference.lungair.leak_outside`); off when a frame with little border air is tried as a full
     field, where a crop's lung reaching its border would be carved instead."""
     z, h, w = hu.shape
     air = hu < AIR_HU
     n_air = int(air.sum())
     if n_air == 0 or n_air > 0.97 * air.size:
         return None                                  # all tissue, or no body to speak of
-    lab, n = ndi.label(air, structure=S2D)           # 2D components, ids unique over slices
-    size = np.bincount(lab.ravel(), minlength=n + 1)
-    edge = np.zeros(n + 1, bool)
-    edge[border_ids(lab)] = True
-    edge[0] = False
-    keep = size >= max(2.0, 50.0 / (sp[0] * sp[1]))  # >= 0.5 cm^2
-    keep[0] = False
-    bright = _bright(hu, lab, n)
-    textured = _textured(bright, lab, n, size)
-    large = size * sp[0] * sp[1] >= UNIFORM_MAX_MM2
+    lab, n, size, edge, keep, bright, textured, large = air_components(hu, air, sp)
     freed = np.zeros(n + 1, bool)
     if carve and not cropped:
         # A lung joined to the outside air through a gap in the body outline (a cut drain
         # path, a crop pasted into a frame) makes one textured border component: the
         # uniform air reachable from the border is carved off and the rest labelled anew.
-        outside = _leak_outside(lab, edge & textured & large, bright, sp)
+        outside = leak_outside(lab, edge & textured & large, bright, sp)
         if outside is not None:
-            lab, n = ndi.label(air & ~outside, structure=S2D)
-            size = np.bincount(lab.ravel(), minlength=n + 1)
-            edge = np.zeros(n + 1, bool)
-            edge[border_ids(lab)] = True
-            edge[0] = False
-            keep = size >= max(2.0, 50.0 / (sp[0] * sp[1]))
-            keep[0] = False
-            bright = _bright(hu, lab, n)
-            textured = _textured(bright, lab, n, size)
-            large = size * sp[0] * sp[1] >= UNIFORM_MAX_MM2
-            freed, touching = _walled(lab, n, outside)
+            lab, n, size, edge, keep, bright, textured, large = air_components(hu, air & ~outside, sp)
+            freed, touching = walled(lab, n, outside)
             keep &= freed | ~touching
     # Uniform air is judged only where some large air is textured: a drawn phantom's lungs
     # may be uniform, and with nothing to compare them to they are still the lungs.
@@ -292,13 +275,10 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
             depth = ndi.distance_transform_edt(body, sampling=(1e6, sp[0], sp[1]))
             stray &= np.bincount(lab[isl], weights=depth[isl], minlength=n + 1) <= STRAY_DEPTH_MM * np.maximum(size, 1)
         seg[stray[lab]] = 0
-    # Airways, unassigned border air, and large uniform air that no lung took (a pocket a
-    # hull or the stretch towards the back wall reaches into) are never lung.
+    # Airways, unassigned border air and stray pockets (which a hull or the stretch towards
+    # the back wall may reach into) are never lung.
     not_lung = airway[lab] | (edge[lab] & (seg == 0))
-    if has_texture:
-        pocket = stray.copy()
-        pocket[0] = False                            # id 0 is tissue
-        not_lung |= (seg == 0) & pocket[lab]
+    not_lung |= stray[lab]
     # Far islands get a hull of their own: one hull over pieces far apart (the front
     # and the back of a lung base) would span the liver dome between them.
     regions = []
@@ -333,86 +313,6 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     grow = ndi.maximum_filter(out, size=(1, 3, 3)) * (ok & (out == 0))
     grow[(grow > 0) & (ndi.minimum_filter(np.where(out > 0, out, 3), size=(1, 3, 3)) != grow)] = 0
     return out + grow.astype(np.uint8)
-
-
-UNIFORM_MAX_MM2 = 400.0  # uniform air components at least this large (4 cm^2) are not lung
-TEXTURE_HU = 150.0     # lung: partial-volume vessel edges and ground-glass this far above its median
-TEXTURE_FLOOR_HU = -850.0  # ... and above this (outside air: -1000 HU plus noise)
-TEXTURE_CEIL_HU = -400.0   # ... and below this (vessel edges and ground-glass, not fabric)
-TEXTURE_SHARE = 0.01   # ... in at least this share of its pixels; uniform air + 40 HU noise: ~1e-4
-
-
-def _bright(hu: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
-    """(Z, h, w) bool: the texture pixels of each air component ``lab`` (1..n): inner pixels
-    (4 neighbours in the same component: the rim of outside air along the skin holds
-    partial-volume values that are not texture) :data:`TEXTURE_HU` above the component's
-    median, between :data:`TEXTURE_FLOOR_HU` and :data:`TEXTURE_CEIL_HU`."""
-    inner = lab.copy()
-    for ax, d in ((1, 1), (1, -1), (2, 1), (2, -1)):
-        inner[np.roll(lab, d, axis=ax) != lab] = 0
-    ids = inner.ravel()
-    on = np.flatnonzero(ids > 0)
-    ids, vals = ids[on], hu.ravel()[on]
-    order = np.lexsort((vals, ids))
-    ids_s, vals_s = ids[order], vals[order]
-    starts = np.searchsorted(ids_s, np.arange(n + 1))
-    counts = np.bincount(ids_s, minlength=n + 1)
-    med = np.full(n + 1, np.inf, np.float32)
-    has = counts > 0
-    med[has] = vals_s[np.minimum(starts[has] + counts[has] // 2, len(vals_s) - 1)]
-    # Also above TEXTURE_FLOOR_HU: air of two levels side by side (a crop's black corners in
-    # a frame of -1000 HU air) is not texture.
-    # Up to TEXTURE_CEIL_HU: a blanket's fabric lying just under the air threshold is a band
-    # of one density next to outside air, not lung texture.
-    out = np.zeros(lab.size, bool)
-    out[on] = (vals > med[ids] + TEXTURE_HU) & (vals > TEXTURE_FLOOR_HU) & (vals < TEXTURE_CEIL_HU)
-    return out.reshape(lab.shape)
-
-
-def _textured(bright: np.ndarray, lab: np.ndarray, n: int, size: np.ndarray) -> np.ndarray:
-    """Per component id: True when it looks like lung rather than uniform air (outside air,
-    bowel gas, a hollow table): :data:`TEXTURE_SHARE` of its pixels are :func:`_bright`."""
-    out = np.bincount(lab[bright], minlength=n + 1) >= TEXTURE_SHARE * np.maximum(size, 1)
-    out[0] = False
-    return out
-
-
-#: Air farther than this from any texture pixel is uniform: a lung's vessels lie closer.
-LEAK_NEAR_MM = 10.0
-#: A piece left by carving whose rim borders the carved outside air more than this is outside air.
-LEAK_RIM_SHARE = 0.3
-
-
-def _leak_outside(lab: np.ndarray, cand: np.ndarray, bright: np.ndarray, sp: tuple[float, float]) -> np.ndarray | None:
-    """(Z, h, w) bool: uniform air of the ``cand`` components (per id) connected to the image
-    border, or None when there is none to carve."""
-    if not cand.any():
-        return None
-    k = (1, int(2 * LEAK_NEAR_MM / sp[0]) | 1, int(2 * LEAK_NEAR_MM / sp[1]) | 1)
-    uniform = cand[lab] & ~ndi.maximum_filter(bright, size=k)
-    ul, un = ndi.label(uniform, structure=S2D)
-    reach = np.zeros(un + 1, bool)
-    reach[border_ids(ul)] = True
-    reach[0] = False
-    outside = reach[ul]
-    return outside if outside.any() else None
-
-
-def _walled(lab: np.ndarray, n: int, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per id, for the pieces left by carving ``outside`` off: (walled, touching). Touching:
-    the piece borders ``outside``; walled: on at most :data:`LEAK_RIM_SHARE` of its rim (a
-    lung whose leak was cut, not a pocket of outside air around a blanket's texture)."""
-    rim = np.zeros(lab.shape, bool)
-    near = np.zeros(lab.shape, bool)
-    for ax, d in ((1, 1), (1, -1), (2, 1), (2, -1)):
-        rim |= np.roll(lab, d, axis=ax) != lab
-        near |= np.roll(outside, d, axis=ax)
-    on = lab > 0
-    n_rim = np.bincount(lab[on & rim], minlength=n + 1)
-    touch = np.bincount(lab[on & rim & near], minlength=n + 1)
-    walled = (touch > 0) & (touch <= LEAK_RIM_SHARE * np.maximum(n_rim, 1))
-    walled[0] = False
-    return walled, touch > 0
 
 
 def _airway_like(c: dict, px_mm2: float, ref_hu: float, hu: np.ndarray, lab: np.ndarray) -> np.ndarray:

@@ -187,9 +187,9 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
         if stored.dtype.kind in "biu":  # whole numbers are finite: no scan for NaN needed
             low = float(stored.min())
             # int16 HU stay int16 (see Volume): half the memory of a float32 copy
-            arr = _axial_float32(stored, dtype=np.int16 if stored.dtype == np.int16 else np.float32)
+            arr = _axial(stored, dtype=np.int16 if stored.dtype == np.int16 else np.float32)
         else:
-            arr = _v.clean_finite(_axial_float32(stored), name)
+            arr = _v.clean_finite(_axial(stored), name)
             low = float(arr.min())
         del stored  # the stored-order array
         units = "hu" if low <= HU_MINIMUM_BELOW else "raw"
@@ -204,8 +204,8 @@ def read_scan(source: str | os.PathLike | bytes, name: str | None = None) -> Sli
     return Slice(arr, units, dec.spacing, name, axes)  # type: ignore[arg-type]
 
 
-def _axial_float32(arr: np.ndarray, slab: int = 32, dtype=np.float32) -> np.ndarray:
-    """NIfTI data (X, Y, Z) as stored -> (Z, X, Y) C-contiguous ``dtype`` (float32) with ``out[k] == arr[:, :, k]``.
+def _axial(arr: np.ndarray, slab: int = 32, dtype=np.float32) -> np.ndarray:
+    """NIfTI data (X, Y, Z) as stored -> (Z, X, Y) C-contiguous ``dtype`` with ``out[k] == arr[:, :, k]``.
 
     Cast and reordered ``slab`` slices at a time: no full-size temporary, ~5x faster than
     casting the whole array and then making the transpose contiguous, and few numpy calls
