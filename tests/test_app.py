@@ -391,7 +391,7 @@ def test_train_submits_a_job_and_cancel_stops_its_process(app_env, tmp_path):
     at.button(key="cancel-1").click().run()
     assert not at.exception
     job = JobStore(app_env / "jobs.db").get(1)
-    assert job.status == "cancelled" and not _alive(job.pid, job.id)
+    assert job.status == "cancelled" and not _alive(job.pid, job.id), (job.status, job.error)
     assert any(b.key == "resume-1" for b in at.button)
     # The user's own cancel is neutral news, not a failure: an info box, no red error.
     at.run()

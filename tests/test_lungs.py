@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from smallcovid.inference.lungs import lung_masks_display, lung_masks_hu
 
@@ -79,13 +80,29 @@ def test_display_path_and_side_convention():
 
 
 def test_posterior_consolidation_mostly_kept():
-    # Dependent consolidation fills the back of a lung, outside the aerated hull.
+    # Dependent consolidation fills the back of a lung, outside the aerated hull: the
+    # stretch follows the healthy lung as far back as it reaches.
     hu, p = chest(seed=5)
     back = p["left"] & (np.mgrid[:hu.shape[0], :hu.shape[1]][0] > 0.56 * hu.shape[0])
     hu[back] = 30.0
     lab = lung_masks_hu(hu, (1.8, 1.8))
     assert (lab[back] == 2).mean() > 0.6
     assert (lab[p["right"]] == 1).mean() > 0.98 and not lab[~p["body"]].any()
+
+
+def test_heart_in_the_cardiac_notch_is_not_lung():
+    # The left lung wraps the heart: its convex hull spans the heart, which is mediastinum
+    # beyond 10 mm from aerated lung (closer, a medial pleural lesion would stay).
+    hu, p = chest(seed=6)
+    h, w = hu.shape
+    heart = _ellipse((h, w), 0.55 * h, 0.60 * w, 0.14 * h, 0.09 * w) & p["left"]
+    hu[heart] = 40.0
+    left = p["left"] & ~heart
+    lab = lung_masks_hu(hu, (1.8, 1.8))
+    far = heart & (ndimage.distance_transform_edt(~left) * 1.8 > 10.0)
+    assert far.sum() > 300
+    assert (lab[far] > 0).mean() < 0.25                     # 0.79 with the whole hull kept
+    assert (lab[left] == 2).mean() > 0.98 and (lab[p["right"]] == 1).mean() > 0.98
 
 
 def test_rotated_chest_sides_follow_the_separating_axis():

@@ -486,3 +486,18 @@ def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path):
     with pytest.raises(SmallCovidError, match="restarts"):
         train(tiny_cfg(epochs=1), tmp_path / "cos")
         extend_run(tmp_path / "cos", 5)
+
+
+def test_cancel_during_an_image_decode_is_not_an_input_error(monkeypatch):
+    # The worker's SIGTERM handler raises TrainingCancelled wherever the process is; inside
+    # a decoder that wraps any Exception as a corrupt file, a cancel used to fail the job.
+    from PIL import Image
+
+    from smallcovid.io import decoders
+
+    def stopped(*args, **kwargs):
+        raise TrainingCancelled("stopped by signal")
+
+    monkeypatch.setattr(Image, "open", stopped)
+    with pytest.raises(TrainingCancelled):
+        decoders.decode_image(b"\x89PNG....", "x.png", "PNG")

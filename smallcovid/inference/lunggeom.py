@@ -86,6 +86,32 @@ def hull(mask: np.ndarray) -> np.ndarray:
     return (x >= lower[..., None] - 1e-3) & (x <= upper[..., None] + 1e-3) & row_ok[..., None]
 
 
+def between(low: np.ndarray, high: np.ndarray, axis: int) -> np.ndarray:
+    """Pixels between two lungs along the left/right axis, (Z, h, w) bool.
+
+    On each antero-posterior line (fixed position along the other axis) holding both
+    ``low`` (the lung at low indices along ``axis``) and ``high``: the pixels after the
+    last of ``low`` and before the first of ``high``.
+    """
+    t = (lambda a: a) if axis == 0 else (lambda a: a.swapaxes(1, 2))
+    lo, hi = t(low).swapaxes(1, 2), t(high).swapaxes(1, 2)   # (Z, A, L): lines along lr
+    both = lo.any(axis=2) & hi.any(axis=2)
+    _, lo_end = _ends(lo)
+    hi_start, _ = _ends(hi)
+    li = np.arange(lo.shape[2])[None, None, :]
+    out = (li > lo_end[..., None]) & (li < hi_start[..., None]) & both[..., None]
+    return t(out.swapaxes(1, 2))
+
+
+def ap_span(m: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice, the first and last antero-posterior index of (Z, h, w) ``m``, each (Z, 1)
+    float; NaN where the slice holds none. ``axis`` is the left/right axis."""
+    prof = m.any(axis=1 + axis)                      # (Z, AP)
+    first, last = (e.astype(float)[:, None] for e in _ends(prof))
+    none = ~prof.any(axis=1)[:, None]
+    return np.where(none, np.nan, first), np.where(none, np.nan, last)
+
+
 def wall_gaps(lungs: np.ndarray, body: np.ndarray, axis: int, q: float) -> tuple[np.ndarray, np.ndarray]:
     """Per slice, the chest wall's thickness in front of and behind the lungs, in pixels.
 
@@ -112,7 +138,8 @@ def extend_ap(m: np.ndarray, hull_m: np.ndarray, body: np.ndarray, axis: int, lo
         axis: the left/right axis (0 rows, 1 cols); AP is the other one.
         low_side: the lung lies at low indices along ``axis``.
         wall, reach: pixels along AP: the least chest wall kept; the longest stretch towards
-            low and towards high AP indices (front and back in the canonical orientation).
+            low and towards high AP indices (front and back in the canonical orientation),
+            each a number or per slice (Z, 1).
         gaps: (front, back) chest wall per slice from :func:`wall_gaps`, (Z, 1) each.
 
     On lines across the chest lateral to the lung's usual medial edge (its 25 % most

@@ -43,8 +43,14 @@ class Progress:
     stage: str = ""  # semi-supervised runs: "teacher" or "student"
 
 
-class TrainingCancelled(Exception):
-    """Raised inside ``train`` when ``should_stop()`` returned True between batches."""
+class TrainingCancelled(BaseException):
+    """Raised inside ``train`` when ``should_stop()`` returned True between batches, or by
+    the worker's SIGTERM handler.
+
+    A BaseException, like KeyboardInterrupt: a signal can arrive anywhere, e.g. while an
+    image decoder runs, and code that turns any ``Exception`` into an input error there must
+    not report a cancel as a corrupt file.
+    """
 
 
 ProgressFn = Callable[[Progress], None]
