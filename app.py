@@ -32,10 +32,18 @@ from smallcovid.app.admission import limit_arenas, release_free_memory
 
 limit_arenas()  # once per server process: a few shared malloc arenas, not one per visitor's thread
 
+from pages._memlog import start_if_asked
+
+start_if_asked()  # SMALLCOVID_MEMLOG=path: sample what each session keeps (a hosting diagnostic)
+
 with st.sidebar:
     st.caption(f"Models run on: **{device_label()}**")
     st.warning(DISCLAIMER, icon=":material/warning:")
     public_notice()
 
-page.run()
-release_free_memory()  # what this run freed goes back to the system, not into an idle arena
+try:
+    page.run()
+finally:
+    # Also when the run stops early (a rerun, the visitor moved on): what it freed goes back
+    # to the system, not into an idle arena.
+    release_free_memory()

@@ -24,6 +24,7 @@ the exit code is 1 when any session failed.
     python benchmarks/load_test.py --sessions 10 --volume-sessions 6 --session-mb 1024 --json docs/load-volumes.json
     python benchmarks/load_test.py --sessions 2 --weights tiny          # quick, untrained test weights
     python benchmarks/load_test.py --sessions 10 --compare-locks        # serialised vs concurrent inference
+    python benchmarks/load_test.py --sessions 2 --volume-sessions 2 --memlog   # where the memory goes
 """
 
 from __future__ import annotations
@@ -203,9 +204,13 @@ def volume_file(tmp: Path, slices: int, size: int) -> Path:
 
 
 @contextmanager
-def serve(tmp: Path, weights: str | None, lock: str | None, session_mb: float | None) -> Iterator[tuple[str, MemorySampler]]:
-    """``streamlit run app.py`` on a free loopback port; yields its URL and a started sampler of its memory."""
+def serve(tmp: Path, weights: str | None, lock: str | None, session_mb: float | None,
+          memlog: Path | None = None) -> Iterator[tuple[str, MemorySampler]]:
+    """``streamlit run app.py`` on a free loopback port; yields its URL and a started sampler of its memory.
+    ``memlog``: the app samples what each session keeps into this file (``SMALLCOVID_MEMLOG``)."""
     env = {"SMALLCOVID_JOBS_DIR": str(tmp / "jobs")}
+    if memlog is not None:
+        env["SMALLCOVID_MEMLOG"] = str(memlog)
     if weights:
         env["SMALLCOVID_WEIGHTS_DIR"] = weights
     if lock is not None:
@@ -468,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="weights folder for the started app, or 'tiny' for untrained test weights")
     ap.add_argument("--lock", choices=["1", "0"], help="SMALLCOVID_INFERENCE_LOCK for the started app")
     ap.add_argument("--compare-locks", action="store_true", help="run twice: serialised (lock) and concurrent")
+    ap.add_argument("--memlog", action="store_true",
+                    help="the started app samples what each session keeps; the report says where memory went")
     ap.add_argument("--json", help="write the report here")
     args = ap.parse_args(argv)
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
@@ -489,8 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for lock in (["1", "0"] if args.compare_locks else [args.lock]):
                 label = {"1": "serialised (per-model lock)", "0": "concurrent (no lock)", None: "default"}[lock]
-                with serve(tmp, weights, lock, session_mb) as (url, mem):
+                trace = tmp / f"memlog-{lock}.jsonl" if args.memlog else None
+                with serve(tmp, weights, lock, session_mb, trace) as (url, mem):
                     runs[label] = asyncio.run(run_load(url, args.sessions, image, args.timeout, mem, volume))
+                if trace is not None and trace.is_file():
+                    from smallcovid.app.memlog import breakdown
+
+                    runs[label]["memory"]["breakdown"] = breakdown(trace)
                 runs[label]["server_peak_rss_mb"] = runs[label]["memory"]["peak_mb"]
                 runs[label]["session_cap"] = memory_bound(runs[label], args.volume_sessions, session_mb)
     report = {"machine": machine(), "weights": "tiny (untrained test weights)" if args.weights == "tiny"
@@ -509,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
         if (ap := (r.get("volumes") or {}).get("at_peak")):
             print(f"  at the peak ({ap['seconds_after_start']} s into the volume sessions): {ap['uploading']} uploading, "
                   f"{ap['segmenting_or_waiting']} segmenting or waiting, {ap['done']} done")
+        if (b := m.get("breakdown", {}).get("at_peak")):
+            print(f"  at the peak, by the app's own count: {b['held_by_sessions_mb']} MB held by {b['sessions']} "
+                  f"sessions ({', '.join(f'{k} {v}' for k, v in list(b['held_per_key_mb'].items())[:5])}), "
+                  f"{b['not_held_by_sessions_mb']} MB by none (models, libraries, a running job, allocator)")
         cap = r.get("session_cap") or {}
         if "bound_mb" in cap:
             print(f"  {SESSION_MB_ENV}={cap['session_mb']:g}: bound {cap['bound_mb']} MB, "

@@ -19,6 +19,7 @@ from pages._scan_parts import (choose_scan, choose_slice, load_scan, quantities_
                                slice_lung_qc)
 from pages._volume_parts import stored_volumes, truth_volume, volume_lung_qc, volume_section
 from smallcovid.app import uploads
+from smallcovid.app.uploads import KeptUpload
 from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
 from smallcovid.app.dicom_series import series_caption
 from smallcovid.app.viewer import SliceMaps, thresholds_for
@@ -72,13 +73,33 @@ def _uploads_changed(key: str) -> None:
         st.session_state.pop(f"{key}_kept", None)
 
 
-def _kept(key: str, files) -> list:
+def _record_bytes(upload) -> bytes | None:
+    """The bytes Streamlit's upload manager holds for ``upload`` (the same object, no copy), or
+    None when it cannot say (the runtime's layout changed, a test harness without one)."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        recs = Runtime.instance().uploaded_file_mgr.get_files(get_script_run_ctx().session_id, [upload.file_id])
+        data = recs[0].data if len(recs) == 1 else None
+        return data if isinstance(data, bytes) and len(data) == upload.size else None
+    except Exception:  # noqa: BLE001  (an optimisation only: the upload's own copy is kept instead)
+        return None
+
+
+def _kept(key: str, files) -> list[KeptUpload]:
     """The uploader's files, kept in the session so that they survive a change of page (Streamlit
-    drops a widget's value when its page is left); the kept ones while the uploader shows none."""
-    files = list(files or [])
+    drops a widget's value when its page is left); the kept ones while the uploader shows none.
+
+    Kept as :class:`~smallcovid.app.uploads.KeptUpload` holding the bytes of Streamlit's own
+    record of the upload: the ``UploadedFile`` a script gets holds a private copy of them, so
+    keeping it kept a second copy of every upload per session (81 MB for a 300-slice volume)."""
+    files = [KeptUpload.of(u, _record_bytes(u)) for u in files or []]
     if files:
-        st.session_state[f"{key}_kept"] = files
-        return files
+        kept = st.session_state.get(f"{key}_kept") or []
+        if [k.file_id for k in kept] != [f.file_id for f in files]:
+            st.session_state[f"{key}_kept"] = files
+        return list(st.session_state[f"{key}_kept"])
     return list(st.session_state.get(f"{key}_kept") or [])
 
 

@@ -39,7 +39,7 @@ def test_load_test_runs_two_sessions_and_a_volume_without_errors(tiny_weights, t
     out = tmp_path / "load.json"
     rc = load_test_module().main(["--sessions", "2", "--weights", str(tiny_weights), "--timeout", "90",
                                   "--volume-sessions", "1", "--volume-slices", "8", "--volume-size", "128",
-                                  "--volume-timeout", "60", "--session-mb", "256", "--json", str(out)])
+                                  "--volume-timeout", "60", "--session-mb", "256", "--memlog", "--json", str(out)])
     run = json.loads(out.read_text())["runs"]["default"]
     assert rc == 0, run
     assert run["warmup_error"] is None and run["overlays_per_session"] == 4  # every tiny model's overlay painted
@@ -49,6 +49,10 @@ def test_load_test_runs_two_sessions_and_a_volume_without_errors(tiny_weights, t
     mem = run["memory"]
     assert mem["after_warmup_mb"] > 100 and mem["peak_mb"] >= mem["after_warmup_mb"]
     assert run["session_cap"]["session_mb"] == 256 and "within_bound" in run["session_cap"]
+    # The app's own count: the volume session's store and the uploads held by Streamlit.
+    peak = mem["breakdown"]["at_peak"]
+    assert mem["breakdown"]["samples"] > 3 and peak["rss_mb"] > 100 and peak["sessions"] >= 1
+    assert peak["held_per_key_mb"].get("volume_results", 0) > 0 and peak["streamlit_uploads_mb"] > 0
 
 
 def test_memory_figures_of_a_process_tree_and_the_bound():

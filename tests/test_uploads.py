@@ -61,3 +61,25 @@ def test_nifti_mask_bytes_of_a_slice():
     img = nib.Nifti1Image.from_bytes(gzip.decompress(uploads.nifti_mask_bytes(mask, like)))
     assert img.shape == (6, 7, 1) and np.asarray(img.dataobj)[2, 3, 0] == 1 and np.asarray(img.dataobj).sum() == 1
     assert np.allclose(np.diag(img.affine)[:3], [0.8, 0.9, 1.0])
+
+
+class _Upload:
+    """What Streamlit's UploadedFile offers the app (a private copy of the bytes, as a script gets it)."""
+
+    def __init__(self, data: bytes, name: str = "scan.nii.gz", file_id: str = "f1"):
+        self._data, self.name, self.file_id, self.type = bytes(bytearray(data)), name, file_id, "application/gzip"
+        self.size = len(data)
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def test_kept_upload_holds_the_given_bytes_without_a_copy():
+    record = b"\x1f\x8b" + bytes(5000)                     # the server's own record of the upload
+    up = _Upload(record)
+    kept = uploads.KeptUpload.of(up, record)
+    assert kept.getvalue() is record and up.getvalue() is not record
+    assert (kept.name, kept.file_id, kept.size, kept.type) == ("scan.nii.gz", "f1", 5002, "application/gzip")
+    assert uploads.KeptUpload.of(kept) is kept
+    # Without the record the upload's own bytes are kept (and still no further copy).
+    assert uploads.KeptUpload.of(up).getvalue() is up.getvalue()

@@ -9,6 +9,7 @@ volume it may also be a NIfTI label volume of the same shape (MedSeg values 0..3
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,36 @@ from smallcovid.core.errors import InputFileError, SmallCovidError
 from smallcovid.io import Slice, Volume, read_classes, read_label_volume, read_mask, read_scan, nifti_mask_data
 
 _NIFTI = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True, eq=False)
+class KeptUpload:
+    """An uploaded file as a session keeps it: the attributes of Streamlit's ``UploadedFile``
+    that the app reads (``file_id``, ``name``, ``size``, ``type``, ``getvalue()``), holding the
+    very bytes object of the upload (no copy), without a file position to share or move."""
+
+    file_id: str
+    name: str
+    type: str
+    data: bytes
+
+    @classmethod
+    def of(cls, upload, data: bytes | None = None) -> "KeptUpload":
+        """From an ``UploadedFile`` (or anything with those attributes), holding ``data`` (the
+        same bytes held elsewhere, e.g. by the server's upload manager) or else the upload's own
+        value; a KeptUpload as it is."""
+        if isinstance(upload, cls):
+            return upload
+        data = upload.getvalue() if data is None else data
+        return cls(str(upload.file_id), str(upload.name), str(getattr(upload, "type", "")),
+                   data if isinstance(data, bytes) else bytes(data))
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def getvalue(self) -> bytes:
+        return self.data
 
 
 def stem(name: str) -> str:
