@@ -33,7 +33,7 @@ repeated back to the input grid, so edges are blocky at that scale):
 
 The mask errs on the generous side (lesions first): on the 50 labelled crops it
 holds ~97.8 % of the lesion pixels; on scanner-like frames of them (four seeded
-draws of :mod:`smallcovid.data.scanner`) 98.0-98.3 %, with the lungs covering at
+draws of :mod:`smallcovid.data.scanner`) 97.9-98.2 %, with the lungs covering at
 most 59 % of any frame.
 
 Side convention: along the left/right axis ``lr_axis`` (1 = columns, a standard
@@ -57,8 +57,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from smallcovid.inference.lungair import air_components, leak_outside, walled
-from smallcovid.inference.lunggeom import (S2D, ap_span, assign_sides, between, body_mask, border_ids, extend_ap, fill_holes,
-                                           hull, lr_axis_of, split_pair, wall_gaps)
+from smallcovid.inference.lunggeom import (S2D, ap_span, assign_sides, between, body_mask, border_ids, extend_ap,
+                                           fill_holes, hull, lr_axis_of, split_pair, wall_gaps)
 
 AIR_HU = -320.0          # air-like: lung parenchyma (~ -850) and faint ground-glass
 WORK_MM = 2.5            # working pixel size: a 300x512x512 volume takes ~1 s on 2 cores
