@@ -94,13 +94,10 @@ def _kept(key: str, files) -> list[KeptUpload]:
     Kept as :class:`~smallcovid.app.uploads.KeptUpload` holding the bytes of Streamlit's own
     record of the upload: the ``UploadedFile`` a script gets holds a private copy of them, so
     keeping it kept a second copy of every upload per session (81 MB for a 300-slice volume)."""
-    files = [KeptUpload.of(u, _record_bytes(u)) for u in files or []]
-    if files:
-        kept = st.session_state.get(f"{key}_kept") or []
-        if [k.file_id for k in kept] != [f.file_id for f in files]:
-            st.session_state[f"{key}_kept"] = files
-        return list(st.session_state[f"{key}_kept"])
-    return list(st.session_state.get(f"{key}_kept") or [])
+    kept = st.session_state.get(f"{key}_kept") or []
+    if files and [k.file_id for k in kept] != [u.file_id for u in files]:
+        kept = st.session_state[f"{key}_kept"] = [KeptUpload.of(u, _record_bytes(u)) for u in files]
+    return list(kept)
 
 
 def uploads_set_aside(n: int) -> None:

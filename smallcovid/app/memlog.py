@@ -34,15 +34,16 @@ _SKIP = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.
          threading.Thread)
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 def rss_bytes() -> int:
-    """Resident memory of this process (VmRSS), in bytes; 0 where /proc is unavailable."""
+    """Resident memory of this process (Linux ``/proc/self/statm``), in bytes; 0 where unavailable."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def deep_nbytes(obj: object, seen: set[int] | None = None, depth: int = 0) -> int:
@@ -56,11 +57,11 @@ def deep_nbytes(obj: object, seen: set[int] | None = None, depth: int = 0) -> in
         root = obj
         while isinstance(root.base, np.ndarray):
             root = root.base
-        base = root.base if root.base is not None else root
-        if id(base) in seen:
+        owner = root if root.base is None else root.base   # e.g. the bytes an array was read from
+        if id(owner) in seen:
             return 0
-        seen.add(id(base))
-        return int(root.nbytes) if base is root else deep_nbytes(base, seen, depth + 1) or int(root.nbytes)
+        seen.add(id(owner))
+        return int(root.nbytes)
     if id(obj) in seen:
         return 0
     seen.add(id(obj))

@@ -28,7 +28,6 @@ import contextlib
 import gzip
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smallcovid.app.memlog import rss_bytes
 from smallcovid.core.errors import SmallCovidError
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,9 @@ class RssSampler:
         self.samples: list[tuple[float, float]] = []  # (perf_counter, MB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def rss_mb(self) -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page_mb
+        return rss_bytes() / 2**20
 
     def _run(self) -> None:
         while not self._stop.is_set():

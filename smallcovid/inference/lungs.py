@@ -321,8 +321,9 @@ def _lungs_small(hu: np.ndarray, sp: tuple[float, float], lr_axis: int | None, r
     # hull stops short of the other's is stretched to it, however thick its consolidation.
     spans = [ap_span(r, axis) for r in regions]
     for s in (1, 2):
-        (f, l), (fo, lo) = spans[s - 1], spans[2 - s]
-        match = [np.fmax(r, np.nan_to_num(d, nan=0.0)) if r > 0 else r for r, d in zip(reach, (f - fo, lo - l))]
+        (lo, hi), (lo_other, hi_other) = spans[s - 1], spans[2 - s]
+        short = (lo - lo_other, hi_other - hi)      # how far the other lung reaches beyond, per side
+        match = [np.fmax(r, np.nan_to_num(d, nan=0.0)) if r > 0 else r for r, d in zip(reach, short)]
         regions[s - 1] |= extend_ap(seg == s, regions[s - 1], body, axis, s == 1, wall, match, gaps) & ~mediast
     r1, r2 = regions
     ok = body & ~not_lung & ~(r1 & r2)               # inside both: mediastinum
