@@ -465,15 +465,18 @@ def test_restarts_run_stops_folds_at_a_plateau(tiny_cfg, tmp_path):
     assert pl["ok"] and pl["final_epochs"] in (1, 3, 7, 15)
 
 
-def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path):
-    """Folds that ran into the cap train on after --extend-epochs, exactly as with the higher cap
-    from the start (the learning rate of an epoch does not depend on the cap)."""
+def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path, monkeypatch):
+    """Folds that ran into the cap short of their plateau train on after --extend-epochs, exactly
+    as with the higher cap from the start (the learning rate of an epoch does not depend on the cap)."""
+    from smallcovid.training import plateau
     from smallcovid.training.plateau import extend_run
 
     short = tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=3, lr=1e-3, final=True)
     train(short, tmp_path / "run")
+    monkeypatch.setattr(plateau, "PLATEAU_SHARE", 0.0)  # every fold at the cap counts as short of its plateau
     assert extend_run(tmp_path / "run", 7) == [k for k in (1, 2) if json.loads(
         (tmp_path / "run" / f"fold_{k}" / "resume" / "resume.json").read_text())["meta"]["epoch"] >= 3]
+    monkeypatch.undo()
     assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "final").exists()
     cfg = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
     extended = train(cfg, tmp_path / "run")
@@ -486,6 +489,33 @@ def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path):
     with pytest.raises(SmallCovidError, match="restarts"):
         train(tiny_cfg(epochs=1), tmp_path / "cos")
         extend_run(tmp_path / "cos", 5)
+
+
+def test_extend_reopens_only_folds_short_of_their_plateau(tiny_cfg, tmp_path):
+    """A fold that passed the plateau check at the cap keeps its model; the record of the
+    extension makes the run's command reproduce it."""
+    from smallcovid.training.fold import read_extensions
+    from smallcovid.training.plateau import extend_run, fold_plateau
+
+    train(tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=3, lr=1e-3, final=True), tmp_path / "run")
+    for k, best in ((1, 3), (2, 1)):  # fold 1: best epoch at the cap; fold 2: a plateau
+        path = tmp_path / "run" / f"fold_{k}" / "resume" / "resume.json"
+        record = json.loads(path.read_text())
+        record["meta"].update(epoch=3, best_epoch=best)
+        path.write_text(json.dumps(record))
+    metas = [json.loads((tmp_path / "run" / f"fold_{k}" / "resume" / "resume.json").read_text())["meta"] for k in (1, 2)]
+    assert not fold_plateau(metas[0])["ok"] and fold_plateau(metas[1])["ok"]
+    assert extend_run(tmp_path / "run", 7) == [1]
+    assert read_extensions(tmp_path / "run") == [{"from": 3, "to": 7, "folds": [1]}]
+    assert (tmp_path / "run" / "fold_2" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "fold_1" / "metrics.json").exists()
+    (tmp_path / "run" / "fold_2" / "metrics.json").unlink()  # even unfinished, a kept fold keeps its cap
+    s = train(TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text())), tmp_path / "run")
+    assert s["plateau"]["per_fold"][0]["epochs_run"] > 3 and s["plateau"]["per_fold"][1]["epochs_run"] == 3
+    assert s["plateau"]["extensions"] == [{"from": 3, "to": 7, "folds": [1]}]
+    assert "--epochs 3 " in s["command"] and "&& python train.py --resume runs/run --extend-epochs 7" in s["command"]
+    with pytest.raises(SmallCovidError, match="nothing to extend"):
+        extend_run(tmp_path / "run", 15)
 
 
 def test_cancel_during_an_image_decode_is_not_an_input_error(monkeypatch):

@@ -28,7 +28,7 @@ from smallcovid.models import num_parameters
 from smallcovid.models.checkpoint import save_weights
 from smallcovid.training.calibrate import calibrate_folds
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import FoldContext, RunContext, fold_dir
+from smallcovid.training.fold import FoldContext, RunContext, fold_dir, read_extensions
 from smallcovid.training.oof import oof_maps
 from smallcovid.training.plateau import plateau_report
 from smallcovid.training.pseudo import recipe
@@ -38,10 +38,16 @@ log = logging.getLogger(__name__)
 REPORTED = METRIC_NAMES
 
 
-def reproduce_command(cfg: TrainConfig) -> str:
-    """The ``train.py`` command line that reruns ``cfg``."""
+def reproduce_command(cfg: TrainConfig, extensions: list[dict] | None = None, run_id: str | None = None) -> str:
+    """The ``train.py`` command line that reruns ``cfg``.
+
+    A run whose cap was raised (``extensions``, see :func:`smallcovid.training.plateau.extend_run`)
+    reruns as its first command into ``runs/<run_id>``, then one ``--resume … --extend-epochs``
+    per extension, since only the folds short of their plateau trained past the first cap.
+    """
+    first = extensions[0]["from"] if extensions else cfg.epochs
     parts = ["python", "train.py", "--model", cfg.model, "--data", cfg.data, "--folds", str(cfg.folds),
-             "--epochs", str(cfg.epochs), "--image-size", str(cfg.image_size), "--batch-size",
+             "--epochs", str(first), "--image-size", str(cfg.image_size), "--batch-size",
              str(cfg.batch_size), "--lr", str(cfg.lr), "--seed", str(cfg.seed)]
     if cfg.protocol == "paper":
         parts += ["--protocol", "paper"]
@@ -70,7 +76,13 @@ def reproduce_command(cfg: TrainConfig) -> str:
         parts += ["--pseudo-select", cfg.pseudo_select]
     if cfg.final:
         parts += ["--final"]
-    return shlex.join(parts)
+    if not extensions:
+        return shlex.join(parts)
+    rid = run_id or "RUN"
+    steps = [shlex.join(parts + ["--out", "runs", "--run-id", rid])]
+    steps += [shlex.join(["python", "train.py", "--resume", f"runs/{rid}", "--extend-epochs", str(e["to"])])
+              for e in extensions]
+    return " && ".join(steps)
 
 
 def operating_threshold(summary: dict) -> tuple[float, float | None]:
@@ -170,7 +182,7 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         if cfg.unlabeled else None,
         "elapsed_s": run.clock.elapsed(),
         "device": describe_device(device),
-        "command": reproduce_command(cfg),
+        "command": reproduce_command(cfg, read_extensions(out), out.name),
         "executor": executor or {"name": "local"},
         "plateau": plateau_report(out, cfg, len(splits)),
     }

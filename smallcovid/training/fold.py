@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import json
 import logging
 import math
 import time
@@ -40,6 +41,7 @@ from smallcovid.training.tensors import Tensors, to_tensors, validate
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr"]
 FINAL_MODEL = "final model (all data)"  # how messages name fold 0
+EXTENSIONS_FILE = "extensions.json"  # a run folder's raised epoch caps (plateau.extend_run)
 
 
 def fold_name(fold: int) -> str:
@@ -50,6 +52,22 @@ def fold_name(fold: int) -> str:
 def fold_dir(out: Path, fold: int) -> Path:
     """Folder of fold ``fold`` (1-based) in run folder ``out``; fold 0 is ``final/``."""
     return out / ("final" if fold == 0 else f"fold_{fold}")
+
+
+def read_extensions(out: Path) -> list[dict]:
+    """The caps a run folder was raised to, oldest first: ``[{"from", "to", "folds"}]`` ([] if none)."""
+    path = Path(out) / EXTENSIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def fold_caps(out: Path, cfg: TrainConfig) -> dict[int, int]:
+    """Each cross-validation fold's epoch cap: the run's first cap, raised for the folds an
+    extension reopened (a fold that passed its plateau check keeps the cap it stopped at)."""
+    ext = read_extensions(out)
+    caps = {k: ext[0]["from"] if ext else cfg.epochs for k in range(1, cfg.folds + 1)}
+    for e in ext:
+        caps.update({k: e["to"] for k in e["folds"]})
+    return caps
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,7 @@ class RunContext:
     should_stop: StopFn | None = None
     pool: torch.Tensor | None = None  # unlabeled slices (N, 1, S, S) for semi-supervised runs
     keeps_time: bool = False
+    fold_caps: Mapping[int, int] | None = None  # per-fold epoch caps of an extended run (fold_caps)
 
     def save_clock(self) -> None:
         """Record the run's elapsed time in ``<out>/clock.json`` (see :func:`spent_seconds`), if ``keeps_time``.
@@ -117,6 +136,8 @@ class FoldContext:
         """Epochs of this stage: a student trains ``student_epochs`` (default ``epochs``)."""
         if self.epochs_override is not None:
             return self.epochs_override
+        if self.stage != "student" and self.run.fold_caps and self.fold in self.run.fold_caps:
+            return self.run.fold_caps[self.fold]
         return (self.cfg.student_epochs or self.cfg.epochs) if self.stage == "student" else self.cfg.epochs
 
     @property

@@ -29,7 +29,7 @@ from smallcovid.data.dataset import LabeledSet, load_dataset, load_splits, make_
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
-from smallcovid.training.fold import RunContext, fold_dir
+from smallcovid.training.fold import RunContext, fold_caps, fold_dir
 from smallcovid.training.pseudo import load_unlabeled
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, spent_seconds
 from smallcovid.training.tensors import to_tensors
@@ -85,7 +85,7 @@ def train(
     clock = Clock(total_epochs=cfg.epochs_per_fold * (len(splits) + int(cfg.final)), spent_s=spent_seconds(out))
     pool = load_unlabeled(cfg.unlabeled, cfg.image_size) if cfg.unlabeled else None
     run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop,
-                     pool=pool, keeps_time=True)
+                     pool=pool, keeps_time=True, fold_caps=fold_caps(out, cfg))
     todo = []
     for k, split in enumerate(splits, start=1):
         # metrics.json is written only by finish_run, after every fold's training ended.

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import fold_dir, plateau_epochs
+from smallcovid.training.fold import EXTENSIONS_FILE, fold_dir, plateau_epochs, read_extensions
 
 PLATEAU_SHARE = 0.75  # the best epoch must fall in this leading share of the epochs trained
 
@@ -32,9 +32,10 @@ def fold_plateau(meta: dict) -> dict:
 def plateau_report(out: Path, cfg: TrainConfig, folds: int) -> dict:
     """The run's plateau check over its ``folds`` folds (read from each ``fold_<k>/resume``).
 
-    Returns ``{"share", "ok", "per_fold": [...], "final_epochs"}``; ``final_epochs`` is the
-    epoch count the final all-data model trains (the "restarts" schedule's plateau cycle
-    end, else ``cfg.epochs``).
+    Returns ``{"share", "ok", "per_fold": [...], "final_epochs", "extensions"}``;
+    ``final_epochs`` is the epoch count the final all-data model trains (the "restarts"
+    schedule's plateau cycle end, else ``cfg.epochs``); ``extensions`` lists the run's
+    raised caps (see :func:`extend_run`).
     """
     per_fold = []
     for k in range(1, folds + 1):
@@ -45,7 +46,7 @@ def plateau_report(out: Path, cfg: TrainConfig, folds: int) -> dict:
     bests = [f["best_epoch"] for f in per_fold]
     final = plateau_epochs(cfg, bests) or cfg.epochs
     return {"share": PLATEAU_SHARE, "ok": bool(per_fold) and all(f["ok"] for f in per_fold),
-            "per_fold": per_fold, "final_epochs": final}
+            "per_fold": per_fold, "final_epochs": final, "extensions": read_extensions(out)}
 
 
 def extend_run(out: Path, epochs: int) -> list[int]:
@@ -53,15 +54,20 @@ def extend_run(out: Path, epochs: int) -> list[int]:
 
     With warm restarts the learning rate of an epoch does not depend on the cap, so a fold
     that ran into the old cap while still improving goes on exactly as if the cap had been
-    higher from the start. Folds that hit the cap lose their ``metrics.json`` (they train
-    on when the run is resumed); the summary and the final model are removed, since both
-    depend on every fold. Folds that stopped at a plateau are kept as they are.
+    higher from the start. Only folds that reached the old cap *and* fail the plateau check
+    (best epoch past :data:`PLATEAU_SHARE` of the epochs trained) reopen: they lose their
+    ``metrics.json`` and train on when the run is resumed. Folds that pass the check, at the
+    cap or before it, are kept as they are. The summary and the final model are removed,
+    since both depend on every fold. The extension is recorded in ``extensions.json``, so
+    the run's command (summary, card) reproduces it.
 
     Returns the folds that will train on.
 
     Raises:
-        SmallCovidError: not a run folder, another schedule, or a cap not above the old one.
+        SmallCovidError: not a run folder, another schedule, a cap not above the old one, or
+            no fold that ran into the cap short of its plateau.
     """
+    import dataclasses
     import shutil
 
     from smallcovid.core.errors import SmallCovidError
@@ -79,11 +85,18 @@ def extend_run(out: Path, epochs: int) -> list[int]:
     reopen = []
     for k in range(1, cfg.folds + 1):
         path = fold_dir(out, k) / "resume" / "resume.json"
-        if path.is_file() and json.loads(path.read_text())["meta"]["epoch"] >= cfg.epochs:
+        if not path.is_file():
+            continue
+        meta = json.loads(path.read_text())["meta"]
+        if meta["epoch"] >= cfg.epochs and not fold_plateau(meta)["ok"]:
             reopen.append(k)
-            (fold_dir(out, k) / "metrics.json").unlink(missing_ok=True)
-    import dataclasses
-
+    if not reopen:
+        raise SmallCovidError(f"{out}: no fold ran into the {cfg.epochs}-epoch cap short of its plateau; "
+                              "nothing to extend")
+    for k in reopen:
+        (fold_dir(out, k) / "metrics.json").unlink(missing_ok=True)
+    record = read_extensions(out) + [{"from": cfg.epochs, "to": epochs, "folds": reopen}]
+    atomic_write_text(Path(out) / EXTENSIONS_FILE, json.dumps(record, indent=1))
     atomic_write_text(cfg_path, dataclasses.replace(cfg, epochs=epochs).to_json())
     (Path(out) / "summary.json").unlink(missing_ok=True)
     shutil.rmtree(fold_dir(out, 0), ignore_errors=True)  # the final model: retrained from the folds

@@ -33,7 +33,7 @@ from smallcovid.core.devices import resolve_device
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import LabeledSet, load_dataset
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import FoldContext, RunContext, fold_dir
+from smallcovid.training.fold import FoldContext, RunContext, fold_caps, fold_dir
 from smallcovid.training.progress import Clock, Progress, TrainingCancelled
 from smallcovid.training.pseudo import load_unlabeled
 from smallcovid.training.semi import train_model
@@ -248,7 +248,7 @@ def _fold_task(cfg: TrainConfig, out: str, fold: int, folds: int, split: dict[st
     clock = Clock(total_epochs=cfg.epochs_per_fold)
     reporter = _TaskReporter(sink, clock, ray)
     run = RunContext(cfg, run_dir, resolve_device(cfg.device), clock, folds=folds, progress=reporter,
-                     should_stop=reporter.should_stop, pool=pool)
+                     should_stop=reporter.should_stop, pool=pool, fold_caps=fold_caps(run_dir, cfg))
     train_model(FoldContext(run, fold=fold), data.subset(split["train"]), data.subset(split["val"]), pool)
     ctx = ray.get_runtime_context()
     return {"fold": fold, "node_id": ctx.get_node_id(), "pid": os.getpid(), "resumed_from_epoch": resumed,
