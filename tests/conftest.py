@@ -25,5 +25,5 @@ def app_env(tiny_weights, tmp_path, monkeypatch):
 
 # Core-package fixtures (tiny_data, labeled_dir, tiny_cfg, tiny_run, copy_run, one_thread):
 # defined in tests/corefixtures.py so that each group of tests keeps its own file.
-from corefixtures import copy_run, labeled_dir, one_thread, tiny_cfg, tiny_data, tiny_run  # noqa: E402,F401
+from corefixtures import copy_run, labeled_dir, one_thread, tiny_cfg, tiny_data, tiny_run, unlabeled_dir  # noqa: E402,F401
 from rayfixtures import ray_cluster  # noqa: E402,F401

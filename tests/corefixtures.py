@@ -1,6 +1,7 @@
 """Fixtures of the core-package tests (imported by conftest.py; data built by tinydata.py).
 
 ``tiny_data``: session-wide, read-only labeled folder of 6 odd-sized slices;
+``unlabeled_dir``: a folder of 5 unlabeled odd-sized slices;
 ``labeled_dir``: a fresh copy per test, free to modify; ``tiny_cfg``: a TrainConfig
 factory for a ~1 s run; ``tiny_run``: one finished 2-fold run with final/ weights,
 shared by the session; ``copy_run``: a private copy of it; ``one_thread``: run a
@@ -83,3 +84,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def unlabeled_dir(tmp_path) -> Path:
+    """Five unlabeled 8-bit slices of odd sizes with a bright blob each."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "unlabeled" / "images"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(41, 37), (50, 50), (33, 47), (45, 45), (39, 52)]):
+        img = rng.integers(0, 60, (h, w)).astype(np.uint8)
+        img[h // 3: h // 3 + 9, w // 4: w // 4 + 11] = 200
+        Image.fromarray(img).save(folder / f"Data-1_vol{i % 2}_{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder.parent

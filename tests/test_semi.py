@@ -7,26 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.training import semi
 from smallcovid.training.loop import train
 from smallcovid.training.pseudo import area_matched, load_unlabeled, pseudo_label, unlabeled_files, unlabeled_hash
-
-
-@pytest.fixture
-def unlabeled_dir(tmp_path):
-    """Five unlabeled 8-bit slices of odd sizes with a bright blob each."""
-    folder = tmp_path / "unlabeled" / "images"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for i, (h, w) in enumerate([(41, 37), (50, 50), (33, 47), (45, 45), (39, 52)]):
-        img = rng.integers(0, 60, (h, w)).astype(np.uint8)
-        img[h // 3: h // 3 + 9, w // 4: w // 4 + 11] = 200
-        Image.fromarray(img).save(folder / f"Data-1_vol{i % 2}_{i}.png")
-    (folder / "notes.txt").write_text("not an image")
-    return folder.parent
 
 
 def test_unlabeled_folder_loading_and_hash(unlabeled_dir, tmp_path):

@@ -291,7 +291,7 @@ def test_train_cli_reports_disk_full_in_one_line(tiny_data, tmp_path, monkeypatc
 
 # ------------------------------------------------------------------ structure
 
-ENGINE = ("progress", "tensors", "state", "config", "pseudo", "fold", "semi", "oof", "calibrate", "cvsummary", "loop")
+ENGINE = ("progress", "tensors", "state", "config", "pseudo", "fold", "distill", "semi", "oof", "calibrate", "cvsummary", "loop")
 
 
 def _training_imports(module: str) -> tuple[set[str], bool]:

@@ -74,6 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--pseudo-select", choices=PSEUDO_SELECT, default="area-matched",
                    help="which pseudo-labeled slices the student keeps: area-matched (most confident within each "
                         "quartile of the labeled lesion areas, default) or confidence (most confident overall)")
+    p.add_argument("--teachers", nargs="+", metavar="RUN",
+                   help="with --unlabeled: distillation from finished runs on the same folds (their fold-k "
+                        "models label the unlabeled slices; the student pretrains on them, then trains on "
+                        "the labeled slices)")
+    p.add_argument("--distill-epochs", type=int, default=10,
+                   help="with --teachers: passes over the soft-labeled slices before the labeled training "
+                        "(default 10)")
     p.add_argument("--final", action="store_true", help="also train on all data and write final/ weights + card")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: $OMP_NUM_THREADS, else all cores)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -129,7 +136,9 @@ def config_from_args(args: argparse.Namespace):
               device=args.device, seed=args.seed, augment=not args.no_augment, final=args.final,
               groups=args.groups, splits=args.splits, model_config=options, precision=args.precision,
               unlabeled=str(args.unlabeled) if args.unlabeled else None, pseudo_keep=args.pseudo_keep,
-              student_epochs=args.student_epochs, student_lr=args.student_lr, pseudo_select=args.pseudo_select)
+              student_epochs=args.student_epochs, student_lr=args.student_lr, pseudo_select=args.pseudo_select,
+              teachers=tuple(str(Path(t).resolve()) for t in args.teachers) if args.teachers else None,
+              distill_epochs=args.distill_epochs)
     for name in ("epochs", "lr", "steps_per_epoch"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)

@@ -46,6 +46,8 @@ class SegmentationModel(nn.Module):
     name: ClassVar[str] = ""
     # Inference on CPU in channels-last layout (see smallcovid.models.fuse); False where it does not pay.
     channels_last_inference: ClassVar[bool] = True
+    # ``loss`` takes lesion masks of probabilities (soft labels); False: 0/1 masks only.
+    soft_targets: ClassVar[bool] = True
     config: Any
 
     def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

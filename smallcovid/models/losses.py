@@ -21,11 +21,14 @@ def dense_loss(
     Args:
         lesion_logits: (N, 1, H, W) raw scores.
         type_logits: (N, 3, H, W) raw scores for bg / GGO / consolidation.
-        lesion_mask: (N, 1, H, W) float in {0, 1}.
-        lesion_types: (N, H, W) int64 in {0, 1, 2}.
+        lesion_mask: (N, 1, H, W) float in {0, 1}, or probabilities in [0, 1] (soft labels).
+        lesion_types: (N, H, W) int64 in {0, 1, 2}, -100 where no type is known (ignored).
         type_weight: weight of the lesion-type term.
     """
-    ce = F.cross_entropy(type_logits.float(), lesion_types)
+    if bool((lesion_types != -100).any()):
+        ce = F.cross_entropy(type_logits.float(), lesion_types)
+    else:  # every pixel ignored (e.g. a teacher unsure everywhere): the mean over none would be NaN
+        ce = type_logits.float().sum() * 0.0
     return lesion_loss(lesion_logits, lesion_mask) + type_weight * ce
 
 

@@ -182,6 +182,7 @@ class MaskRCNNModel(SegmentationModel):
     # batch of 8 needs ~0.7 GB on a CPU; 2 at a time keep it to a fraction at the same speed.
     infer_batch = 2
     channels_last_inference = False  # RoIAlign copies channels-last features back
+    soft_targets = False  # instances are cut from 0/1 masks
 
     def __init__(self, config: MaskRCNNConfig) -> None:
         super().__init__()

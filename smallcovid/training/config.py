@@ -63,6 +63,11 @@ class TrainConfig:
     # (None: the default 0.85-1.15 zoom).
     copy_paste: float = 0.0
     zoom_range: tuple[float, float] | None = None
+    # Distillation (with ``unlabeled``): finished run folders on the same folds whose fold-k
+    # models together label the unlabeled slices for fold k's student, which pretrains on
+    # those soft labels for ``distill_epochs`` passes, then trains on the labeled slices.
+    teachers: tuple[str, ...] | None = None
+    distill_epochs: int = 10
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -96,6 +101,9 @@ class TrainConfig:
             ("pseudo_keep", 0 < self.pseudo_keep <= 1, "in (0, 1]"),
             ("student_epochs", self.student_epochs is None or self.student_epochs >= 1, "at least 1"),
             ("student_lr", self.student_lr is None or self.student_lr > 0, "positive"),
+            ("distill_epochs", self.distill_epochs >= 1, "at least 1"),
+            ("teachers", self.teachers is None or (len(self.teachers) >= 1 and self.unlabeled is not None),
+             "None, or one or more run folders together with an unlabeled folder"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -118,7 +126,10 @@ class TrainConfig:
 
     @property
     def epochs_per_fold(self) -> int:
-        """Epochs one fold trains in all: teacher and student with unlabeled data, else ``epochs``."""
+        """Epochs one fold trains in all: pretraining + ``epochs`` with teachers, teacher and
+        student with unlabeled data alone, else ``epochs``."""
+        if self.teachers:
+            return self.distill_epochs + self.epochs
         return self.epochs + ((self.student_epochs or self.epochs) if self.unlabeled else 0)
 
     def to_json(self) -> str:
@@ -132,6 +143,7 @@ class TrainConfig:
         unknown = sorted(set(d) - fields)
         if unknown:
             raise SmallCovidError(f"unknown training option(s): {', '.join(unknown)}")
-        if d.get("zoom_range") is not None:  # JSON has lists; the config holds a tuple
-            d = {**d, "zoom_range": tuple(d["zoom_range"])}
+        for key in ("zoom_range", "teachers"):  # JSON has lists; the config holds tuples
+            if d.get(key) is not None:
+                d = {**d, key: tuple(d[key])}
         return TrainConfig(**d)

@@ -28,6 +28,7 @@ from smallcovid.models import num_parameters
 from smallcovid.models.checkpoint import save_weights
 from smallcovid.training.calibrate import calibrate_folds
 from smallcovid.training.config import TrainConfig
+from smallcovid.training.distill import distill_recipe
 from smallcovid.training.fold import FoldContext, RunContext, fold_dir, read_extensions
 from smallcovid.training.oof import oof_maps
 from smallcovid.training.plateau import plateau_report
@@ -67,7 +68,9 @@ def reproduce_command(cfg: TrainConfig, extensions: list[dict] | None = None, ru
         parts += ["--model-option", f"{k}={json.dumps(v)}"]
     if cfg.precision != "auto":
         parts += ["--precision", cfg.precision]
-    if cfg.unlabeled:
+    if cfg.teachers:
+        parts += ["--unlabeled", cfg.unlabeled, "--teachers", *cfg.teachers, "--distill-epochs", str(cfg.distill_epochs)]
+    elif cfg.unlabeled:
         parts += ["--unlabeled", cfg.unlabeled, "--pseudo-keep", str(cfg.pseudo_keep)]
         if cfg.student_epochs:
             parts += ["--student-epochs", str(cfg.student_epochs)]
@@ -177,9 +180,7 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
         "calibration": calibration,
-        "semi_supervised": recipe(cfg.unlabeled, cfg.pseudo_keep, cfg.student_epochs or cfg.epochs,
-                                  student_lr=cfg.student_lr or cfg.lr, select=cfg.pseudo_select)
-        if cfg.unlabeled else None,
+        "semi_supervised": _semi_record(cfg),
         "elapsed_s": run.clock.elapsed(),
         "device": describe_device(device),
         "command": reproduce_command(cfg, read_extensions(out), out.name),
@@ -191,6 +192,16 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     run.report("done", 0, eta_s=0.0)
     return summary
+
+
+def _semi_record(cfg: TrainConfig) -> dict | None:
+    """The unlabeled-data recipe of the run (distillation or self-training), or None without one."""
+    if cfg.teachers:
+        return distill_recipe(cfg)
+    if cfg.unlabeled:
+        return recipe(cfg.unlabeled, cfg.pseudo_keep, cfg.student_epochs or cfg.epochs,
+                      student_lr=cfg.student_lr or cfg.lr, select=cfg.pseudo_select)
+    return None
 
 
 def _calibration(fold_maps, fold_sets) -> dict | None:

@@ -119,7 +119,7 @@ class FoldContext:
     run: RunContext
     fold: int
     card: Mapping[str, Any] | None = None
-    stage: str = ""  # "" (supervised), "teacher" or "student" (semi-supervised)
+    stage: str = ""  # "" (supervised), "teacher" or "student" (self-training), "pretrain" (distillation)
     epochs_override: int | None = None  # the final model of a "restarts" run: the folds' plateau epoch
 
     @property
@@ -136,6 +136,8 @@ class FoldContext:
         """Epochs of this stage: a student trains ``student_epochs`` (default ``epochs``)."""
         if self.epochs_override is not None:
             return self.epochs_override
+        if self.stage == "pretrain":
+            return self.cfg.distill_epochs
         if self.stage != "student" and self.run.fold_caps and self.fold in self.run.fold_caps:
             return self.run.fold_caps[self.fold]
         return (self.cfg.student_epochs or self.cfg.epochs) if self.stage == "student" else self.cfg.epochs
@@ -147,9 +149,15 @@ class FoldContext:
 
     @property
     def dir(self) -> Path:
-        """This fold's folder (see :func:`fold_dir`); a teacher lives in its ``teacher/``."""
+        """This fold's folder (see :func:`fold_dir`); a teacher lives in its ``teacher/``, a
+        distillation student's pretraining in its ``pretrain/``."""
         base = fold_dir(self.run.out, self.fold)
-        return base / "teacher" if self.stage == "teacher" else base
+        return base / self.stage if self.stage in ("teacher", "pretrain") else base
+
+    @property
+    def schedule(self) -> str:
+        """Learning-rate schedule of this stage: distillation's pretraining is one cosine."""
+        return "cosine" if self.stage == "pretrain" else self.cfg.schedule
 
     @property
     def weights_path(self) -> Path:
@@ -209,13 +217,16 @@ class FoldState:
 
 
 def train_fold(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None, *,
-               pseudo: Tensors | None = None, init: Path | None = None) -> SegmentationModel:
+               pseudo: Tensors | None = None, init: Path | None = None,
+               train_tensors: Tensors | None = None) -> SegmentationModel:
     """Train (or finish training) one fold; returns its chosen model on the run's device.
 
     ``val_set=None`` trains the final all-data model, which keeps its last epoch.
     A student gets ``pseudo`` (pseudo-labeled slices) and starts from the weights at ``init``.
+    ``train_tensors`` replaces ``train_set`` as what it trains on (distillation's soft labels:
+    masks of probabilities, cut at 0.5 for a model without ``soft_targets``).
     """
-    state = _resume_or_start(ctx, train_set, val_set, init)
+    state = _resume_or_start(ctx, train_set, val_set, init, train_tensors)
     state.pseudo = pseudo
     while state.meta["epoch"] < ctx.epochs and not _stopped_early(ctx, state):
         started = time.perf_counter()
@@ -229,7 +240,7 @@ def train_fold(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | No
 
 
 def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None,
-                     init: Path | None = None) -> FoldState:
+                     init: Path | None = None, train_tensors: Tensors | None = None) -> FoldState:
     """Build the model (from ``init``'s weights if given) and optimizer, then restore the
     last completed epoch if ``resume/`` has one."""
     cfg, device = ctx.cfg, ctx.run.device
@@ -244,9 +255,13 @@ def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSe
     if _channels_last(cfg, model, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
-    train_t = to_tensors(train_set, cfg.image_size)
+    train_t = to_tensors(train_set, cfg.image_size) if train_tensors is None else train_tensors
+    if train_tensors is not None and not model.soft_targets:
+        train_t = (train_t[0], (train_t[1] >= 0.5).float(), train_t[2].clamp(min=0))
     val_t = to_tensors(val_set, cfg.image_size) if val_set is not None else None
-    steps = cfg.steps_per_epoch or math.ceil(len(train_set) / cfg.batch_size)
+    steps = cfg.steps_per_epoch or math.ceil(len(train_t[0]) / cfg.batch_size)
+    if ctx.stage == "pretrain":  # one pass over the pool, whatever the labeled epochs' length
+        steps = math.ceil(len(train_t[0]) / cfg.batch_size)
     meta = load_state(ctx.dir / "resume", model, optimizer) or {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": []}
     ctx.run.clock.skip(meta["epoch"])  # epochs finished before an interruption
     return FoldState(model, optimizer, _MixedPrecision(device, cfg.precision), train_t, val_t, steps, meta)
@@ -304,12 +319,15 @@ def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
     # One generator per (seed, fold, epoch) drives batch order and augmentation, so a
     # resumed epoch replays exactly the batches an uninterrupted run would have seen.
     # Ints only: str hashes are salted per process, which would break resume and Ray retries.
-    key = (cfg.seed, ctx.fold, epoch) if ctx.stage != "student" else (cfg.seed, ctx.fold, epoch, 1)
+    key = (cfg.seed, ctx.fold, epoch, {"": 0, "teacher": 0, "student": 1, "pretrain": 2}[ctx.stage])
+    key = key[:3] if key[3] == 0 else key
     g = torch.Generator().manual_seed(hash(key) % (2**31))
     state.model.train()
     n = len(state.train_t[0])
     order = torch.cat([torch.randperm(n, generator=g) for _ in range(math.ceil(state.steps * cfg.batch_size / n))])
-    aug = AugmentConfig(enabled=cfg.augment, copy_paste=cfg.copy_paste, zoom_range=cfg.zoom_range)
+    # Copy-paste needs 0/1 lesion masks: soft labels (pretraining) would paste whole slices.
+    aug = AugmentConfig(enabled=cfg.augment, copy_paste=0.0 if ctx.stage == "pretrain" else cfg.copy_paste,
+                        zoom_range=cfg.zoom_range)
     losses: list[float] = []
     for step in range(state.steps):
         if ctx.run.should_stop is not None and ctx.run.should_stop():
@@ -334,7 +352,8 @@ def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, 
     """One optimiser step on ``batch`` (images, masks, types); returns the loss."""
     cfg, device = ctx.cfg, ctx.run.device
     for group in state.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, global_step, ctx.epochs * state.steps, base=ctx.lr, steps_per_epoch=state.steps)
+        group["lr"] = lr_at(cfg, global_step, ctx.epochs * state.steps, base=ctx.lr, steps_per_epoch=state.steps,
+                            schedule=ctx.schedule)
     x, m, t = batch
     x = x.to(device)
     if _channels_last(cfg, state.model, device):
@@ -396,15 +415,16 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, *, base: float | None = None,
-          steps_per_epoch: int | None = None) -> float:
+          steps_per_epoch: int | None = None, schedule: str | None = None) -> float:
     """Learning rate at 0-based global ``step`` of ``total``: constant for the paper protocol,
     else linear warm-up over the first 5% of steps (of the first cycle with "restarts"), then
     cosine down to 2% of the peak ``base`` (default ``cfg.lr``) over the whole run, or over
-    each restart cycle (``cfg.cycle_epochs`` x 1, 2, 4 ... epochs of ``steps_per_epoch``)."""
+    each restart cycle (``cfg.cycle_epochs`` x 1, 2, 4 ... epochs of ``steps_per_epoch``).
+    ``schedule`` overrides ``cfg.schedule`` (a stage with its own schedule)."""
     peak = cfg.lr if base is None else base
     if cfg.protocol == "paper":
         return peak
-    if cfg.schedule == "restarts":
+    if (schedule or cfg.schedule) == "restarts":
         spe = steps_per_epoch or 1
         start, length = 0, cfg.cycle_epochs * spe
         while step >= start + length:

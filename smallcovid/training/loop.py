@@ -27,6 +27,7 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.data.dataset import LabeledSet, load_dataset, load_splits, make_splits, read_groups, save_splits
 from smallcovid.training.config import TrainConfig
+from smallcovid.training.distill import check_teachers
 from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
 from smallcovid.training.fold import RunContext, fold_caps, fold_dir
@@ -78,6 +79,8 @@ def train(
     # Data and splits are checked before the run folder is made: a refused run leaves nothing behind.
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data)
+    if cfg.teachers:
+        check_teachers(cfg.teachers)
     splits = _splits(cfg, data, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_path, cfg.to_json())

@@ -1,4 +1,5 @@
-"""Train one fold's model: supervised, or teacher -> pseudo-labels -> student with unlabeled data.
+"""Train one fold's model: supervised, teacher -> pseudo-labels -> student with unlabeled data
+(self-training), or teachers' soft labels -> pretraining -> fine-tuning (distillation).
 
 :func:`train_model` is what the run loop and the final model call; without an
 unlabeled pool it is exactly :func:`~smallcovid.training.fold.train_fold`.
@@ -10,6 +11,7 @@ import torch
 
 from smallcovid.data.dataset import LabeledSet
 from smallcovid.models import SegmentationModel
+from smallcovid.training.distill import train_distilled
 from smallcovid.training.fold import FoldContext, train_fold
 from smallcovid.training.pseudo import pseudo_label
 from smallcovid.training.tensors import to_tensors
@@ -25,7 +27,9 @@ def train_model(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | N
                 pool: torch.Tensor | None = None) -> SegmentationModel:
     """The fold's model (saved at ``ctx.weights_path``).
 
-    With ``pool`` ((N, 1, S, S) unlabeled slices at the run's input size): a teacher
+    With ``pool`` and ``cfg.teachers``: distillation
+    (:func:`smallcovid.training.distill.train_distilled`). With ``pool`` alone
+    ((N, 1, S, S) unlabeled slices at the run's input size): a teacher
     trains on ``train_set`` only (in ``<fold>/teacher/``), labels the pool, and a
     student started from the teacher trains on ``train_set`` plus the kept
     pseudo-labeled slices. ``val_set`` only chooses each stage's best epoch; it is
@@ -33,6 +37,8 @@ def train_model(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | N
     """
     if pool is None:
         return train_fold(ctx, train_set, val_set)
+    if ctx.cfg.teachers:
+        return train_distilled(ctx, train_set, val_set, pool)
     teacher_ctx = FoldContext(ctx.run, ctx.fold, card=ctx.card, stage="teacher")
     teacher = train_fold(teacher_ctx, train_set, val_set)
     reference = None
