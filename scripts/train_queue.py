@@ -4,7 +4,7 @@
     python scripts/train_queue.py status QUEUE --runs DIR
 
 QUEUE holds one run per line, ``RUN_ID  train.py flags...`` (``#`` starts a comment;
-``$DATA`` and other environment variables are expanded), e.g.::
+``$DATA`` and other environment variables are expanded, ``$RUNS`` to the runs folder), e.g.::
 
     segnet-v3   --model segnet --data $DATA --folds 5 --seed 0 --final --schedule restarts
 
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--follow", help="git ref to check out (detached) before each run")
     p.add_argument("--python", default=sys.executable)
     a = p.parse_args(argv)
+    os.environ["RUNS"] = str(a.runs.resolve())  # lines may name other runs, e.g. a distillation's teachers
     if a.action == "status":
         print("\n".join(status(a.queue, a.runs)))
         return 0
