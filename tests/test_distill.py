@@ -94,7 +94,9 @@ def test_soft_labels_are_cached_for_a_resumed_fold(tiny_cfg, tiny_run, unlabeled
     from smallcovid.training.fold import FoldContext
 
     ctx = FoldContext(type("R", (), {"out": tmp_path / "run", "cfg": cfg})(), 1)
-    x, m, t = distill.fold_soft_labels(ctx, torch.zeros(5, 1, 32, 32))
+    from smallcovid.data.dataset import load_dataset
+
+    x, m, t = distill.fold_soft_labels(ctx, torch.zeros(5, 1, 32, 32), load_dataset(cfg.data))
     assert not calls and m.shape == (5, 1, 32, 32) and 0 <= float(m.min()) and float(m.max()) <= 1
 
 

@@ -5,7 +5,8 @@ Per fold k, the teachers are the fold-k models of finished cross-validation runs
 (``TrainConfig.teachers``, e.g. a U-Net run and a SmallCovid-Net run on the same folds):
 each was trained on fold k's training slices only, so fold k's validation slices never
 reach the student in any form. The final all-data student is taught by the teachers'
-final models. The teachers' lesion probabilities (each at its own input size) are
+final models. Pool slices in a wider display window than the labeled slices are first
+re-windowed (:mod:`smallcovid.data.rewindow`). The teachers' lesion probabilities (each at its own input size) are
 averaged into soft labels for every unlabeled slice; a fresh student trains on them
 alone for ``distill_epochs`` passes over the pool (cosine schedule, its last epoch kept),
 then trains on the fold's labeled slices from those weights with the run's own schedule,
@@ -28,12 +29,13 @@ from safetensors.torch import load_file, save_file
 
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import LabeledSet
+from smallcovid.data.rewindow import reference_levels, rewindow
 from smallcovid.models import SegmentationModel
 from smallcovid.models.checkpoint import load_weights
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.fold import FoldContext, fold_dir, train_fold
 from smallcovid.training.pseudo import unlabeled_files, unlabeled_hash
-from smallcovid.training.tensors import Tensors
+from smallcovid.training.tensors import Tensors, to_tensors
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +113,22 @@ def soft_labels(teachers: list[SegmentationModel], sizes: list[int], pool: torch
     return torch.cat(probs), torch.cat(kinds).long()
 
 
-def fold_soft_labels(ctx: FoldContext, pool: torch.Tensor) -> Tensors:
+def fold_soft_labels(ctx: FoldContext, pool: torch.Tensor, train_set: LabeledSet) -> Tensors:
     """Soft labels of the pool for ``ctx``'s fold from the run's teachers (cached in ``pretrain/``).
 
-    Returns ``(images, soft masks, types)`` as :data:`~smallcovid.training.tensors.Tensors`,
-    masks holding probabilities instead of 0/1.
+    Pool slices shown in a wider display window than the fold's labeled training slices
+    are first brought into theirs (:func:`smallcovid.data.rewindow.rewindow`): in that
+    window the teachers read the mediastinum as lesion.
+
+    Returns ``(images, soft masks, types)`` as :data:`~smallcovid.training.tensors.Tensors`:
+    the (re-windowed) pool, masks holding probabilities instead of 0/1.
     """
+    images, mapped = rewindow(pool, reference_levels(to_tensors(train_set, ctx.cfg.image_size)[0]))
     cache = fold_dir(ctx.run.out, ctx.fold) / "pretrain" / SOFT_LABELS
     if cache.is_file():
         saved = load_file(str(cache))
         if saved["prob"].shape[0] == len(pool):
-            return pool, saved["prob"].float() / 255.0, saved["types"].long()
+            return images, saved["prob"].float() / 255.0, saved["types"].long()
         log.warning("%s: cached soft labels are for %d slices, not %d: labelling again", ctx.name,
                     saved["prob"].shape[0], len(pool))
     models, sizes = [], []
@@ -129,13 +136,13 @@ def fold_soft_labels(ctx: FoldContext, pool: torch.Tensor) -> Tensors:
         model, card = load_weights(teacher_weights(ctx, run), device=str(ctx.run.device))
         models.append(model)
         sizes.append(int(card.get("input_size") or ctx.cfg.image_size))
-    prob, types = soft_labels(models, sizes, pool, ctx.run.device)
+    prob, types = soft_labels(models, sizes, images, ctx.run.device)
     q = (prob * 255).round().to(torch.uint8)  # 1/255 steps: far below a teacher's own error
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_file({"prob": q.contiguous(), "types": types.to(torch.int16).contiguous()}, str(cache))
-    log.info("%s: soft labels from %d teacher(s) for %d slices, %.1f%% of pixels at p >= 0.5", ctx.name,
-             len(models), len(pool), 100 * float((q >= 128).float().mean()))
-    return pool, q.float() / 255.0, types
+    log.info("%s: %d of %d pool slices re-windowed; soft labels from %d teacher(s), %.1f%% of pixels at p >= 0.5",
+             ctx.name, int(mapped.sum()), len(pool), len(models), 100 * float((q >= 128).float().mean()))
+    return images, q.float() / 255.0, types
 
 
 def train_distilled(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None,
@@ -145,7 +152,7 @@ def train_distilled(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet
     ``val_set`` only chooses the fine-tuning's best epoch (as in a supervised fold); it is
     never trained on, never labeled and plays no part in pretraining.
     """
-    soft = fold_soft_labels(ctx, pool)
+    soft = fold_soft_labels(ctx, pool, train_set)
     pre = FoldContext(ctx.run, ctx.fold, card=ctx.card, stage="pretrain")
     train_fold(pre, train_set, None, train_tensors=soft)
     return train_fold(ctx, train_set, val_set, init=pre.weights_path)
@@ -173,6 +180,7 @@ def distill_recipe(cfg: TrainConfig) -> dict:
         teachers.append({"run": p.name, "model": json.loads((p / "config.json").read_text())["model"],
                          "cv_dice": dice.get("mean")})
     return {"method": "distillation: the fold's teachers' mean lesion probability on the unlabeled slices "
+                      "(those in a wider display window first re-windowed to the labeled slices' levels) "
                       "-> the student pretrains on these soft labels -> trains on the fold's labeled slices",
             "unlabeled": "/".join(Path(cfg.unlabeled).resolve().parts[-2:]),
             "n_unlabeled": len(unlabeled_files(cfg.unlabeled)), "unlabeled_sha256": unlabeled_hash(cfg.unlabeled),
