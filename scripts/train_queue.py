@@ -16,6 +16,12 @@ whose folder holds ``summary.json`` is done; one whose folder exists is continue
 each run starts, never during one, so a queue in its own worktree picks up new code between
 runs. Each run's output goes to ``DIR/<RUN_ID>.log``.
 
+A line may end its flags with ``--plateau-max N`` (read by the queue, not passed to
+``train.py``): when such a "restarts" run finishes with folds that ran into its cap short of
+their plateau, the queue raises the cap to the end of the next restart cycle
+(``train.py --resume RUN --extend-epochs``, which reopens only those folds) and trains on,
+as long as that cycle ends by epoch N.
+
 ``status`` prints one line per run: state, epochs done / planned, elapsed and ETA, the best
 validation Dice so far (mean over the folds that have one) and, when done, the CV Dice and
 the plateau check.
@@ -50,6 +56,37 @@ def parse_queue(path: Path) -> list[tuple[str, list[str]]]:
             raise ValueError(f"{path}:{n}: expected 'RUN_ID train.py-flags...', got {raw!r}")
         runs.append((run_id, flags))
     return runs
+
+
+def split_plateau_max(flags: list[str]) -> tuple[list[str], int | None]:
+    """(train.py flags, the ``--plateau-max`` cap or None) of a queue line's flags."""
+    if "--plateau-max" not in flags:
+        return flags, None
+    i = flags.index("--plateau-max")
+    try:
+        cap = int(flags[i + 1])
+    except (IndexError, ValueError):
+        raise ValueError(f"--plateau-max needs a number of epochs, got {flags[i + 1:i + 2]}") from None
+    return flags[:i] + flags[i + 2:], cap
+
+
+def next_cap(folder: Path, plateau_max: int | None) -> int | None:
+    """The cap a finished run should be extended to, or None (not asked for, plateau reached,
+    no fold at the cap short of it, not a "restarts" run, or the next cycle ends past the maximum)."""
+    summary_path, cfg_path = folder / "summary.json", folder / "config.json"
+    if plateau_max is None or not summary_path.is_file() or not cfg_path.is_file():
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    plateau = json.loads(summary_path.read_text()).get("plateau") or {}
+    if cfg.get("schedule") != "restarts" or plateau.get("ok", True):
+        return None
+    if not any(not f["ok"] and f["epochs_run"] >= cfg["epochs"] for f in plateau.get("per_fold", [])):
+        return None
+    length, end = cfg["cycle_epochs"], cfg["cycle_epochs"]
+    while end <= cfg["epochs"]:  # the restart cycles end at c, 3c, 7c ... (each twice the last)
+        length *= 2
+        end += length
+    return end if end <= plateau_max else None
 
 
 def _line_key(flags: list[str]) -> str:
@@ -88,7 +125,7 @@ def _lock(runs: Path) -> Path:
 def _next(queue: Path, runs: Path) -> tuple[str, list[str]] | None:
     state = _state(runs)
     for run_id, flags in parse_queue(queue):
-        if (runs / run_id / "summary.json").is_file():
+        if (runs / run_id / "summary.json").is_file() and next_cap(runs / run_id, split_plateau_max(flags)[1]) is None:
             continue
         failed = state.get(run_id)
         if failed and failed.get("line") == _line_key(flags):
@@ -107,10 +144,14 @@ def run_queue(queue: Path, runs: Path, threads: int, follow: str | None, python:
             if follow:
                 subprocess.run(["git", "-C", str(ROOT), "checkout", "-q", "--detach", follow], check=False)
             folder = runs / run_id
-            if (folder / "config.json").is_file():
+            train_flags, plateau_max = split_plateau_max(flags)
+            cap = next_cap(folder, plateau_max)
+            if cap is not None:
+                cmd = [python, "train.py", "--resume", str(folder), "--extend-epochs", str(cap), "--threads", str(threads)]
+            elif (folder / "config.json").is_file():
                 cmd = [python, "train.py", "--resume", str(folder), "--threads", str(threads)]
             else:
-                cmd = [python, "train.py", *flags, "--run-id", run_id, "--out", str(runs), "--threads", str(threads)]
+                cmd = [python, "train.py", *train_flags, "--run-id", run_id, "--out", str(runs), "--threads", str(threads)]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
             with open(runs / f"{run_id}.log", "a") as log:
                 log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
@@ -150,14 +191,18 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
         pl = s.get("plateau")
         plateau = "" if pl is None else ("  plateau ok" if pl["ok"] else "  plateau NOT reached: best epochs "
                                          + ",".join(str(f["best_epoch"]) + "/" + str(f["epochs_run"]) for f in pl["per_fold"]))
-        return f"{run_id:28s} done     CV Dice {d['mean']:.3f} ± {d['std']:.3f}  {_hms(s['elapsed_s'])}{plateau}"
+        cap = next_cap(folder, split_plateau_max(flags)[1])
+        more = f"  -> extends to {cap} epochs next" if cap else ""
+        return f"{run_id:28s} done     CV Dice {d['mean']:.3f} ± {d['std']:.3f}  {_hms(s['elapsed_s'])}{plateau}{more}"
     failed = state.get(run_id)
     if failed and failed.get("line") == _line_key(flags):
         return f"{run_id:28s} FAILED   exit {failed['rc']} at {failed['at']} (see {run_id}.log)"
     if not (folder / "config.json").is_file():
         return f"{run_id:28s} queued"
     cfg = json.loads((folder / "config.json").read_text())
-    semi = (cfg.get("student_epochs") or cfg["epochs"]) if cfg.get("unlabeled") else 0
+    # A self-training student trains after its teacher; distillation's pretraining (in
+    # fold_<k>/pretrain/) is not counted in the epochs shown.
+    semi = (cfg.get("student_epochs") or cfg["epochs"]) if cfg.get("unlabeled") and not cfg.get("teachers") else 0
     per_fold = cfg["epochs"] + semi
     planned = per_fold * (cfg["folds"] + int(cfg.get("final", False)))
     folds = _fold_rows(folder)

@@ -71,3 +71,35 @@ def test_interrupted_run_is_resumed(tiny_data, tmp_path):
     assert "paused" in line and "0/4 epochs" in line
     q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
     assert "--resume" in (runs / "r.log").read_text() and (runs / "r" / "summary.json").is_file()
+
+
+def test_a_run_short_of_its_plateau_is_extended_up_to_plateau_max(tiny_data, tmp_path, monkeypatch):
+    q = queue_module()
+    runs = tmp_path / "runs"
+    f = tmp_path / "queue.txt"
+    line = (f"r --model smallcovid-net --data {tiny_data} --folds 2 --epochs 3 --batch-size 2 --image-size 32 "
+            "--seed 3 --device cpu --model-option filters=4 --schedule restarts --cycle-epochs 1 --lr 1e-3")
+    assert q.split_plateau_max(["--a", "--plateau-max", "7", "--b"]) == (["--a", "--b"], 7)
+    with pytest.raises(ValueError, match="plateau-max"):
+        q.split_plateau_max(["--plateau-max", "x"])
+    f.write_text(line + "\n")
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
+    summary = json.loads((runs / "r" / "summary.json").read_text())
+    # Make fold 1 one that ran into the cap with its best epoch last (short of its plateau).
+    path = runs / "r" / "fold_1" / "resume" / "resume.json"
+    record = json.loads(path.read_text())
+    record["meta"].update(epoch=3, best_epoch=3)
+    path.write_text(json.dumps(record))
+    summary["plateau"]["ok"] = False
+    summary["plateau"]["per_fold"][0].update(ok=False, epochs_run=3, best_epoch=3)
+    (runs / "r" / "summary.json").write_text(json.dumps(summary))
+    assert q.next_cap(runs / "r", None) is None and q.next_cap(runs / "r", 5) is None  # next cycle ends at 7
+    assert q.next_cap(runs / "r", 7) == 7
+    f.write_text(line + " --plateau-max 7\n")
+    assert "extends to 7 epochs next" in q.status(f, runs)[1]
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
+    log = (runs / "r.log").read_text()
+    assert "--extend-epochs 7" in log and "--plateau-max" not in log
+    extended = json.loads((runs / "r" / "summary.json").read_text())
+    assert extended["plateau"]["extensions"] == [{"from": 3, "to": 7, "folds": [1]}]
+    assert extended["plateau"]["per_fold"][0]["epochs_run"] > 3
