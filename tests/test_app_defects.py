@@ -204,6 +204,10 @@ def test_plateau_view():
     assert [(list(t.x), list(t.y)) for t in stars] == [([3], [0.6]), ([8], [0.5])]
     assert [t.marker.symbol for t in stars] == ["star", "star-open"]
     assert fig.layout.xaxis.dtick == 1
+    extended = plateauview.card_plateau({"cv": {"plateau": {**plateau(True), "extensions": [
+        {"from": 775, "to": 1575, "folds": [1, 2]}, {"bad": 1}]}}})
+    assert extended["extensions"] == [{"from": 775, "to": 1575, "folds": [1, 2]}]
+    assert "folds 1, 2, short of a plateau at 775 epochs, trained on up to 1575" in plateauview.plateau_text(extended)
 
 
 def test_models_page_cites_authors_and_shows_plateau(app_env, tiny_weights, tmp_path, monkeypatch):

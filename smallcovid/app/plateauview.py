@@ -18,7 +18,8 @@ def card_plateau(card: dict | None) -> dict | None:
     """The card's ``cv.plateau`` with its folds cleaned up, or None when the card has none.
 
     Returns ``{"share", "ok", "final_epochs", "per_fold": [{"fold", "best_epoch", "epochs_run",
-    "ok", "curve"}]}``; folds without a number are dropped, a missing curve is an empty list.
+    "ok", "curve"}], "extensions": [{"from", "to", "folds"}]}``; folds without a number are
+    dropped, a missing curve is an empty list.
     """
     cv = (card or {}).get("cv")
     raw = cv.get("plateau") if isinstance(cv, dict) else None
@@ -34,8 +35,10 @@ def card_plateau(card: dict | None) -> dict | None:
                       "ok": bool(f.get("ok")), "curve": curve})
     share = float(raw["share"]) if _is_num(raw.get("share")) else 0.75
     final = int(raw["final_epochs"]) if _is_int(raw.get("final_epochs")) else None
+    extensions = [e for e in raw.get("extensions") or [] if isinstance(e, dict) and _is_int(e.get("from"))
+                  and _is_int(e.get("to")) and isinstance(e.get("folds"), list)]
     return {"share": share, "ok": bool(raw.get("ok")) and bool(folds) and all(f["ok"] for f in folds),
-            "final_epochs": final, "per_fold": folds}
+            "final_epochs": final, "per_fold": folds, "extensions": extensions}
 
 
 def plateau_text(plateau: dict | None) -> str:
@@ -49,6 +52,10 @@ def plateau_text(plateau: dict | None) -> str:
     pct = f"{plateau['share']:.0%}"
     final = plateau.get("final_epochs")
     tail = f"; the final model trained {final} epochs" if final else ""
+    for e in plateau.get("extensions") or []:
+        folds_text = ", ".join(str(k) for k in e["folds"])
+        tail += (f"; fold{'s' if len(e['folds']) > 1 else ''} {folds_text}, short of a plateau at "
+                 f"{e['from']} epochs, trained on up to {e['to']}")
     missed = [str(f["fold"]) for f in folds if not f["ok"]]
     if not missed:
         return (f"Plateau reached in every fold: each fold's best validation Dice came in the first {pct} of "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from smallcovid.data.dataset import LabeledSet
+from smallcovid.data.rewindow import reference_levels, rewindow
 from smallcovid.models import SegmentationModel
 from smallcovid.training.distill import train_distilled
 from smallcovid.training.fold import FoldContext, train_fold
@@ -39,6 +40,9 @@ def train_model(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | N
         return train_fold(ctx, train_set, val_set)
     if ctx.cfg.teachers:
         return train_distilled(ctx, train_set, val_set, pool)
+    # The pool's slices in a wider display window, brought into the labeled slices' (see
+    # smallcovid.data.rewindow): in theirs the teacher reads the mediastinum as lesion.
+    pool, _ = rewindow(pool, reference_levels(to_tensors(train_set, ctx.cfg.image_size)[0]))
     teacher_ctx = FoldContext(ctx.run, ctx.fold, card=ctx.card, stage="teacher")
     teacher = train_fold(teacher_ctx, train_set, val_set)
     reference = None
