@@ -28,7 +28,8 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.io import Slice, Volume
 from smallcovid.io.series import SeriesVolume
 from smallcovid.data.phantom import make_example
-from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_uint8
+from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_rewindowed, display_uint8
+from smallcovid.data.rewindow import REWINDOW_NOTE
 from smallcovid.inference.framing import lungs_for
 
 PROB_CACHE_ENTRIES = 24  # ProbMaps kept per session (about 4 MB each at 512x512)
@@ -296,6 +297,8 @@ def main() -> None:
                                   bool(lung_qc)))
     else:
         lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
+        if display_rewindowed(sl):
+            st.info(REWINDOW_NOTE, icon=":material/contrast:")
         if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
             st.warning(qc_text, icon=":material/warning:")
         draw_viewer(viewer_payload(maps, display, cards, default, sl, slice_id, window, truth, truth_types,

@@ -203,8 +203,13 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     # A self-training student trains after its teacher; distillation's pretraining (in
     # fold_<k>/pretrain/) is not counted in the epochs shown.
     semi = (cfg.get("student_epochs") or cfg["epochs"]) if cfg.get("unlabeled") and not cfg.get("teachers") else 0
-    per_fold = cfg["epochs"] + semi
-    planned = per_fold * (cfg["folds"] + int(cfg.get("final", False)))
+    # An extended run's folds have their own caps (extensions.json): the first cap, raised for
+    # the folds each extension reopened.
+    ext = json.loads((folder / "extensions.json").read_text()) if (folder / "extensions.json").is_file() else []
+    caps = {k: ext[0]["from"] if ext else cfg["epochs"] for k in range(1, cfg["folds"] + 1)}
+    for e in ext:
+        caps.update({k: e["to"] for k in e["folds"]})
+    planned = sum(caps.values()) + semi * cfg["folds"] + (cfg["epochs"] + semi) * int(cfg.get("final", False))
     folds = _fold_rows(folder)
     done = sum(len(r) for r in folds)
     bests = [max(float(x["val_dice_best"]) for x in r) for r in folds if r and r[0].get("val_dice_best")]

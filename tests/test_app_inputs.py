@@ -41,3 +41,18 @@ def test_an_image_far_smaller_than_a_ct_slice_is_segmented_with_a_warning(app_en
     img, _ = blob_slice(64, seed=2)
     at.file_uploader(key="scan_files").set_value(("ok.png", png_bytes(img), "image/png")).run()
     assert not any("pixels. The models" in w.value for w in at.warning)
+
+
+def test_an_export_in_a_wide_display_window_is_rewindowed_and_says_so(app_env):
+    from smallcovid.data.phantom import make_phantom
+
+    hu = make_phantom(160, seed=4).scan.pixels
+    wide = (np.clip((hu - (-100 - 1750)) / 3500, 0, 1) * 255).astype(np.uint8)  # W3500 / L-100
+    lung = (np.clip((hu - (-600 - 750)) / 1500, 0, 1) * 255).astype(np.uint8)
+    at = segment_app()
+    at.file_uploader(key="scan_files").set_value(("wide.png", png_bytes(wide), "image/png")).run()
+    assert not at.exception and not at.error
+    assert any("wider display window" in i.value for i in at.info), [i.value for i in at.info]
+    assert len(overlay_captions(at)) >= 3
+    at.file_uploader(key="scan_files").set_value(("lung.png", png_bytes(lung), "image/png")).run()
+    assert not any("wider display window" in i.value for i in at.info)

@@ -8,7 +8,9 @@ import torch
 
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.phantom import make_phantom
-from smallcovid.data.rewindow import reference_levels, rewindow
+from smallcovid.data.preprocess import display_rewindowed, to_model_input
+from smallcovid.data.rewindow import TRAINING_WINDOW, reference_levels, rewindow, rewindow_image
+from smallcovid.io import Slice
 
 
 def _window(hu: np.ndarray, width: float, level: float) -> torch.Tensor:
@@ -52,3 +54,36 @@ def test_slices_already_in_the_reference_window_are_left_alone(phantoms):
     assert not mapped.any()
     with pytest.raises(SmallCovidError, match="at least one image"):
         reference_levels(torch.zeros(0, 1, 8, 8))
+
+
+def test_an_8bit_export_in_a_wide_window_reaches_the_model_in_the_training_window(phantoms):
+    p = phantoms[3]
+    lung_window = _window(p.scan.pixels, 1500, -600)[0].numpy()
+    wide = Slice(_window(p.scan.pixels, 3500, -100)[0].numpy(), "display", p.scan.spacing)
+    assert display_rewindowed(wide) and not display_rewindowed(Slice(lung_window, "display", p.scan.spacing))
+    x = to_model_input(wide)
+    lungs = p.lungs > 0
+    assert np.abs(x - lung_window)[lungs].mean() < 0.04 < np.abs(wide.pixels - lung_window)[lungs].mean()
+    assert np.array_equal(to_model_input(wide, rewindow=False), wide.pixels)
+    # A dense crop without soft tissue in view (its brightest part consolidation, not grey
+    # mediastinum) is not taken for a wide window.
+    crop = np.full((60, 60), 0.17, np.float32)
+    crop[20:50, 10:50] = 0.69
+    assert not rewindow_image(crop)[1]
+
+
+def test_the_training_window_constant_is_the_labeled_slices_window():
+    import os
+    from pathlib import Path
+
+    from smallcovid.data.dataset import load_dataset
+    from smallcovid.training.tensors import to_tensors
+
+    data = Path(os.environ.get("SMALLCOVID_DATA_DIR")
+                or Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-semiseg" / "train")
+    if not data.is_dir():
+        pytest.skip("labeled slices not available (../shared/data/covid-semiseg/train or SMALLCOVID_DATA_DIR)")
+    ref = reference_levels(to_tensors(load_dataset(data), 192)[0])
+    assert ref.lung == pytest.approx(TRAINING_WINDOW.lung, abs=0.011)
+    assert ref.tissue == pytest.approx(TRAINING_WINDOW.tissue, abs=0.011)
+    assert ref.p99_min == pytest.approx(TRAINING_WINDOW.p99_min, abs=0.002)

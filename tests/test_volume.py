@@ -54,11 +54,14 @@ def probabilities_around(t: float) -> np.ndarray:
 
 
 def volume_of(values: np.ndarray) -> Volume:
-    """A (3, 8, W) display-units volume holding ``values`` (padded with zeros), affine from spacing."""
+    """A (3, 9, W) display-units volume holding ``values`` (padded with zeros) in its first 8 rows,
+    affine from spacing. Row 9 is white, as soft tissue is in the training slices' window, so no
+    slice is taken for a wider display window and re-windowed."""
     width = -(-values.size // 24)
     flat = np.zeros(3 * 8 * width, np.float32)
     flat[: values.size] = values
-    return Volume(flat.reshape(3, 8, width), "display", spacing=(2.0, 0.7, 0.7), source="ct.nii.gz")
+    vox = np.concatenate([flat.reshape(3, 8, width), np.ones((3, 1, width), np.float32)], axis=1)
+    return Volume(vox, "display", spacing=(2.0, 0.7, 0.7), source="ct.nii.gz")
 
 
 @pytest.mark.parametrize("t", THRESHOLDS)

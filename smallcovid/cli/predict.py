@@ -132,16 +132,19 @@ def qc_warning(label: str, report: dict) -> str | None:
 
 
 def warn_qc(label: str, out: Path, written: list[str]) -> None:
-    """Print :func:`qc_warning` of the ``*_report.json`` among ``written`` (in ``out``) to stderr, if any."""
+    """Print :func:`qc_warning` of the ``*_report.json`` among ``written`` (in ``out``) to stderr, if
+    any, and a note when the input was re-windowed (the report's ``input_window``)."""
     for name in written:
         if name.endswith("_report.json"):
             try:
-                line = qc_warning(label, json.loads((out / name).read_text(encoding="utf-8")))
+                report = json.loads((out / name).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:  # written a moment ago: only a vanished file gets here
                 log.warning("%s: could not read back %s for its lung QC (%s)", label, name, exc)
                 continue
-            if line:
+            if line := qc_warning(label, report):
                 print(line, file=sys.stderr, flush=True)
+            if "input_window" in report:
+                print(f"note: {label}: {report['input_window']}", file=sys.stderr, flush=True)
 
 
 def _prepare(job, taken: set[str]) -> list[list]:
@@ -202,6 +205,8 @@ def predict_one(predictor, scan, window, threshold: float, out: Path, stem: str,
         lungs: a volume's (D, H, W) lung labels when already found
             (:func:`~smallcovid.inference.framing.lungs_for`); ignored for a slice.
     """
+    from smallcovid.data.preprocess import display_rewindowed
+    from smallcovid.data.rewindow import REWINDOW_NOTE
     from smallcovid.inference.framing import lungs_for, segment_slice, slice_box
     from smallcovid.inference.quantify import slice_report
     from smallcovid.inference.volume import segment_volume
@@ -233,8 +238,10 @@ def predict_one(predictor, scan, window, threshold: float, out: Path, stem: str,
         box = slice_box(scan, lungs)
         classes = maps.type_map(threshold)
         spacing = None if scan.spacing is None else (scan.spacing[1], scan.spacing[0])  # (x, y) mm
-        report = slice_report(classes, lungs, spacing, predictor.name, threshold, _provenance(
-            predictor, scan, {"framing": {"box": None if box is None else box.to_list()}}))
+        extra = {"framing": {"box": None if box is None else box.to_list()}}
+        if display_rewindowed(scan):
+            extra["input_window"] = REWINDOW_NOTE
+        report = slice_report(classes, lungs, spacing, predictor.name, threshold, _provenance(predictor, scan, extra))
         arrays = {f"{stem}_prob.png": np.round(maps.lesion * 255).astype(np.uint8),
                   f"{stem}_mask.png": (classes > 0).astype(np.uint8) * 255,
                   f"{stem}_classes.png": classes, f"{stem}_lungs.png": lungs.astype(np.uint8)}

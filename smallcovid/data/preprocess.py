@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from smallcovid.core.errors import SmallCovidError
+from smallcovid.data.rewindow import rewindow_image
 from smallcovid.io import Slice
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,15 @@ def _robust_rescale(x: np.ndarray) -> np.ndarray:
     return np.clip((x - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def to_model_input(s: Slice, window: Window | None = None) -> np.ndarray:
+def to_model_input(s: Slice, window: Window | None = None, *, rewindow: bool = True) -> np.ndarray:
     """Slice -> (H, W) float32 in [0, 1], the intensity scale models are trained on.
 
     - ``"hu"``: windowed with ``window`` (default: the lung preset, width 1500, level -600);
       model inputs pass the model's :func:`input_window`, never a display window.
-    - ``"display"``: already windowed; clipped to [0, 1] (``window`` is ignored).
+    - ``"display"``: already windowed; clipped to [0, 1] (``window`` is ignored). An image
+      exported in a clearly wider display window than the training slices' (soft tissue
+      mid-grey) is mapped onto their window (:func:`smallcovid.data.rewindow.rewindow_image`;
+      :func:`display_rewindowed` says whether it was), unless ``rewindow=False``.
     - ``"raw"``: robust rescale, 0.5th..99.5th percentile -> 0..1 (``window`` is ignored).
 
     A constant image gives zeros; the result never contains NaN.
@@ -111,9 +115,19 @@ def to_model_input(s: Slice, window: Window | None = None) -> np.ndarray:
         out = apply_window(s.pixels, window or get_window(DEFAULT_WINDOW))
     elif s.units == "display":
         out = np.clip(s.pixels, 0.0, 1.0).astype(np.float32)
+        if rewindow:
+            out, _ = rewindow_image(np.nan_to_num(out, nan=0.0))
     else:
         out = _robust_rescale(s.pixels)
     return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def display_rewindowed(s: Slice) -> bool:
+    """True when :func:`to_model_input` maps this slice from a wider display window onto the
+    training slices' (an 8-bit export whose soft tissue is mid-grey)."""
+    if s.units != "display":
+        return False
+    return rewindow_image(np.nan_to_num(np.clip(s.pixels, 0.0, 1.0).astype(np.float32), nan=0.0))[1]
 
 
 def display_uint8(s: Slice, window: Window | None = None) -> np.ndarray:

@@ -1,15 +1,18 @@
 """Bring 8-bit slices shown in another display window into the labeled slices' window.
 
 Slices exported as 8-bit images carry whatever display window their source used. The
-COVID-SemiSeg unlabeled pool mixes the labeled set's lung window (soft tissue near
-white) with a wider one (soft tissue mid-grey, parenchyma near black), in which a model
-trained on the labeled set reads the mediastinum and chest wall as ground-glass. Both are
-linear in HU, so a linear map that moves an image's two anatomical levels — aerated lung
-and soft tissue, the modes of its histogram — onto the labeled set's puts it back into
-the labeled window. Only images clearly outside that window are mapped: their 99th
-percentile lies well below every reference image's (the brightest tissue never reaches
-white), so a slice already in the labeled window is left exactly as it is; so is one
-whose window is only somewhat wider (W2000/L-500 against the labeled W1500/L-600 on the
+COVID-SemiSeg unlabeled pool mixes the training slices' lung window (soft tissue near
+white) with a wider one (soft tissue mid-grey, parenchyma near black): in that one a
+model trained on the labeled slices reads the mediastinum and chest wall as ground-glass,
+and the lung finder finds no lung at all. Both windows are linear in HU, so a linear map
+that moves an image's two anatomical levels — aerated lung and soft tissue, the modes of
+its histogram — onto the training slices' puts it back into their window.
+
+Only images clearly outside that window are mapped: their 99th percentile lies well
+below every reference image's (nothing reaches white) *and* their soft tissue is well
+below the reference's (so a crop of dense lung with no tissue in view is not taken for a
+grey mediastinum). A slice in the training window is left exactly as it is; so is one
+whose window is only somewhat wider (W2000/L-500 against the training W1500/L-600 on the
 synthetic phantom), whose bone and tissue still reach near white.
 """
 
@@ -17,64 +20,93 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from smallcovid.core.errors import SmallCovidError
 
 _BINS = 100
-#: An image is re-windowed when its 99th percentile lies this far below the lowest reference one.
+#: Re-windowed only when the 99th percentile lies this far below the lowest reference one ...
 MARGIN = 0.15
+#: ... and the soft-tissue level this far below the reference's.
+TISSUE_GAP = 0.2
 
 
 @dataclass(frozen=True)
 class WindowLevels:
-    """The reference window: median lung and soft-tissue levels, the lowest 99th percentile (all in [0, 1])."""
+    """A reference window: median lung and soft-tissue levels, the lowest 99th percentile (all in [0, 1])."""
 
     lung: float
     tissue: float
     p99_min: float
 
 
-def levels(image: torch.Tensor) -> tuple[float, float]:
+#: The 50 labeled COVID-SemiSeg training slices' window (:func:`reference_levels` of their
+#: model inputs at 192 px; ``tests/test_rewindow.py`` recomputes it where the data is present).
+TRAINING_WINDOW = WindowLevels(lung=0.175, tissue=0.83, p99_min=0.946)
+
+
+#: What reports and the app say of a re-windowed image.
+REWINDOW_NOTE = ("This image looks exported in a wider display window than the training slices (soft tissue "
+                 "grey instead of near white); it is segmented (and shown in the app) mapped linearly onto their lung "
+                 "window. For exact HU, upload the DICOM or NIfTI.")
+
+
+def levels(image: np.ndarray) -> tuple[float, float]:
     """(aerated lung, soft tissue) levels of one image (any shape, values in [0, 1]).
 
     Soft tissue is the histogram's mode above 0.25; aerated lung the mode between 0.02
     (the air outside the body, often exactly black) and 0.15 below the tissue level.
     """
-    h = torch.histc(image.float().flatten(), bins=_BINS, min=0.0, max=1.0)
-    h = F.avg_pool1d(h[None, None], 5, 1, 2)[0, 0]  # a 5 % smoothing: the modes, not the noise
-    tissue = int(torch.argmax(h[25:])) + 25
-    lung = int(torch.argmax(h[2:max(3, tissue - 15)])) + 2
+    h, _ = np.histogram(np.asarray(image, np.float32), bins=_BINS, range=(0.0, 1.0))
+    h = np.convolve(h.astype(np.float64), np.ones(5) / 5, mode="same")  # a 5 % smoothing: modes, not noise
+    tissue = int(np.argmax(h[25:])) + 25
+    lung = int(np.argmax(h[2:max(3, tissue - 15)])) + 2
     return (lung + 0.5) / _BINS, (tissue + 0.5) / _BINS
 
 
-def reference_levels(images: torch.Tensor) -> WindowLevels:
-    """The window of a reference set ((N, 1, H, W) in [0, 1], e.g. the labeled training slices).
+def reference_levels(images) -> WindowLevels:
+    """The window of a reference set ((N, ...) array or tensor in [0, 1], e.g. the labeled training slices).
 
     Raises:
         SmallCovidError: an empty set.
     """
     if len(images) == 0:
         raise SmallCovidError("a reference window needs at least one image")
-    lv = torch.tensor([levels(x) for x in images])
-    p99 = torch.quantile(images.flatten(1).float(), 0.99, dim=1)
-    return WindowLevels(float(lv[:, 0].median()), float(lv[:, 1].median()), float(p99.min()))
+    arr = np.asarray(images, np.float32).reshape(len(images), -1)
+    lv = np.array([levels(x) for x in arr])
+    p99 = np.percentile(arr, 99, axis=1)
+    return WindowLevels(float(np.median(lv[:, 0])), float(np.median(lv[:, 1])), float(p99.min()))
 
 
-def rewindow(images: torch.Tensor, ref: WindowLevels) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images`` ((N, 1, H, W) in [0, 1]) in the window of ``ref``.
+def rewindow_image(image: np.ndarray, ref: WindowLevels = TRAINING_WINDOW) -> tuple[np.ndarray, bool]:
+    """One (H, W) float image in [0, 1] in ``ref``'s window: ``(image, mapped)``.
 
-    Returns:
-        (images, mapped): the images, those outside the reference window mapped linearly
-        (lung and tissue levels onto ``ref``'s, clipped to [0, 1]), and an (N,) bool tensor
-        saying which were mapped. The others are returned unchanged.
+    ``mapped`` is False (and the image returned as given) unless the image is clearly in a
+    wider window (see the module docstring); then lung and tissue levels go linearly onto
+    ``ref``'s and the result is clipped to [0, 1], float32.
     """
-    out = images.clone()
-    p99 = torch.quantile(images.flatten(1).float(), 0.99, dim=1)
-    mapped = p99 < ref.p99_min - MARGIN
-    for i in torch.nonzero(mapped).flatten().tolist():
-        lung, tissue = levels(images[i])
-        gain = (ref.tissue - ref.lung) / max(tissue - lung, 0.05)
-        out[i] = ((images[i] - lung) * gain + ref.lung).clamp(0.0, 1.0)
+    if float(np.percentile(image, 99)) >= ref.p99_min - MARGIN:
+        return image, False
+    lung, tissue = levels(image)
+    if tissue >= ref.tissue - TISSUE_GAP:
+        return image, False
+    gain = (ref.tissue - ref.lung) / max(tissue - lung, 0.05)
+    out = (np.asarray(image, np.float32) - np.float32(lung)) * np.float32(gain) + np.float32(ref.lung)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False), True
+
+
+def rewindow(images, ref: WindowLevels = TRAINING_WINDOW):
+    """A batch ((N, 1, H, W) tensor in [0, 1]) in ``ref``'s window: ``(images, mapped)``.
+
+    Returns the images (those clearly in a wider window mapped, the others unchanged) and
+    an (N,) bool tensor saying which were mapped.
+    """
+    import torch
+
+    out, mapped = images.clone(), torch.zeros(len(images), dtype=torch.bool)
+    for i in range(len(images)):
+        x, m = rewindow_image(images[i, 0].numpy(), ref)
+        if m:
+            out[i, 0] = torch.from_numpy(x)
+            mapped[i] = True
     return out, mapped

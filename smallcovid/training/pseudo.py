@@ -64,7 +64,8 @@ def load_unlabeled(folder: str | os.PathLike, size: int) -> torch.Tensor:
     """Every unlabeled image as model input at ``size`` x ``size``: (N, 1, S, S) float in [0, 1]."""
     out = []
     for path in unlabeled_files(folder):
-        x = torch.from_numpy(to_model_input(read_scan(path)))[None, None]
+        # Not re-windowed here: each fold maps the pool onto its own training slices' window.
+        x = torch.from_numpy(to_model_input(read_scan(path), rewindow=False))[None, None]
         out.append(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0])
     log.info("loaded %d unlabeled slices from %s", len(out), folder)
     return torch.stack(out)
