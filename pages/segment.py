@@ -123,8 +123,8 @@ def warn_if_small(sl: Slice) -> None:
 def window_picker(sl: Slice) -> Window | None:
     """Window preset radio (lung, mediastinum, custom width/level) for HU scans; None otherwise."""
     if sl.units != "hu":
-        st.caption("Window presets apply to scans in Hounsfield units (DICOM, NIfTI); "
-                   "this image is shown and segmented with its own intensities.")
+        own = "" if display_rewindowed(sl) else "; this image is shown and segmented with its own intensities"
+        st.caption(f"Window presets apply to scans in Hounsfield units (DICOM, NIfTI){own}.")
         return None
     fmt = {k: f"{k} (W {WINDOW_PRESETS[k].width:g} / L {WINDOW_PRESETS[k].level:g})" for k in WINDOW_CHOICES[:2]}
     if "window" not in st.session_state and st.session_state.get("window_kept") in WINDOW_CHOICES:

@@ -53,6 +53,8 @@ def test_an_export_in_a_wide_display_window_is_rewindowed_and_says_so(app_env):
     at.file_uploader(key="scan_files").set_value(("wide.png", png_bytes(wide), "image/png")).run()
     assert not at.exception and not at.error
     assert any("wider display window" in i.value for i in at.info), [i.value for i in at.info]
+    assert not any("with its own intensities" in c.value for c in at.caption)
     assert len(overlay_captions(at)) >= 3
     at.file_uploader(key="scan_files").set_value(("lung.png", png_bytes(lung), "image/png")).run()
     assert not any("wider display window" in i.value for i in at.info)
+    assert any("with its own intensities" in c.value for c in at.caption)
