@@ -7,6 +7,7 @@ shows their curves and results, and cancels, resumes or installs them.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -69,18 +70,44 @@ def make_configs(v: dict) -> list[tuple[TrainConfig, str]]:
 
 
 def semi_options(v: dict) -> dict:
-    """The semi-supervised part of the form as config fields ({} without an unlabeled folder);
-    raises SmallCovidError when the folder holds no images."""
+    """The unlabeled-data part of the form as config fields ({} without an unlabeled folder):
+    distillation when teacher runs are chosen, else self-training; raises SmallCovidError when
+    the folder holds no images, or teachers are chosen without one."""
     folder = (v.get("unlabeled") or "").strip()
+    teachers = tuple(v.get("teachers") or ())
     if not folder:
+        if teachers:
+            raise SmallCovidError("distillation needs the unlabeled slices folder the teachers label")
         return {}
     unlabeled_files(folder)  # fails fast, in the page, on a wrong folder
+    if teachers:
+        check_teacher_folds(teachers, int(v["seed"]), int(v["folds"]))
+        return dict(unlabeled=str(Path(folder).resolve()), teachers=teachers,
+                    distill_epochs=int(v.get("distill_epochs") or 10))
     return dict(unlabeled=str(Path(folder).resolve()), pseudo_keep=float(v["pseudo_keep"]),
                 student_epochs=int(v["student_epochs"]) or None, student_lr=float(v["student_lr"]) or None)
 
 
-def semi_fields() -> dict:
-    """Widgets for semi-supervised training and precision (inside the job form)."""
+def check_teacher_folds(teachers: tuple[str, ...], seed: int, folds: int) -> None:
+    """Refuse, before a job starts, teachers whose runs were split with another seed or fold count."""
+    for run in teachers:
+        cfg = json.loads((Path(run) / "config.json").read_text())
+        if (cfg.get("seed"), cfg.get("folds")) != (seed, folds) or cfg.get("splits"):
+            raise SmallCovidError(f"teacher {Path(run).name} was trained on other folds (seed {cfg.get('seed')}, "
+                                  f"{cfg.get('folds')} folds); set the same seed and folds ({seed}, {folds} now)")
+
+
+def teacher_choices(jobs: list[Job]) -> dict[str, str]:
+    """Finished jobs that can teach a distillation: ``{label: run folder}``, newest first."""
+    out = {}
+    for job in jobs:
+        if job.status == "done" and (Path(job.run_dir) / "summary.json").is_file():
+            out[f"#{job.id} {job.name} ({job.model})"] = job.run_dir
+    return out
+
+
+def semi_fields(teachers: dict[str, str]) -> dict:
+    """Widgets for unlabeled slices (self-training or distillation) and precision (inside the job form)."""
     with st.expander("Unlabeled slices and precision"):
         unlabeled = st.text_input("Unlabeled slices folder on the server (optional)", key="tr_unlabeled",
                                   placeholder="e.g. data/covid-semiseg/unlabeled",
@@ -93,11 +120,20 @@ def semi_fields() -> dict:
         s_lr = c[2].number_input("Student lr (0 = same)", 0.0, 1.0, 0.0, format="%.5f", step=1e-4, key="tr_s_lr")
         precision = c[3].selectbox("Precision", PRECISIONS, key="tr_precision",
                                    help="auto: fp16 on CUDA, fp32 on CPU; bf16: bf16 autocast (faster on recent CPUs)")
-    return dict(unlabeled=unlabeled, pseudo_keep=keep, student_epochs=s_epochs, student_lr=s_lr, precision=precision)
+        c = st.columns([3, 1])
+        chosen = c[0].multiselect(
+            "Teachers: distillation instead of self-training (optional)", list(teachers), key="tr_teachers",
+            help="Finished jobs on the same folds (same seed and number of folds). Fold k's models of these runs "
+                 "label the unlabeled slices; each fold's student pretrains on their mean probability, then "
+                 "trains on the labeled slices. Keep fraction and student fields are then unused.")
+        d_epochs = c[1].number_input("Pretraining passes", 1, 200, 10, key="tr_d_epochs",
+                                     help="passes over the unlabeled slices before the labeled training")
+    return dict(unlabeled=unlabeled, pseudo_keep=keep, student_epochs=s_epochs, student_lr=s_lr, precision=precision,
+                teachers=[teachers[k] for k in chosen], distill_epochs=d_epochs)
 
 
-def train_form() -> dict | None:
-    """The job form -> its values when submitted, else None."""
+def train_form(teachers: dict[str, str] | None = None) -> dict | None:
+    """The job form -> its values when submitted, else None; ``teachers``: :func:`teacher_choices`."""
     defaults = TrainConfig(model=list_models()[0], data=".")
     with st.form("train_form"):
         models = st.multiselect("Model(s)", list_models(), default=[list_models()[0]], key="tr_models")
@@ -117,7 +153,7 @@ def train_form() -> dict | None:
                             "(replaces the epochs and learning rate above)", key="tr_paper")
         final = st.checkbox("Also train a final model on all data (needed for “Use these weights”)", value=True,
                             key="tr_final")
-        semi = semi_fields()
+        semi = semi_fields(teachers or {})
         executor = run_on_picker()  # this machine, or the Ray cluster from the settings
         if not st.form_submit_button("Start training", type="primary"):
             return None
@@ -229,7 +265,7 @@ def main() -> None:
                + DISCLAIMER)
     if not admin_gate(TRAINING_OFF, "tr_admin"):  # public mode: no form, no job list
         return
-    values = train_form()
+    values = train_form(teacher_choices(current_manager().list()))
     if values is not None:
         try:
             ids = [current_manager().submit(cfg, name, executor=values.get("executor"))

@@ -455,6 +455,39 @@ def test_train_form_starts_a_semi_supervised_bf16_job(app_env, tmp_path):
     assert JobStore(app_env / "jobs.db").get(1).status == "cancelled"
 
 
+def test_train_form_starts_a_distillation_job_from_a_finished_job(app_env, tmp_path, copy_run):
+    from PIL import Image
+
+    from smallcovid.training.config import TrainConfig
+
+    data = make_labeled_folder(tmp_path / "set", n=6, size=32)
+    pool = tmp_path / "pool" / "images"
+    pool.mkdir(parents=True)
+    Image.fromarray(np.full((40, 36), 90, np.uint8)).save(pool / "u1.png")
+    store = JobStore(app_env / "jobs.db")
+    cfg = TrainConfig.from_dict(json.loads((copy_run / "config.json").read_text()))
+    teacher = store.add("teacher", cfg, copy_run)
+    store.update(teacher, status="done")
+    store.add("unfinished", cfg, tmp_path / "elsewhere")  # queued: no summary, not offered
+    at = new_app().switch_page("pages/train.py").run()
+    assert at.multiselect(key="tr_teachers").options == [f"#{teacher} teacher (smallcovid-net)"]
+    _fill_form(at, data)
+    at.multiselect(key="tr_teachers").set_value([f"#{teacher} teacher (smallcovid-net)"])
+    at.number_input(key="tr_d_epochs").set_value(3)
+    at.button[0].click().run()
+    assert at.error and "needs the unlabeled slices folder" in at.error[0].value  # teachers without a pool
+    at.text_input(key="tr_unlabeled").set_value(str(pool.parent))
+    at.button[0].click().run()
+    assert at.error and "trained on other folds (seed 3, 2 folds)" in at.error[0].value
+    at.number_input(key="tr_seed").set_value(3)
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = max(JobStore(app_env / "jobs.db").list(), key=lambda j: j.id)
+    assert job.config["teachers"] == [str(copy_run)] and job.config["distill_epochs"] == 3
+    at.run()
+    at.button(key=f"cancel-{job.id}").click().run()
+
+
 def test_train_rejects_a_missing_data_folder(app_env, tmp_path):
     at = new_app().switch_page("pages/train.py").run()
     _fill_form(at, tmp_path / "nope").button[0].click().run()

@@ -128,7 +128,7 @@ def fold_soft_labels(ctx: FoldContext, pool: torch.Tensor, train_set: LabeledSet
     if cache.is_file():
         saved = load_file(str(cache))
         if saved["prob"].shape[0] == len(pool):
-            return images, saved["prob"].float() / 255.0, saved["types"].long()
+            return images, saved["prob"].float() / 255.0, _types_from_file(saved["types"])
         log.warning("%s: cached soft labels are for %d slices, not %d: labelling again", ctx.name,
                     saved["prob"].shape[0], len(pool))
     models, sizes = [], []
@@ -139,10 +139,20 @@ def fold_soft_labels(ctx: FoldContext, pool: torch.Tensor, train_set: LabeledSet
     prob, types = soft_labels(models, sizes, images, ctx.run.device)
     q = (prob * 255).round().to(torch.uint8)  # 1/255 steps: far below a teacher's own error
     cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"prob": q.contiguous(), "types": types.to(torch.int16).contiguous()}, str(cache))
+    save_file({"prob": q.contiguous(), "types": _types_to_file(types)}, str(cache))
     log.info("%s: %d of %d pool slices re-windowed; soft labels from %d teacher(s), %.1f%% of pixels at p >= 0.5",
              ctx.name, int(mapped.sum()), len(pool), len(models), 100 * float((q >= 128).float().mean()))
     return images, q.float() / 255.0, types
+
+
+def _types_to_file(types: torch.Tensor) -> torch.Tensor:
+    """Lesion types as uint8 for the cache (-100, ignored, stored as 255)."""
+    return torch.where(types < 0, torch.full_like(types, 255), types).to(torch.uint8).contiguous()
+
+
+def _types_from_file(stored: torch.Tensor) -> torch.Tensor:
+    t = stored.long()
+    return torch.where(t == 255, torch.full_like(t, -100), t)
 
 
 def train_distilled(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | None,
