@@ -87,3 +87,20 @@ def test_the_training_window_constant_is_the_labeled_slices_window():
     assert ref.lung == pytest.approx(TRAINING_WINDOW.lung, abs=0.011)
     assert ref.tissue == pytest.approx(TRAINING_WINDOW.tissue, abs=0.011)
     assert ref.p99_min == pytest.approx(TRAINING_WINDOW.p99_min, abs=0.002)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_whole_field_of_view_in_a_wide_window_comes_back_too(seed):
+    # Around a whole body the outside air is as grey as the lungs in a wide window and far
+    # larger; the levels come from the dark pixels the body encloses.
+    from smallcovid.data.scanner import scanner_frame
+
+    ph = make_phantom(160, seed=seed)
+    img8 = np.round(np.clip((ph.scan.pixels + 1350) / 1500, 0, 1) * 255).astype(np.uint8)
+    frame = scanner_frame(img8, ph.mask, seed=seed, size=256)
+    lung_window = np.clip((frame.hu + 1350) / 1500, 0, 1).astype(np.float32)
+    wide = np.clip((frame.hu + 1850) / 3500, 0, 1).astype(np.float32)  # W3500 / L-100
+    back, mapped = rewindow_image(wide)
+    assert mapped and not rewindow_image(lung_window)[1]
+    lesion = frame.lesion
+    assert np.abs(back - lung_window)[lesion].mean() < 0.04 < np.abs(wide - lung_window)[lesion].mean()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from smallcovid.core.errors import SmallCovidError
 
@@ -42,7 +43,7 @@ class WindowLevels:
 
 #: The 50 labeled COVID-SemiSeg training slices' window (:func:`reference_levels` of their
 #: model inputs at 192 px; ``tests/test_rewindow.py`` recomputes it where the data is present).
-TRAINING_WINDOW = WindowLevels(lung=0.175, tissue=0.83, p99_min=0.946)
+TRAINING_WINDOW = WindowLevels(lung=0.175, tissue=0.845, p99_min=0.946)
 
 
 #: What reports and the app say of a re-windowed image.
@@ -51,16 +52,48 @@ REWINDOW_NOTE = ("This image looks exported in a wider display window than the t
                  "window. For exact HU, upload the DICOM or NIfTI.")
 
 
-def levels(image: np.ndarray) -> tuple[float, float]:
-    """(aerated lung, soft tissue) levels of one image (any shape, values in [0, 1]).
-
-    Soft tissue is the histogram's mode above 0.25; aerated lung the mode between 0.02
-    (the air outside the body, often exactly black) and 0.15 below the tissue level.
-    """
-    h, _ = np.histogram(np.asarray(image, np.float32), bins=_BINS, range=(0.0, 1.0))
+def _mode(values: np.ndarray, lo: int, hi: int) -> int:
+    """The histogram bin (of :data:`_BINS` over [0, 1]) in ``[lo, hi)`` holding most ``values``."""
+    h, _ = np.histogram(values, bins=_BINS, range=(0.0, 1.0))
     h = np.convolve(h.astype(np.float64), np.ones(5) / 5, mode="same")  # a 5 % smoothing: modes, not noise
-    tissue = int(np.argmax(h[25:])) + 25
-    lung = int(np.argmax(h[2:max(3, tissue - 15)])) + 2
+    part = h[lo:max(lo + 1, hi)]
+    best = np.flatnonzero(part >= part.max() * (1 - 1e-9))  # a flat top (one grey level, smoothed): its middle
+    return int(round(best.mean())) + lo
+
+
+def _otsu(values: np.ndarray) -> int:
+    """Otsu's split of ``values`` in [0, 1] into a dark and a bright class: the first bright bin."""
+    h, _ = np.histogram(values, bins=_BINS, range=(0.0, 1.0))
+    p = h / max(1, h.sum())
+    w = np.cumsum(p)
+    mu = np.cumsum(p * np.arange(_BINS))
+    between = ((mu[-1] * w - mu) ** 2 / np.maximum(w * (1 - w), 1e-12))[:-1]
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # a flat top (empty bins): its middle
+    return int(round(best.mean())) + 1
+
+
+def levels(image: np.ndarray) -> tuple[float, float]:
+    """(aerated lung, soft tissue) levels of one image (any shape; 2D for the lung rule below).
+
+    The image's pixels split into dark (air, lung) and bright (tissue, bone) by Otsu's
+    threshold. Soft tissue is the bright part's histogram mode; aerated lung the dark
+    part's mode above 0.02 (outside air is often exactly black), over the dark pixels the
+    body encloses: in a wide window the air around a whole-body field of view is as grey as
+    the lungs, and far larger. Where the enclosed dark pixels are under 2 % of the image (a
+    crop whose lungs run to its edges), all dark pixels count.
+    """
+    x = np.asarray(image, np.float32)
+    split = _otsu(x)
+    tissue = _mode(x, split, _BINS)
+    dark = x < split / _BINS
+    values = x[dark]
+    if x.ndim == 2:
+        labels, _ = ndi.label(dark)
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        inside = dark & ~np.isin(labels, edge[edge > 0])
+        if inside.sum() >= 0.02 * x.size:
+            values = x[inside]
+    lung = _mode(values, 2, split)
     return (lung + 0.5) / _BINS, (tissue + 0.5) / _BINS
 
 
