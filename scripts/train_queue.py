@@ -20,7 +20,9 @@ A line may end its flags with ``--plateau-max N`` (read by the queue, not passed
 ``train.py``): when such a "restarts" run finishes with folds that ran into its cap short of
 their plateau, the queue raises the cap to the end of the next restart cycle
 (``train.py --resume RUN --extend-epochs``, which reopens only those folds) and trains on,
-as long as that cycle ends by epoch N.
+as long as that cycle ends by epoch N. A run may have two lines, the first without
+``--plateau-max`` (it stops at its cap, e.g. to teach a run queued after it), the second with
+it further down (the queue comes back to extend it then).
 
 ``status`` prints one line per run: state, epochs done / planned, elapsed and ETA, the best
 validation Dice so far (mean over the folds that have one) and, when done, the CV Dice and
