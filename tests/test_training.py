@@ -291,7 +291,7 @@ def test_train_cli_reports_disk_full_in_one_line(tiny_data, tmp_path, monkeypatc
 
 # ------------------------------------------------------------------ structure
 
-ENGINE = ("progress", "tensors", "state", "config", "pseudo", "fold", "distill", "semi", "oof", "calibrate", "cvsummary", "loop")
+ENGINE = ("progress", "tensors", "state", "config", "schedule", "pseudo", "fold", "distill", "semi", "oof", "calibrate", "cvsummary", "loop")
 
 
 def _training_imports(module: str) -> tuple[set[str], bool]:
@@ -439,7 +439,7 @@ def test_console_summary_states_the_threshold_the_card_uses(tiny_run):
 
 def test_restarts_schedule_and_plateau_stop(tiny_cfg):
     """Cosine cycles of c, 2c, 4c epochs; a fold stops at the end of a whole cycle without a new best."""
-    from smallcovid.training.fold import cycle_ends, lr_at, plateau_epochs
+    from smallcovid.training.schedule import cycle_ends, lr_at, plateau_epochs
     from smallcovid.training.plateau import fold_plateau
 
     cfg = tiny_cfg(schedule="restarts", cycle_epochs=4, epochs=40, lr=1e-3)
