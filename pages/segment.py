@@ -120,10 +120,11 @@ def warn_if_small(sl: Slice) -> None:
                    f"this small their output says little.", icon=":material/warning:")
 
 
-def window_picker(sl: Slice) -> Window | None:
-    """Window preset radio (lung, mediastinum, custom width/level) for HU scans; None otherwise."""
+def window_picker(sl: Slice, rewindowed: bool = False) -> Window | None:
+    """Window preset radio (lung, mediastinum, custom width/level) for HU scans; None otherwise.
+    ``rewindowed``: an 8-bit image mapped onto the training window (:func:`display_rewindowed`)."""
     if sl.units != "hu":
-        own = "" if display_rewindowed(sl) else "; this image is shown and segmented with its own intensities"
+        own = "" if rewindowed else "; this image is shown and segmented with its own intensities"
         st.caption(f"Window presets apply to scans in Hounsfield units (DICOM, NIfTI){own}.")
         return None
     fmt = {k: f"{k} (W {WINDOW_PRESETS[k].width:g} / L {WINDOW_PRESETS[k].level:g})" for k in WINDOW_CHOICES[:2]}
@@ -257,7 +258,8 @@ def main() -> None:
                 st.warning(blank, icon=":material/warning:")
                 if idx is None:  # a lone blank image: nothing to segment (a blank slice of a volume: just say so)
                     return
-        window = volume_window(sl.units) if stored else window_picker(sl)
+        rewindowed = display_rewindowed(sl)
+        window = volume_window(sl.units) if stored else window_picker(sl, rewindowed)
     except SmallCovidError as exc:
         show_upload_errors([] if source == "example" else scans, exc)  # every bad file, one line each
         return
@@ -297,7 +299,7 @@ def main() -> None:
                                   bool(lung_qc)))
     else:
         lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
-        if display_rewindowed(sl):
+        if rewindowed:
             st.info(REWINDOW_NOTE, icon=":material/contrast:")
         if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
             st.warning(qc_text, icon=":material/warning:")

@@ -43,6 +43,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from smallcovid.training.config import TrainConfig  # noqa: E402
+from smallcovid.training.fold import fold_caps  # noqa: E402
+from smallcovid.training.schedule import cycle_ends  # noqa: E402
 
 
 def parse_queue(path: Path) -> list[tuple[str, list[str]]]:
@@ -84,10 +89,8 @@ def next_cap(folder: Path, plateau_max: int | None) -> int | None:
         return None
     if not any(not f["ok"] and f["epochs_run"] >= cfg["epochs"] for f in plateau.get("per_fold", [])):
         return None
-    length, end = cfg["cycle_epochs"], cfg["cycle_epochs"]
-    while end <= cfg["epochs"]:  # the restart cycles end at c, 3c, 7c ... (each twice the last)
-        length *= 2
-        end += length
+    end = next(e for e in cycle_ends(cfg["cycle_epochs"], 4 * cfg["epochs"] + 2 * cfg["cycle_epochs"])
+               if e > cfg["epochs"])
     return end if end <= plateau_max else None
 
 
@@ -205,12 +208,7 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     # A self-training student trains after its teacher; distillation's pretraining (in
     # fold_<k>/pretrain/) is not counted in the epochs shown.
     semi = (cfg.get("student_epochs") or cfg["epochs"]) if cfg.get("unlabeled") and not cfg.get("teachers") else 0
-    # An extended run's folds have their own caps (extensions.json): the first cap, raised for
-    # the folds each extension reopened.
-    ext = json.loads((folder / "extensions.json").read_text()) if (folder / "extensions.json").is_file() else []
-    caps = {k: ext[0]["from"] if ext else cfg["epochs"] for k in range(1, cfg["folds"] + 1)}
-    for e in ext:
-        caps.update({k: e["to"] for k in e["folds"]})
+    caps = fold_caps(folder, TrainConfig.from_dict(cfg))  # an extended run's folds have their own caps
     planned = sum(caps.values()) + semi * cfg["folds"] + (cfg["epochs"] + semi) * int(cfg.get("final", False))
     folds = _fold_rows(folder)
     done = sum(len(r) for r in folds)

@@ -114,9 +114,9 @@ def to_model_input(s: Slice, window: Window | None = None, *, rewindow: bool = T
     if s.units == "hu":
         out = apply_window(s.pixels, window or get_window(DEFAULT_WINDOW))
     elif s.units == "display":
-        out = np.clip(s.pixels, 0.0, 1.0).astype(np.float32)
+        out = _display(s)
         if rewindow:
-            out, _ = rewindow_image(np.nan_to_num(out, nan=0.0))
+            out, _ = rewindow_image(out)
     else:
         out = _robust_rescale(s.pixels)
     return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
@@ -125,9 +125,12 @@ def to_model_input(s: Slice, window: Window | None = None, *, rewindow: bool = T
 def display_rewindowed(s: Slice) -> bool:
     """True when :func:`to_model_input` maps this slice from a wider display window onto the
     training slices' (an 8-bit export whose soft tissue is mid-grey)."""
-    if s.units != "display":
-        return False
-    return rewindow_image(np.nan_to_num(np.clip(s.pixels, 0.0, 1.0).astype(np.float32), nan=0.0))[1]
+    return s.units == "display" and rewindow_image(_display(s))[1]
+
+
+def _display(s: Slice) -> np.ndarray:
+    """A display-units slice as float32 in [0, 1], NaN as 0."""
+    return np.nan_to_num(np.clip(s.pixels, 0.0, 1.0).astype(np.float32), nan=0.0)
 
 
 def display_uint8(s: Slice, window: Window | None = None) -> np.ndarray:

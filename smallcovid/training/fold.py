@@ -296,8 +296,8 @@ def _run_epoch(ctx: FoldContext, state: FoldState) -> dict[str, Any]:
     # One generator per (seed, fold, epoch) drives batch order and augmentation, so a
     # resumed epoch replays exactly the batches an uninterrupted run would have seen.
     # Ints only: str hashes are salted per process, which would break resume and Ray retries.
-    key = (cfg.seed, ctx.fold, epoch, {"": 0, "teacher": 0, "student": 1, "pretrain": 2}[ctx.stage])
-    key = key[:3] if key[3] == 0 else key
+    stage = {"student": 1, "pretrain": 2}.get(ctx.stage)  # supervised and teacher keys stay as they were
+    key = (cfg.seed, ctx.fold, epoch) if stage is None else (cfg.seed, ctx.fold, epoch, stage)
     g = torch.Generator().manual_seed(hash(key) % (2**31))
     state.model.train()
     n = len(state.train_t[0])
