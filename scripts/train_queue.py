@@ -174,12 +174,26 @@ def run_queue(queue: Path, runs: Path, threads: int, follow: str | None, python:
         lock.unlink(missing_ok=True)
 
 
-def _fold_rows(folder: Path) -> list[list[dict]]:
+def _fold_rows(folder: Path, stage: str = "") -> list[list[dict]]:
+    """History rows per fold folder (``fold_<k>``, then ``final``), of ``stage`` (e.g. "pretrain")."""
     rows = []
-    for hist in sorted(folder.glob("fold_*/history.csv")):
-        with open(hist) as f:
-            rows.append(list(csv.DictReader(f)))
+    for sub in sorted(folder.glob("fold_*")) + [folder / "final"]:
+        hist = sub / stage / "history.csv"
+        if hist.is_file():
+            with open(hist) as f:
+                rows.append(list(csv.DictReader(f)))
     return rows
+
+
+def _pass_weight(folder: Path, cfg: dict) -> float:
+    """Training steps of one pretraining pass over the pool per step of one labeled epoch."""
+    pool = Path(cfg["unlabeled"])
+    n_pool = sum(1 for f in pool.iterdir() if f.is_file()) if pool.is_dir() else 0
+    try:
+        n_train = len(json.loads((folder / "splits.json").read_text())["folds"][0]["train"])
+    except (OSError, KeyError, IndexError, ValueError):
+        return 1.0
+    return max(n_pool / max(n_train, 1), 1.0)
 
 
 def _hms(s: float) -> str:
@@ -205,23 +219,34 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     if not (folder / "config.json").is_file():
         return f"{run_id:28s} queued"
     cfg = json.loads((folder / "config.json").read_text())
-    # A self-training student trains after its teacher; distillation's pretraining (in
-    # fold_<k>/pretrain/) is not counted in the epochs shown.
+    # A self-training student trains after its teacher; distillation's pretraining passes (in
+    # fold_<k>/pretrain/) are shown apart from the epochs.
     semi = (cfg.get("student_epochs") or cfg["epochs"]) if cfg.get("unlabeled") and not cfg.get("teachers") else 0
     caps = fold_caps(folder, TrainConfig.from_dict(cfg))  # an extended run's folds have their own caps
     planned = sum(caps.values()) + semi * cfg["folds"] + (cfg["epochs"] + semi) * int(cfg.get("final", False))
-    folds = _fold_rows(folder)
-    done = sum(len(r) for r in folds)
-    bests = [max(float(x["val_dice_best"]) for x in r) for r in folds if r and r[0].get("val_dice_best")]
+    rows = _fold_rows(folder)
+    done = sum(len(r) for r in rows)
+    # The final model has no validation slices: the best so far is the folds'.
+    bests = [max(float(x["val_dice_best"]) for x in r) for r in rows if r and r[0].get("val_dice_best")]
     clock = folder / "clock.json"
     spent = json.loads(clock.read_text()).get("elapsed_s", 0.0) if clock.is_file() else 0.0
-    eta = f"ETA ≤ {_hms(spent / done * (planned - done))}" if done else "ETA -"
+    work_done, work_planned, passes = float(done), float(planned), ""
+    if cfg.get("teachers"):
+        # A pretraining pass over the pool costs as many steps as ~pool/train labeled epochs,
+        # so the ETA weighs it so (labeling the pool, ~1 min per fold, is not counted).
+        w = _pass_weight(folder, cfg)
+        p_done = sum(len(r) for r in _fold_rows(folder, "pretrain"))
+        p_planned = cfg["distill_epochs"] * (cfg["folds"] + int(cfg.get("final", False)))
+        work_done += w * p_done
+        work_planned += w * p_planned
+        passes = f", pretraining {p_done}/{p_planned} passes"
+    eta = f"ETA ≤ {_hms(spent / work_done * (work_planned - work_done))}" if work_done else "ETA -"
     best = f"best val Dice {sum(bests) / len(bests):.3f} ({len(bests)} folds)" if bests else "no validation yet"
     # Running: the runner's current run (the first unfinished line), or any run written to in
     # the last 10 minutes (the queue file may have been reordered since the runner started it).
-    recent = max((f.stat().st_mtime for f in folder.glob("*/history.csv")), default=0.0)
+    recent = max((f.stat().st_mtime for f in folder.glob("*/**/history.csv")), default=0.0)
     what = "running" if running == run_id or time.time() - recent < 600 else "paused "
-    return f"{run_id:28s} {what}  {done}/{planned} epochs  {_hms(spent)} spent, {eta}  {best}"
+    return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {_hms(spent)} spent, {eta}  {best}"
 
 
 def status(queue: Path, runs: Path) -> list[str]:

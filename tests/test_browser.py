@@ -259,6 +259,7 @@ def test_segment_viewer_slider_is_fast_exact_and_settles_on_the_server(app_url, 
     url, tmp = app_url
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
+    wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
     image, mask = slice_and_mask(tmp)
     upload_scan_then_mask(page, tmp, image, mask)
     wait_or_explain(page.get_by_text("Agreement with the ground truth"), page, tmp / "streamlit.log")

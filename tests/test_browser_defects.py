@@ -67,6 +67,7 @@ def test_browser_mask_of_another_name_is_not_used(app_url, page):  # noqa: F811
     (d / "b.png").write_bytes(png_bytes(mask))
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
+    wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
     upload_scan_then_mask(page, tmp, d / "a.png", d / "b.png")
     wait_or_explain(page.locator(WARNING).filter(has_text="b.png is not named like the scan a.png"), page,
                     tmp / "streamlit.log")
@@ -84,6 +85,7 @@ def test_browser_viewer_is_replaced_not_stacked(app_url, page):  # noqa: F811
     scan.write_bytes(png_bytes(img))
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
+    wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
     page.locator('input[type="file"]').nth(0).set_input_files(str(scan))
     wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
     wait_idle(page)
@@ -112,6 +114,7 @@ def test_browser_tall_narrow_image_keeps_panels_of_sensible_height(app_url, page
     Image.fromarray((np.random.default_rng(0).random((400, 30)) * 255).astype(np.uint8)).save(path)
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
+    wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
     page.locator('input[type="file"]').nth(0).set_input_files(str(path))
     wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
     boxes = page.locator(f"{VIEWER} figure").evaluate_all(
@@ -132,6 +135,7 @@ def test_browser_volume_slices_and_windows_keep_one_viewer(app_url, page):  # no
     nib.save(nib.Nifti1Image(vol, np.diag([0.7, 0.7, 2.5, 1.0])), path)
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
+    wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
     page.locator('input[type="file"]').nth(0).set_input_files(str(path))
     wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
     wait_idle(page)

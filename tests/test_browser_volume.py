@@ -43,6 +43,7 @@ def segment_volume_in_app(pg, url: str, tmp: Path) -> tuple[Path, Path]:
     scan, labels = volume_files(tmp)
     pg.goto(url)
     pg.get_by_text("Upload a CT slice").wait_for()
+    wait_idle(pg)  # the first run finishes first: an upload made during it was once not picked up
     files = pg.locator('input[type="file"]')
     files.nth(0).set_input_files(str(scan))
     wait_or_explain(pg.locator(f"{VIEWER}[data-painted]"), pg, tmp / "streamlit.log")

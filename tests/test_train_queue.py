@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from smallcovid.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,3 +106,34 @@ def test_a_run_short_of_its_plateau_is_extended_up_to_plateau_max(tiny_data, tmp
     extended = json.loads((runs / "r" / "summary.json").read_text())
     assert extended["plateau"]["extensions"] == [{"from": 3, "to": 7, "folds": [1]}]
     assert extended["plateau"]["per_fold"][0]["epochs_run"] > 3
+
+
+def test_status_counts_the_final_model_and_weighs_pretraining_passes(tmp_path):
+    q = queue_module()
+    runs, pool = tmp_path / "runs", tmp_path / "pool"
+    pool.mkdir()
+    for i in range(40):  # 40 pool slices over 4 training slices: a pass weighs 10 epochs
+        (pool / f"u{i}.png").write_bytes(b"")
+    run = runs / "kd"
+    cfg = dataclasses.asdict(TrainConfig(model="smallcovid-net", data="d", folds=2, epochs=4, final=True,
+                                         unlabeled=str(pool), teachers=("t",), distill_epochs=2))
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "splits.json").write_text(json.dumps({"folds": [{"train": list("abcd"), "val": ["e"]}] * 2}))
+    (run / "clock.json").write_text(json.dumps({"elapsed_s": 600.0}))
+
+    def history(path, n, best="0.5"):  # the final model and pretraining have no validation Dice
+        path.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f"{e},{best}\n" for e in range(1, n + 1))
+        path.joinpath("history.csv").write_text("epoch,val_dice_best\n" + rows)
+
+    for k in (1, 2):
+        history(run / f"fold_{k}" / "pretrain", 2, best="")
+        history(run / f"fold_{k}", 4)
+    history(run / "final" / "pretrain", 1, best="")
+    line = q.status_line("kd", [], runs, {}, running="kd")
+    # 8 fold epochs + 0 final epochs of 12; 5 of 6 passes; work done 8 + 50 of 12 + 60 -> 600 s * 14 / 58
+    assert "8/12 epochs, pretraining 5/6 passes" in line and "ETA ≤ 2m24s" in line
+    history(run / "final", 3, best="")
+    line = q.status_line("kd", [], runs, {}, running="kd")
+    assert "11/12 epochs" in line and "best val Dice 0.500 (2 folds)" in line
