@@ -65,11 +65,14 @@ def test_an_8bit_export_in_a_wide_window_reaches_the_model_in_the_training_windo
     lungs = p.lungs > 0
     assert np.abs(x - lung_window)[lungs].mean() < 0.04 < np.abs(wide.pixels - lung_window)[lungs].mean()
     assert np.array_equal(to_model_input(wide, rewindow=False), wide.pixels)
-    # A dense crop without soft tissue in view (its brightest part consolidation, not grey
-    # mediastinum) is not taken for a wide window.
+    # A dense crop without soft tissue in view, its brightest part consolidation (+30 HU: 0.92
+    # in the lung window), is not taken for a wide window. (One with nothing denser than
+    # ground-glass, -300 HU, would be: its histogram is a wide window's.)
     crop = np.full((60, 60), 0.17, np.float32)
-    crop[20:50, 10:50] = 0.69
+    crop[20:50, 10:50] = 0.92
     assert not rewindow_image(crop)[1]
+    crop[20:50, 10:50] = 0.70
+    assert rewindow_image(crop)[1]
 
 
 def test_the_training_window_constant_is_the_labeled_slices_window():
@@ -90,7 +93,8 @@ def test_the_training_window_constant_is_the_labeled_slices_window():
 
 
 @pytest.mark.parametrize("seed", [0, 2])
-def test_a_whole_field_of_view_in_a_wide_window_comes_back_too(seed):
+@pytest.mark.parametrize("width,level", [(3500, -100), (2500, -500)])
+def test_a_whole_field_of_view_in_a_wide_window_comes_back_too(seed, width, level):
     # Around a whole body the outside air is as grey as the lungs in a wide window and far
     # larger; the levels come from the dark pixels the body encloses.
     from smallcovid.data.scanner import scanner_frame
@@ -99,7 +103,7 @@ def test_a_whole_field_of_view_in_a_wide_window_comes_back_too(seed):
     img8 = np.round(np.clip((ph.scan.pixels + 1350) / 1500, 0, 1) * 255).astype(np.uint8)
     frame = scanner_frame(img8, ph.mask, seed=seed, size=256)
     lung_window = np.clip((frame.hu + 1350) / 1500, 0, 1).astype(np.float32)
-    wide = np.clip((frame.hu + 1850) / 3500, 0, 1).astype(np.float32)  # W3500 / L-100
+    wide = np.clip((frame.hu - (level - width / 2)) / width, 0, 1).astype(np.float32)
     back, mapped = rewindow_image(wide)
     assert mapped and not rewindow_image(lung_window)[1]
     lesion = frame.lesion

@@ -9,11 +9,13 @@ that moves an image's two anatomical levels — aerated lung and soft tissue, th
 its histogram — onto the training slices' puts it back into their window.
 
 Only images clearly outside that window are mapped: their 99th percentile lies well
-below every reference image's (nothing reaches white) *and* their soft tissue is well
-below the reference's (so a crop of dense lung with no tissue in view is not taken for a
-grey mediastinum). A slice in the training window is left exactly as it is; so is one
-whose window is only somewhat wider (W2000/L-500 against the training W1500/L-600 on the
-synthetic phantom), whose bone and tissue still reach near white.
+below every reference image's (nothing reaches white) *and* their soft tissue is below
+every labeled slice's (so a crop of lung with consolidation in view, near white, is not
+taken for a grey mediastinum). A slice in the training window is left exactly as it is
+(all 50 labeled slices, the 481 unlabeled ones in their window); from W2000/L-500 on
+(against the training W1500/L-600) a slice whose bone and tissue still reach near white is
+left alone too, which costs little there. A crop with nothing denser than ground-glass in
+view has a wide window's histogram and is mapped.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from smallcovid.core.errors import SmallCovidError
 
 _BINS = 100
 #: Re-windowed only when the 99th percentile lies this far below the lowest reference one ...
-MARGIN = 0.15
-#: ... and the soft-tissue level this far below the reference's.
-TISSUE_GAP = 0.2
+MARGIN = 0.10
+#: ... and the soft-tissue level this far below the reference's (0.845 - 0.12 = 0.725: the
+#: lowest soft-tissue level of the 50 labeled slices).
+TISSUE_GAP = 0.12
 
 
 @dataclass(frozen=True)
