@@ -11,7 +11,8 @@ repeated back to the input grid, so edges are blocky at that scale):
     textured (a lung cut by a tight field of view), and large uniform air is dropped.
     A frame with little border air (a crop, or a body running past the image edges) is
     read as a full field first and as a crop only when that finds two lungs and adds
-    at most :data:`CROP_GAIN` of lung;
+    at most :data:`CROP_GAIN` of lung; one with much border air where the full-field
+    reading finds no lung at all is read as a crop if some large air has lung texture;
  2. airways (small, compact, central components darker than the lung) dropped;
     in a volume, components outside the big 3D air components (bowel gas) too;
  3. the two largest components apart along the left/right axis are the lungs; one
@@ -148,6 +149,15 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                 cropped = False
     if side is None:
         side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, bool(cropped))
+    if auto and not cropped and (side is None or not side.any()) and _has_lung_texture(small, (sp[0] * fr, sp[1] * fc)):
+        # Much border air, read as a full field, yet no lung at all: a narrow crop whose lungs
+        # fill its long sides (their air is the border air). Read as a crop, when some large
+        # air has lung texture (a full field without lungs, e.g. the abdomen, has none, and
+        # its outside air would pass for lung). A full field where one lung was found keeps
+        # that reading: read as a crop, its outside air can pass for the other lung.
+        crop = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, True)
+        if _two_lungs(crop):
+            side = crop
     if side is None:
         return zeros
     # Block replication; the last block absorbs the remainder so the shape is exact.
@@ -170,6 +180,15 @@ def _two_lungs(side: np.ndarray | None) -> bool:
         return False
     counts = np.bincount(side.ravel(), minlength=3)
     return bool(min(counts[1], counts[2]) >= TWO_LUNGS_SHARE * side.size)
+
+
+def _has_lung_texture(hu: np.ndarray, sp: tuple[float, float]) -> bool:
+    """Whether some large air component of (Z, h, w) HU on the working grid has lung texture."""
+    air = hu < AIR_HU
+    if not air.any():
+        return False
+    _, _, _, _, _, _, textured, large = air_components(hu, air, sp)
+    return bool((textured & large).any())
 
 
 def _full_field(vol: np.ndarray) -> bool:
