@@ -12,7 +12,7 @@ repeated back to the input grid, so edges are blocky at that scale):
     A frame with little border air (a crop, or a body running past the image edges) is
     read as a full field first and as a crop only when that finds two lungs and adds
     at most :data:`CROP_GAIN` of lung; one with much border air where the full-field
-    reading finds no lung at all is read as a crop if some large air has lung texture;
+    reading labels under a quarter of the lung-textured air is read again as a crop;
  2. airways (small, compact, central components darker than the lung) dropped;
     in a volume, components outside the big 3D air components (bowel gas) too;
  3. the two largest components apart along the left/right axis are the lungs; one
@@ -149,15 +149,18 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                 cropped = False
     if side is None:
         side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, bool(cropped))
-    if auto and not cropped and (side is None or not side.any()) and _has_lung_texture(small, (sp[0] * fr, sp[1] * fc)):
-        # Much border air, read as a full field, yet no lung at all: a narrow crop whose lungs
-        # fill its long sides (their air is the border air). Read as a crop, when some large
-        # air has lung texture (a full field without lungs, e.g. the abdomen, has none, and
-        # its outside air would pass for lung). A full field where one lung was found keeps
-        # that reading: read as a crop, its outside air can pass for the other lung.
-        crop = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, True)
-        if _two_lungs(crop):
-            side = crop
+    if auto and not cropped:
+        textured = _lung_textured_air(small, (sp[0] * fr, sp[1] * fc))
+        found = 0 if side is None else np.count_nonzero(side)
+        if textured and found < LOST_SHARE * textured:
+            # Much border air, read as a full field, yet most lung-textured air is not lung:
+            # a tight crop whose lungs reach its sides (their air is the border air). Read
+            # as a crop, if that finds two lungs not much larger than the textured air (in a
+            # full field the crop reading's lungs take in the uniform outside air as well;
+            # a field without lung-textured air, e.g. the abdomen, is not tried).
+            crop = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, True)
+            if _two_lungs(crop) and np.count_nonzero(crop) <= CROP_TEXTURE_GAIN * textured:
+                side = crop
     if side is None:
         return zeros
     # Block replication; the last block absorbs the remainder so the shape is exact.
@@ -172,6 +175,11 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
 TWO_LUNGS_SHARE = 0.01
 #: ... and the crop reading is kept when its lungs are at most this much larger.
 CROP_GAIN = 1.5
+#: A frame read as a full field whose lungs hold less than this share of its lung-textured
+#: air is read again as a crop, kept when its lungs are at most CROP_TEXTURE_GAIN times
+#: that air (hulls add the dense lesions).
+LOST_SHARE = 0.25
+CROP_TEXTURE_GAIN = 2.0
 
 
 def _two_lungs(side: np.ndarray | None) -> bool:
@@ -182,13 +190,13 @@ def _two_lungs(side: np.ndarray | None) -> bool:
     return bool(min(counts[1], counts[2]) >= TWO_LUNGS_SHARE * side.size)
 
 
-def _has_lung_texture(hu: np.ndarray, sp: tuple[float, float]) -> bool:
-    """Whether some large air component of (Z, h, w) HU on the working grid has lung texture."""
+def _lung_textured_air(hu: np.ndarray, sp: tuple[float, float]) -> int:
+    """Pixels of (Z, h, w) HU on the working grid in large air components with lung texture."""
     air = hu < AIR_HU
     if not air.any():
-        return False
-    _, _, _, _, _, _, textured, large = air_components(hu, air, sp)
-    return bool((textured & large).any())
+        return 0
+    lab, _, _, _, _, _, textured, large = air_components(hu, air, sp)
+    return int(np.count_nonzero((textured & large)[lab]))
 
 
 def _full_field(vol: np.ndarray) -> bool:
