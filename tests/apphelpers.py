@@ -106,7 +106,10 @@ def png_bytes(arr: np.ndarray) -> bytes:
 
 
 def blob_slice(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """An 8-bit gray 'slice' with one or two bright discs and their 0/255 mask."""
+    """An 8-bit gray 'slice' with one or two bright discs and their 0/255 mask.
+
+    The discs are near white, as soft tissue is in the lung window of the training slices,
+    so the slice is not taken for one exported in a wider window (and re-windowed)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     mask = np.zeros((size, size), bool)
@@ -114,7 +117,7 @@ def blob_slice(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         r, c = rng.uniform(0.25, 0.75, 2) * size
         rad = size * rng.uniform(0.08, 0.18)
         mask |= (yy - r) ** 2 + (xx - c) ** 2 <= rad ** 2
-    img = np.clip(60 + 120 * mask + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
+    img = np.clip(60 + 170 * mask + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
     return img, (mask * 255).astype(np.uint8)
 
 

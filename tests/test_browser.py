@@ -357,7 +357,14 @@ def test_train_tiny_job_phases_curves_and_log(app_url, page):
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Submitted job(s) #1.").wait_for()
     page.get_by_text("#1 browser-tiny · smallcovid-net · done").wait_for(timeout=180_000)
-    page.get_by_text("Cross-validation results").wait_for()
+    results = page.get_by_text("Cross-validation results")
+    results.first.wait_for()
+    # While the polling fragment redraws, its previous output can show for a moment beside
+    # the new one; it must settle on one.
+    deadline = time.monotonic() + 15
+    while results.count() != 1 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert results.count() == 1
     page.locator(".js-plotly-plot .annotation-text").first.wait_for()
     titles = page.locator(".js-plotly-plot .annotation-text").evaluate_all("(els) => els.map((e) => e.textContent)")
     assert any("solid at threshold 0.8, dotted best threshold" in t for t in titles), titles
