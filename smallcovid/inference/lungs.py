@@ -12,7 +12,8 @@ repeated back to the input grid, so edges are blocky at that scale):
     A frame with little border air (a crop, or a body running past the image edges) is
     read as a full field first and as a crop only when that finds two lungs and adds
     at most :data:`CROP_GAIN` of lung; one with much border air where the full-field
-    reading labels under a quarter of the lung-textured air is read again as a crop;
+    reading finds no two lungs and labels under a quarter of the lung-textured air is
+    read again as a crop;
  2. airways (small, compact, central components darker than the lung) dropped;
     in a volume, components outside the big 3D air components (bowel gas) too;
  3. the two largest components apart along the left/right axis are the lungs; one
@@ -149,7 +150,7 @@ def lung_masks_hu(hu: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                 cropped = False
     if side is None:
         side = _lungs_small(small, (sp[0] * fr, sp[1] * fc), lr_axis, right_first, bool(cropped))
-    if auto and not cropped:
+    if auto and not cropped and not _two_lungs(side):  # two lungs found: the common case, no second look
         textured = _lung_textured_air(small, (sp[0] * fr, sp[1] * fc))
         found = 0 if side is None else np.count_nonzero(side)
         if textured and found < LOST_SHARE * textured:
