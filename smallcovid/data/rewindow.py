@@ -12,10 +12,10 @@ Only images clearly outside that window are mapped: their 99th percentile lies w
 below every reference image's (nothing reaches white) *and* their soft tissue is below
 every labeled slice's (so a crop of lung with consolidation in view, near white, is not
 taken for a grey mediastinum). A slice in the training window is left exactly as it is
-(all 50 labeled slices, the 481 unlabeled ones in their window); from W2000/L-500 on
-(against the training W1500/L-600) a slice whose bone and tissue still reach near white is
-left alone too, which costs little there. A crop with nothing denser than ground-glass in
-view has a wide window's histogram and is mapped.
+(all 50 labeled slices, the 481 unlabeled ones in their window); so is most of a window only
+a little wider, whose bone and tissue still reach near white (W2000/L-500 against the
+training W1500/L-600: 11 of 50 whole-field frames mapped). A crop with nothing denser than
+ground-glass in view has a wide window's histogram and is mapped.
 """
 
 from __future__ import annotations
