@@ -132,6 +132,35 @@ def test_same_folder_with_other_config_is_refused(tiny_cfg, copy_run):
         train(tiny_cfg(final=True, seed=99), copy_run)
 
 
+def test_a_run_folder_trains_in_one_process_at_a_time(tiny_run, tiny_cfg, copy_run):
+    """A second process on a run folder being trained is refused, naming the owner; the lock
+    goes with its owner, however that ends (here: SIGKILL), so the run then resumes at once."""
+    import signal
+    import subprocess
+    import sys
+
+    from smallcovid.training.plateau import extend_run
+    from smallcovid.training.runlock import RunBusyError
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom smallcovid.training.runlock import hold_run\n"
+         "with hold_run(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n", str(copy_run)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        before = {p: p.stat().st_mtime_ns for p in copy_run.rglob("*") if p.is_file()}
+        with pytest.raises(RunBusyError, match=f"pid {owner.pid}"):
+            train(tiny_cfg(final=True), copy_run)
+        with pytest.raises(RunBusyError, match="another process"):
+            extend_run(copy_run, 99)
+        assert {p: p.stat().st_mtime_ns for p in copy_run.rglob("*") if p.is_file()} == before
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    summary = train(tiny_cfg(final=True), copy_run)
+    assert_close_tree(comparable_summary(summary), comparable_summary(tiny_run[1]))
+
+
 def test_finished_run_reruns_to_the_same_summary(tiny_run, tiny_cfg, copy_run):
     summary = train(tiny_cfg(final=True), copy_run)
     assert_close_tree(comparable_summary(summary), comparable_summary(tiny_run[1]))

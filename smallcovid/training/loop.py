@@ -32,6 +32,7 @@ from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
 from smallcovid.training.fold import RunContext, fold_caps, fold_dir
 from smallcovid.training.pseudo import load_unlabeled
+from smallcovid.training.runlock import hold_run
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, spent_seconds
 from smallcovid.training.tensors import to_tensors
 
@@ -67,7 +68,8 @@ def train(
 
     Raises:
         SmallCovidError: ``out_dir`` holds a run with another config, bad data / splits, or an
-            unknown executor.
+            unknown executor; :class:`~smallcovid.training.runlock.RunBusyError` when another
+            process is training ``out_dir``.
         TrainingCancelled: ``should_stop()`` returned True.
     """
     out = Path(out_dir)
@@ -83,25 +85,26 @@ def train(
         check_teachers(cfg.teachers)
     splits = _splits(cfg, data, out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cfg_path, cfg.to_json())
-    save_splits(out / "splits.json", splits, cfg.seed)
-    clock = Clock(total_epochs=cfg.epochs_per_fold * (len(splits) + int(cfg.final)), spent_s=spent_seconds(out))
-    pool = load_unlabeled(cfg.unlabeled, cfg.image_size) if cfg.unlabeled else None
-    run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop,
-                     pool=pool, keeps_time=True, fold_caps=fold_caps(out, cfg))
-    todo = []
-    for k, split in enumerate(splits, start=1):
-        # metrics.json is written only by finish_run, after every fold's training ended.
-        if (fold_dir(out, k) / "metrics.json").is_file():
-            clock.skip(cfg.epochs_per_fold)
-        else:
-            todo.append((k, split))
-    try:
-        ran_by = runner.run_folds(run, data, todo)
-        return finish_run(run, data, splits, executor=ran_by)
-    finally:
-        # Also on a cancel or an error: the resumed run adds the partial epoch's time too.
-        run.save_clock()
+    with hold_run(out):
+        atomic_write_text(cfg_path, cfg.to_json())
+        save_splits(out / "splits.json", splits, cfg.seed)
+        clock = Clock(total_epochs=cfg.epochs_per_fold * (len(splits) + int(cfg.final)), spent_s=spent_seconds(out))
+        pool = load_unlabeled(cfg.unlabeled, cfg.image_size) if cfg.unlabeled else None
+        run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop,
+                         pool=pool, keeps_time=True, fold_caps=fold_caps(out, cfg))
+        todo = []
+        for k, split in enumerate(splits, start=1):
+            # metrics.json is written only by finish_run, after every fold's training ended.
+            if (fold_dir(out, k) / "metrics.json").is_file():
+                clock.skip(cfg.epochs_per_fold)
+            else:
+                todo.append((k, split))
+        try:
+            ran_by = runner.run_folds(run, data, todo)
+            return finish_run(run, data, splits, executor=ran_by)
+        finally:
+            # Also on a cancel or an error: the resumed run adds the partial epoch's time too.
+            run.save_clock()
 
 
 def _splits(cfg: TrainConfig, data: LabeledSet, out: Path) -> list[dict[str, list[str]]]:

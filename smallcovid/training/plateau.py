@@ -65,40 +65,42 @@ def extend_run(out: Path, epochs: int) -> list[int]:
     Returns the folds that will train on.
 
     Raises:
-        SmallCovidError: not a run folder, another schedule, a cap not above the old one, or
-            no fold that ran into the cap short of its plateau.
+        SmallCovidError: not a run folder, another schedule, a cap not above the old one,
+            no fold that ran into the cap short of its plateau, or another process training it.
     """
     import dataclasses
     import shutil
 
     from smallcovid.core.errors import SmallCovidError
     from smallcovid.core.fsutil import atomic_write_text
+    from smallcovid.training.runlock import hold_run
 
     cfg_path = Path(out) / "config.json"
     if not cfg_path.is_file():
         raise SmallCovidError(f"{out}: not a run folder (no config.json)")
-    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-    if cfg.schedule != "restarts":
-        raise SmallCovidError(f"{out}: only a run with --schedule restarts can be extended (its learning rate "
-                              f"does not depend on the cap); this one uses {cfg.schedule!r}")
-    if epochs <= cfg.epochs:
-        raise SmallCovidError(f"{out}: the new cap {epochs} must be above the run's {cfg.epochs} epochs")
-    reopen = []
-    for k in range(1, cfg.folds + 1):
-        path = fold_dir(out, k) / "resume" / "resume.json"
-        if not path.is_file():
-            continue
-        meta = json.loads(path.read_text())["meta"]
-        if meta["epoch"] >= cfg.epochs and not fold_plateau(meta)["ok"]:
-            reopen.append(k)
-    if not reopen:
-        raise SmallCovidError(f"{out}: no fold ran into the {cfg.epochs}-epoch cap short of its plateau; "
-                              "nothing to extend")
-    for k in reopen:
-        (fold_dir(out, k) / "metrics.json").unlink(missing_ok=True)
-    record = read_extensions(out) + [{"from": cfg.epochs, "to": epochs, "folds": reopen}]
-    atomic_write_text(Path(out) / EXTENSIONS_FILE, json.dumps(record, indent=1))
-    atomic_write_text(cfg_path, dataclasses.replace(cfg, epochs=epochs).to_json())
-    (Path(out) / "summary.json").unlink(missing_ok=True)
-    shutil.rmtree(fold_dir(out, 0), ignore_errors=True)  # the final model: retrained from the folds
+    with hold_run(out):
+        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        if cfg.schedule != "restarts":
+            raise SmallCovidError(f"{out}: only a run with --schedule restarts can be extended (its learning "
+                                  f"rate does not depend on the cap); this one uses {cfg.schedule!r}")
+        if epochs <= cfg.epochs:
+            raise SmallCovidError(f"{out}: the new cap {epochs} must be above the run's {cfg.epochs} epochs")
+        reopen = []
+        for k in range(1, cfg.folds + 1):
+            path = fold_dir(out, k) / "resume" / "resume.json"
+            if not path.is_file():
+                continue
+            meta = json.loads(path.read_text())["meta"]
+            if meta["epoch"] >= cfg.epochs and not fold_plateau(meta)["ok"]:
+                reopen.append(k)
+        if not reopen:
+            raise SmallCovidError(f"{out}: no fold ran into the {cfg.epochs}-epoch cap short of its plateau; "
+                                  "nothing to extend")
+        for k in reopen:
+            (fold_dir(out, k) / "metrics.json").unlink(missing_ok=True)
+        record = read_extensions(out) + [{"from": cfg.epochs, "to": epochs, "folds": reopen}]
+        atomic_write_text(Path(out) / EXTENSIONS_FILE, json.dumps(record, indent=1))
+        atomic_write_text(cfg_path, dataclasses.replace(cfg, epochs=epochs).to_json())
+        (Path(out) / "summary.json").unlink(missing_ok=True)
+        shutil.rmtree(fold_dir(out, 0), ignore_errors=True)  # the final model: retrained from the folds
     return reopen
