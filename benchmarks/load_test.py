@@ -60,6 +60,9 @@ PAINTED = f"{VIEWER}[data-painted]"
 VOLUME_DONE = "Lesion area per slice"  # the caption under the whole-volume chart
 SEGMENT_ALL = re.compile(r"^Segment all (\d+) slices")
 RUNNING = '[data-testid="stStatusWidget"]'  # "Running…" while a script run is in progress
+# The slice uploader by its label: a bare input[type=file] can be the mask uploader's while the page
+# is still rendering (the upload then went in as a mask and no overlay ever came).
+SCAN_INPUT = '[data-testid="stFileUploader"]:has-text("CT slice") input[type="file"]'
 PROBLEMS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 SESSION_MB_ENV = "SMALLCOVID_SESSION_MB"
 
@@ -246,7 +249,7 @@ async def upload_and_wait(page, image: Path, expected: int | None) -> dict:
     (the viewer gets every model's map in one payload).
     """
     t0 = time.perf_counter()
-    await page.locator('input[type="file"]').first.set_input_files(str(image))
+    await page.locator(SCAN_INPUT).set_input_files(str(image))
     overlays = 0
     while True:
         if await page.locator(PAINTED).count():
@@ -315,17 +318,25 @@ async def volume_visit(page, nifti: Path, expected: int | None, slices: int) -> 
     return out
 
 
-async def session(browser, url: str, start: asyncio.Event, ready: list, visit) -> dict:
-    """One visitor: open the page, report ready, wait for the common start, then ``visit(page)``."""
-    ctx = None
+async def session(browser, url: str, start: asyncio.Event, ready: list, visit, trace: dict | None = None) -> dict:
+    """One visitor: open the page, report ready, wait for the common start, then ``visit(page)``.
+
+    ``trace`` (if given) is kept up to date with the session's ``stage`` and ``page``, so that a
+    session still pending at the timeout can say where it stood and show its page.
+    """
+    ctx, trace = None, trace if trace is not None else {}
     try:
         t0 = time.perf_counter()
+        trace["stage"] = "loading the page"
         try:
             ctx, page = await open_page(browser, url)
+            trace["page"] = page
         finally:
             ready.append(1)  # loaded or failed: either way the start need not wait for it
         load_s = time.perf_counter() - t0
+        trace["stage"] = "waiting for the common start"
         await start.wait()
+        trace["stage"], trace["since"] = "uploading and waiting for the results", time.perf_counter()
         out = await visit(page)
         out["page_load_s"] = load_s
         return out
@@ -348,10 +359,16 @@ def summary(results: list[dict], key: str = "seconds") -> dict:
             "max_s": round(max(ok), 2) if ok else None}
 
 
-async def phase(browser, url: str, n: int, visit, timeout: float) -> tuple[list[dict], float]:
-    """``n`` sessions load the page, then all start ``visit`` at once -> (results, seconds until all were done)."""
+async def phase(browser, url: str, n: int, visit, timeout: float,
+                shots: Path | None = None) -> tuple[list[dict], float]:
+    """``n`` sessions load the page, then all start ``visit`` at once -> (results, seconds until all were done).
+
+    A session still running at the timeout counts as an error that names its stage; with ``shots``
+    its page is saved there as a screenshot first.
+    """
     start, ready = asyncio.Event(), []
-    tasks = [asyncio.create_task(session(browser, url, start, ready, visit)) for _ in range(n)]
+    traces: list[dict] = [{} for _ in range(n)]
+    tasks = [asyncio.create_task(session(browser, url, start, ready, visit, tr)) for tr in traces]
     t0 = time.perf_counter()
     while len(ready) < n and time.perf_counter() - t0 < timeout / 2:
         await asyncio.sleep(0.1)  # every page loaded (or failed): then start everywhere at once
@@ -359,10 +376,24 @@ async def phase(browser, url: str, n: int, visit, timeout: float) -> tuple[list[
     t_start = time.perf_counter()
     done, pending = await asyncio.wait(tasks, timeout=max(1.0, timeout - (t_start - t0)))
     wall = time.perf_counter() - t_start
-    for t in pending:
-        t.cancel()
+    stuck = []
+    for i, (task, tr) in enumerate(zip(tasks, traces)):
+        if task not in pending:
+            continue
+        since = f" for {time.perf_counter() - tr['since']:.0f} s" if "since" in tr else ""
+        err = {"error": f"timed out {tr.get('stage', 'before starting')}{since}"}
+        if shots is not None and tr.get("page") is not None:
+            shots.mkdir(parents=True, exist_ok=True)
+            path = shots / f"timed-out-session-{i + 1}.png"
+            try:
+                await asyncio.wait_for(tr["page"].screenshot(path=str(path), full_page=True), 20)
+                err["screenshot"] = str(path)
+            except Exception as exc:  # noqa: BLE001 - the report still counts the session
+                err["screenshot_error"] = f"{type(exc).__name__}: {exc}"
+        stuck.append(err)
+        task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    return [t.result() for t in done] + [{"error": "timed out"} for _ in pending], wall
+    return [t.result() for t in done] + stuck, wall
 
 
 def phase_report(results: list[dict], wall: float) -> dict:
@@ -374,9 +405,10 @@ def phase_report(results: list[dict], wall: float) -> dict:
 
 
 async def run_load(url: str, sessions: int, image: Path, timeout: float, mem: MemorySampler | None = None,
-                   volume: dict | None = None) -> dict:
+                   volume: dict | None = None, shots: Path | None = None) -> dict:
     """Warm-up session, ``sessions`` concurrent slice sessions, then (with ``volume``: nifti, sessions,
-    slices, timeout) the concurrent volume sessions; returns the report."""
+    slices, timeout) the concurrent volume sessions; returns the report. ``shots``: where the pages of
+    sessions that timed out are saved."""
     from playwright.async_api import async_playwright
 
     mem = mem or MemorySampler(None)
@@ -390,7 +422,8 @@ async def run_load(url: str, sessions: int, image: Path, timeout: float, mem: Me
                                           timeout)
             expected = warm.get("overlays")
             mem.mark("warm")
-            results, wall = await phase(browser, url, sessions, lambda pg: slice_visit(pg, image, expected), timeout)
+            results, wall = await phase(browser, url, sessions, lambda pg: slice_visit(pg, image, expected), timeout,
+                                        shots)
             report = {**phase_report(results, wall), "overlays_per_session": expected,
                       "warmup_s": round(warm.get("seconds", float("nan")), 2), "warmup_error": warm.get("error")}
             mem.mark("slices_done")
@@ -398,7 +431,7 @@ async def run_load(url: str, sessions: int, image: Path, timeout: float, mem: Me
                 nifti = volume["nifti"]
                 results, wall = await phase(
                     browser, url, volume["sessions"],
-                    lambda pg: volume_visit(pg, nifti, expected, volume["slices"]), volume["timeout"])
+                    lambda pg: volume_visit(pg, nifti, expected, volume["slices"]), volume["timeout"], shots)
                 report["volumes"] = {
                     **phase_report(results, wall), "volume": f"{volume['slices']}x{volume['size']}x{volume['size']} "
                     f"int16 HU .nii.gz, {nifti.stat().st_size / 2**20:.1f} MB",
@@ -476,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memlog", action="store_true",
                     help="the started app samples what each session keeps; the report says where memory went")
     ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--shots", type=Path, help="save a screenshot of each session that timed out in this folder")
     args = ap.parse_args(argv)
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
         ap.error("--url must be a loopback address (http://127.0.0.1:PORT)")
@@ -492,13 +526,15 @@ def main(argv: list[str] | None = None) -> int:
                       "slices": args.volume_slices, "size": args.volume_size, "timeout": args.volume_timeout}
         runs: dict[str, dict] = {}
         if args.url:
-            runs["given"] = asyncio.run(run_load(args.url, args.sessions, image, args.timeout, None, volume))
+            runs["given"] = asyncio.run(run_load(args.url, args.sessions, image, args.timeout, None, volume,
+                                                 args.shots))
         else:
             for lock in (["1", "0"] if args.compare_locks else [args.lock]):
                 label = {"1": "serialised (per-model lock)", "0": "concurrent (no lock)", None: "default"}[lock]
                 trace = tmp / f"memlog-{lock}.jsonl" if args.memlog else None
                 with serve(tmp, weights, lock, session_mb, trace) as (url, mem):
-                    runs[label] = asyncio.run(run_load(url, args.sessions, image, args.timeout, mem, volume))
+                    runs[label] = asyncio.run(run_load(url, args.sessions, image, args.timeout, mem, volume,
+                                                       args.shots))
                 if trace is not None and trace.is_file():
                     from smallcovid.app.memlog import breakdown
 

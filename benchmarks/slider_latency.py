@@ -41,6 +41,10 @@ SHARED = Path(os.environ.get("SMALLCOVID_DATA_DIR") or REPO / "data" / "covid-se
 BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium")
 TARGET_MS = 150.0
 VIEWER = '[data-testid="scv-viewer"]'
+# The uploaders by their labels: a bare input[type=file] by position can be the other uploader's
+# while the page is still rendering.
+SCAN_INPUT = '[data-testid="stFileUploader"]:has-text("CT slice") input[type="file"]'
+MASK_INPUT = '[data-testid="stFileUploader"]:has-text("Ground-truth mask") input[type="file"]'
 
 # In the page: keydown timestamps (capture phase, the event's own timestamp).
 KEY_PROBE = """() => {
@@ -205,9 +209,8 @@ def run(args) -> dict:
             page.goto(url)
             page.get_by_text("Upload a CT slice").wait_for()
             page.evaluate(KEY_PROBE)
-            files = page.locator('input[type="file"]')
-            files.nth(0).set_input_files(str(image))
-            files.nth(1).set_input_files(str(mask))
+            page.locator(SCAN_INPUT).set_input_files(str(image))
+            page.locator(MASK_INPUT).set_input_files(str(mask))
             n_models = 4
             if args.ui == "viewer":
                 page.wait_for_selector(f"{VIEWER}[data-painted]")

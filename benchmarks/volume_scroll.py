@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slider_latency import chromium, machine, pct  # noqa: E402  (the benchmarks share these)
+from slider_latency import SCAN_INPUT, chromium, machine, pct  # noqa: E402  (the benchmarks share these)
 TARGET_MS = 100.0
 VIEWER = '[data-testid="scv-viewer"]'
 
@@ -82,7 +82,7 @@ def run(args) -> dict:
             page.set_default_timeout(600_000)
             page.goto(url)
             page.get_by_text("Upload a CT slice").wait_for()
-            page.locator('input[type="file"]').nth(0).set_input_files(str(nifti))
+            page.locator(SCAN_INPUT).set_input_files(str(nifti))
             page.wait_for_selector(f"{VIEWER}[data-painted]")
             run_button = page.get_by_role("button", name=f"Segment all {args.slices} slices")
             run_button.wait_for()

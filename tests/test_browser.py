@@ -133,11 +133,10 @@ def upload_scan_then_mask(page, tmp: Path, scan: Path, mask: Path) -> None:
     Setting both inputs in the same millisecond makes the mask's upload race the first run of
     the scan (model loading included); waiting keeps these tests about the app's answers.
     """
-    files = page.locator('input[type="file"]')
-    files.nth(0).set_input_files(str(scan))
+    page.locator(SCAN_INPUT).set_input_files(str(scan))
     wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
     wait_idle(page)
-    files.nth(1).set_input_files(str(mask))
+    page.locator(MASK_INPUT).set_input_files(str(mask))
 
 
 def shot(page, name: str, height: int = 2600) -> None:
@@ -163,6 +162,10 @@ def slice_and_mask(tmp: Path) -> tuple[Path, Path]:
 
 
 VIEWER = '[data-testid="scv-viewer"]'
+# The uploaders by their labels: a bare input[type=file] by position can be the other uploader's
+# while the page is still rendering (the scan then goes in as a mask).
+SCAN_INPUT = '[data-testid="stFileUploader"]:has-text("CT slice") input[type="file"]'
+MASK_INPUT = '[data-testid="stFileUploader"]:has-text("Ground-truth mask") input[type="file"]'
 
 
 def viewer_table(page, index: int = 0) -> dict[str, list[str]]:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from apphelpers import blob_slice, finished_job, make_labeled_folder, png_bytes
-from test_browser import (VIEWER, app_url, browser, page, shot, upload_scan_then_mask,  # noqa: F401
+from test_browser import (SCAN_INPUT, VIEWER, app_url, browser, page, shot, upload_scan_then_mask,  # noqa: F401
                           viewer_captions, wait_for_table, wait_idle, wait_or_explain)
 
 pytestmark = pytest.mark.browser
@@ -86,7 +86,7 @@ def test_browser_viewer_is_replaced_not_stacked(app_url, page):  # noqa: F811
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
     wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
-    page.locator('input[type="file"]').nth(0).set_input_files(str(scan))
+    page.locator(SCAN_INPUT).set_input_files(str(scan))
     wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
     wait_idle(page)
     assert viewer_captions(page)[:5] == ["scan", "smallcovid-net", "unet", "segnet", "mask-rcnn"]
@@ -115,7 +115,7 @@ def test_browser_tall_narrow_image_keeps_panels_of_sensible_height(app_url, page
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
     wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
-    page.locator('input[type="file"]').nth(0).set_input_files(str(path))
+    page.locator(SCAN_INPUT).set_input_files(str(path))
     wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
     boxes = page.locator(f"{VIEWER} figure").evaluate_all(
         "(els) => els.map((f) => [f.getBoundingClientRect().width, f.querySelector('canvas').getBoundingClientRect().height])")
@@ -136,7 +136,7 @@ def test_browser_volume_slices_and_windows_keep_one_viewer(app_url, page):  # no
     page.goto(url)
     page.get_by_text("Upload a CT slice").wait_for()
     wait_idle(page)  # the first run finishes first: an upload made during it was once not picked up
-    page.locator('input[type="file"]').nth(0).set_input_files(str(path))
+    page.locator(SCAN_INPUT).set_input_files(str(path))
     wait_or_explain(page.locator(f"{VIEWER}[data-painted]"), page, tmp / "streamlit.log")
     wait_idle(page)
     first = page.locator(VIEWER).get_attribute("data-key")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_browser import VIEWER, app_url, browser, page, viewer_table, wait_idle, wait_or_explain  # noqa: F401
+from test_browser import MASK_INPUT, SCAN_INPUT, VIEWER, app_url, browser, page, viewer_table, wait_idle, wait_or_explain  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -44,11 +44,10 @@ def segment_volume_in_app(pg, url: str, tmp: Path) -> tuple[Path, Path]:
     pg.goto(url)
     pg.get_by_text("Upload a CT slice").wait_for()
     wait_idle(pg)  # the first run finishes first: an upload made during it was once not picked up
-    files = pg.locator('input[type="file"]')
-    files.nth(0).set_input_files(str(scan))
+    pg.locator(SCAN_INPUT).set_input_files(str(scan))
     wait_or_explain(pg.locator(f"{VIEWER}[data-painted]"), pg, tmp / "streamlit.log")
     wait_idle(pg)
-    files.nth(1).set_input_files(str(labels))
+    pg.locator(MASK_INPUT).set_input_files(str(labels))
     pg.get_by_text("Agreement with the ground truth").wait_for()
     wait_idle(pg)
     pg.get_by_role("button", name=f"Segment all {DEPTH} slices").click()

@@ -39,7 +39,8 @@ def test_load_test_runs_two_sessions_and_a_volume_without_errors(tiny_weights, t
     out = tmp_path / "load.json"
     rc = load_test_module().main(["--sessions", "2", "--weights", str(tiny_weights), "--timeout", "90",
                                   "--volume-sessions", "1", "--volume-slices", "8", "--volume-size", "128",
-                                  "--volume-timeout", "60", "--session-mb", "256", "--memlog", "--json", str(out)])
+                                  "--volume-timeout", "60", "--session-mb", "256", "--memlog", "--json", str(out),
+                                  "--shots", str(tmp_path / "shots")])
     run = json.loads(out.read_text())["runs"]["default"]
     assert rc == 0, run
     assert run["warmup_error"] is None and run["overlays_per_session"] == 4  # every tiny model's overlay painted
