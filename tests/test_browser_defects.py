@@ -183,7 +183,8 @@ def _submit_tiny_job(page, url: str, data: Path, name: str, epochs: int) -> int:
 def test_browser_cancel_is_neutral_info_not_an_error(app_url, page):  # noqa: F811
     url, tmp = app_url
     data = make_labeled_folder(tmp / "cancel-set", n=6, size=32)
-    job_id = _submit_tiny_job(page, url, data, "browser-cancel", epochs=200)
+    # The most epochs the page allows: under load a slow click must not find the job already done.
+    job_id = _submit_tiny_job(page, url, data, "browser-cancel", epochs=1000)
     info = page.locator(INFO).filter(has_text="Resume")
     for _ in range(6):  # the job list re-renders every 2 s: a click can land on a replaced button
         button = page.get_by_role("button", name="Cancel", exact=True)
@@ -198,7 +199,8 @@ def test_browser_cancel_is_neutral_info_not_an_error(app_url, page):  # noqa: F8
         except Exception:
             continue
     else:
-        raise AssertionError(f"job #{job_id} was not shown as cancelled in an info box")
+        raise AssertionError(f"job #{job_id} was not shown as cancelled in an info box; the page shows: "
+                             + " | ".join(page.locator('[data-testid="stMain"]').all_inner_texts())[:600])
     time.sleep(2.5)  # one more re-render of the job list
     wait_idle(page)
     assert info.count() >= 1

@@ -132,15 +132,20 @@ def test_same_folder_with_other_config_is_refused(tiny_cfg, copy_run):
         train(tiny_cfg(final=True, seed=99), copy_run)
 
 
-def test_a_run_folder_trains_in_one_process_at_a_time(tiny_run, tiny_cfg, copy_run):
-    """A second process on a run folder being trained is refused, naming the owner; the lock
-    goes with its owner, however that ends (here: SIGKILL), so the run then resumes at once."""
+def test_a_run_folder_trains_in_one_process_at_a_time(tiny_run, tiny_cfg, copy_run, monkeypatch):
+    """A second process on a run folder being trained is refused after a short wait, naming the
+    owner; the lock goes with its owner, however that ends (here: SIGKILL), so the run then resumes."""
     import signal
     import subprocess
     import sys
+    import threading
+    import time
 
+    from smallcovid.training import runlock
     from smallcovid.training.plateau import extend_run
-    from smallcovid.training.runlock import RunBusyError
+    from smallcovid.training.runlock import RunBusyError, hold_run
+
+    monkeypatch.setattr(runlock, "WAIT_S", 0.3)
 
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom smallcovid.training.runlock import hold_run\n"
@@ -159,6 +164,24 @@ def test_a_run_folder_trains_in_one_process_at_a_time(tiny_run, tiny_cfg, copy_r
         owner.wait()
     summary = train(tiny_cfg(final=True), copy_run)
     assert_close_tree(comparable_summary(summary), comparable_summary(tiny_run[1]))
+    # A process that lets go within the wait (a cancelled job still exiting) is waited for.
+    monkeypatch.setattr(runlock, "WAIT_S", 10.0)
+    held, release = threading.Event(), threading.Event()
+
+    def briefly():
+        with hold_run(copy_run):
+            held.set()
+            release.wait(10)
+
+    other = threading.Thread(target=briefly)
+    other.start()
+    held.wait(5)
+    threading.Timer(1.0, release.set).start()
+    t0 = time.monotonic()
+    with hold_run(copy_run):
+        waited = time.monotonic() - t0
+    other.join()
+    assert 0.8 < waited < 5
 
 
 def test_finished_run_reruns_to_the_same_summary(tiny_run, tiny_cfg, copy_run):

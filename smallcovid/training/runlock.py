@@ -6,12 +6,17 @@ interleave their epochs; neither run would then be what its config says. The loc
 ``flock`` on ``<run>/.train.lock``: the kernel drops it when its process ends, however it
 ends, so a killed run never leaves a stale lock behind and resumes at once. The file
 holds the owner's pid, for the error message only.
+
+A process that finds the lock taken waits up to :data:`WAIT_S` for it: a cancelled job records
+its status a moment before its process exits, so a job resumed at once starts while the old
+process still holds the folder.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +31,7 @@ except ImportError:  # not POSIX: no advisory locks, the run folder is not guard
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".train.lock"
+WAIT_S = 20.0  # how long a second process waits for the folder before giving up
 
 
 class RunBusyError(SmallCovidError):
@@ -36,8 +42,10 @@ class RunBusyError(SmallCovidError):
 def hold_run(out: str | Path) -> Iterator[None]:
     """Hold ``out``'s training lock for the ``with`` block (``out`` must exist).
 
+    Waits up to :data:`WAIT_S` seconds when another process holds it.
+
     Raises:
-        RunBusyError: another process holds it; names that process's pid.
+        RunBusyError: another process still holds it after the wait; names that process's pid.
     """
     if fcntl is None:
         logger.debug("no fcntl on this system: %s is not locked", out)
@@ -46,12 +54,18 @@ def hold_run(out: str | Path) -> Iterator[None]:
     path = Path(out) / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RunBusyError(f"{out}: another process (pid {owner}) is training this run folder; wait for it "
-                               "to finish or stop it (the run continues later with --resume)") from None
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    raise RunBusyError(f"{out}: another process (pid {owner}) is training this run folder; wait "
+                                       "for it to finish or stop it (the run continues later with --resume)") from None
+                logger.info("%s: waiting for pid %s to release the run folder", out, owner)
+                time.sleep(0.5)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
