@@ -208,6 +208,14 @@ def test_plateau_view():
         {"from": 775, "to": 1575, "folds": [1, 2]}, {"bad": 1}]}}})
     assert extended["extensions"] == [{"from": 775, "to": 1575, "folds": [1, 2]}]
     assert "folds 1, 2, short of a plateau at 775 epochs, trained on up to 1575" in plateauview.plateau_text(extended)
+    # Folds of different lengths: the longest gets the shaded last quarter, each shorter one a dotted line.
+    uneven = plateau()
+    uneven["per_fold"][0] = {**uneven["per_fold"][0], "epochs_run": 4, "curve": [0.2, 0.4, 0.6, 0.55]}
+    fig = plateauview.plateau_figure(plateauview.card_plateau({"cv": {"plateau": uneven}}))
+    lines = [sh for sh in fig.layout.shapes if sh.type == "line"]
+    rects = [sh for sh in fig.layout.shapes if sh.type == "rect"]
+    assert [ln.x0 for ln in lines] == [3.0] and [r.x0 for r in rects] == [6.0]
+    assert "75% of 4" in [a.text for a in fig.layout.annotations]
 
 
 def test_models_page_cites_authors_and_shows_plateau(app_env, tiny_weights, tmp_path, monkeypatch):

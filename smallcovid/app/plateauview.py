@@ -67,7 +67,9 @@ def plateau_text(plateau: dict | None) -> str:
 
 def plateau_figure(plateau: dict):
     """Validation Dice per epoch for each fold, its best epoch marked (a star; open when that fold
-    missed the plateau); the shaded part is the last ``1 - share`` of the longest run."""
+    missed the plateau); the shaded part is the last ``1 - share`` of the longest run, and a dotted
+    line marks ``share`` of each shorter length that folds trained (a best epoch right of its fold's
+    line misses the plateau)."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
 
@@ -90,6 +92,12 @@ def plateau_figure(plateau: dict):
                 showlegend=False, marker=dict(symbol="star" if f["ok"] else "star-open", size=14, color=colour),
                 hovertemplate=f"{label} best epoch %{{x}}: Dice %{{y:.3f}}"
                               f"{'' if f['ok'] else ' (no plateau)'}<extra></extra>"))
+    # Folds that stopped earlier have their own three-quarter mark: a dotted line for each other length.
+    for n in sorted({f["epochs_run"] for f in plateau["per_fold"]} - {longest}):
+        if n > 0:
+            fig.add_vline(x=plateau["share"] * n, line=dict(color="gray", dash="dot", width=1),
+                          annotation_text=f"{plateau['share']:.0%} of {n}", annotation_position="bottom right",
+                          annotation_font_size=10)
     if longest:
         fig.add_vrect(x0=plateau["share"] * longest, x1=longest + 0.5, fillcolor="gray", opacity=0.12,
                       line_width=0, annotation_text=f"last {1 - plateau['share']:.0%}", annotation_position="top left")
