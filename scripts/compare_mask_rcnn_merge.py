@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from smallcovid.inference.predictor import Predictor
     from smallcovid.models.checkpoint import load_weights
     from smallcovid.training.config import TrainConfig
-    from smallcovid.training.fold import fold_dir
+    from smallcovid.training.runfolder import fold_dir
 
     cfg = TrainConfig.from_dict(json.loads((a.run / "config.json").read_text()))
     if cfg.model != "mask-rcnn":

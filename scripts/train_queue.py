@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from smallcovid.training.config import TrainConfig  # noqa: E402
-from smallcovid.training.fold import fold_caps  # noqa: E402
+from smallcovid.training.runfolder import fold_caps  # noqa: E402
 from smallcovid.training.schedule import cycle_ends  # noqa: E402
 
 

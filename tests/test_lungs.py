@@ -328,7 +328,7 @@ def test_lungs_stretch_towards_the_back_more_than_towards_the_front():
     # Canonical orientation (the training slices'): right lung at the top, back at the right.
     # Dependent consolidation at the back is kept; the front is stretched by at most
     # EXT_FRONT_MM, so the lungs do not spread over the front chest wall.
-    from smallcovid.inference.lungs import EXT_FRONT_MM
+    from smallcovid.inference.lunggrid import EXT_FRONT_MM
 
     hu, p = chest(seed=6)
     hu, p = hu.T.copy(), {k: v.T for k, v in p.items()}

@@ -343,7 +343,7 @@ def test_train_cli_reports_disk_full_in_one_line(tiny_data, tmp_path, monkeypatc
 
 # ------------------------------------------------------------------ structure
 
-ENGINE = ("progress", "tensors", "state", "config", "schedule", "pseudo", "fold", "distill", "semi", "oof", "calibrate", "cvsummary", "loop")
+ENGINE = ("progress", "tensors", "state", "config", "schedule", "precision", "runfolder", "pseudo", "fold", "distill", "semi", "oof", "calibrate", "cvsummary", "loop")
 
 
 def _training_imports(module: str) -> tuple[set[str], bool]:
@@ -546,7 +546,7 @@ def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path, monkeypatch):
 def test_extend_reopens_only_folds_short_of_their_plateau(tiny_cfg, tmp_path):
     """A fold that passed the plateau check at the cap keeps its model; the record of the
     extension makes the run's command reproduce it."""
-    from smallcovid.training.fold import read_extensions
+    from smallcovid.training.runfolder import read_extensions
     from smallcovid.training.plateau import extend_run, fold_plateau
 
     train(tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=3, lr=1e-3, final=True), tmp_path / "run")

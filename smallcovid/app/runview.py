@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from smallcovid.training.cvsummary import threshold_text
-from smallcovid.training.fold import FINAL_MODEL
+from smallcovid.training.runfolder import FINAL_MODEL
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr")
 

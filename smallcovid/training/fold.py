@@ -3,7 +3,7 @@
 Reading order: :func:`train_fold` is the whole story in a few lines; each step below
 it owns one concern — :func:`_resume_or_start` (resume), :func:`_run_epoch` and
 :func:`_train_step` (batches, learning-rate schedule, mixed precision via
-:class:`_MixedPrecision`), :func:`_after_epoch` (validation, best-epoch choice,
+:class:`MixedPrecision`), :func:`_after_epoch` (validation, best-epoch choice,
 checkpointing, the epoch's progress event) and :func:`_stopped_early` (patience).
 
 A fold folder (:func:`fold_dir`) holds ``<model>.safetensors`` + ``.json`` (best epoch),
@@ -14,9 +14,6 @@ elapsed time (summary ``elapsed_s``, card ``training_time_s``) counts every part
 
 from __future__ import annotations
 
-import csv
-import io as _io
-import json
 import logging
 import math
 import time
@@ -27,48 +24,20 @@ from typing import Any, Mapping
 import torch
 
 from smallcovid.core.errors import SmallCovidError
-from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.data.augment import AugmentConfig, augment_batch
 from smallcovid.data.dataset import LabeledSet
 from smallcovid.models import SegmentationModel, build_model
 from smallcovid.models.checkpoint import load_weights, save_weights
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.pseudo import STRONG_AUGMENT
+from smallcovid.training.precision import MixedPrecision
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, record_clock
+from smallcovid.training.pseudo import STRONG_AUGMENT
+from smallcovid.training.runfolder import fold_dir, fold_name, write_history
 from smallcovid.training.schedule import cycle_ends, lr_at
 from smallcovid.training.state import load_state, save_state
 from smallcovid.training.tensors import Tensors, to_tensors, validate
 
 log = logging.getLogger(__name__)
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr"]
-FINAL_MODEL = "final model (all data)"  # how messages name fold 0
-EXTENSIONS_FILE = "extensions.json"  # a run folder's raised epoch caps (plateau.extend_run)
-
-
-def fold_name(fold: int) -> str:
-    """``"fold 3"`` for a cross-validation fold, ``"final model (all data)"`` for fold 0."""
-    return FINAL_MODEL if fold == 0 else f"fold {fold}"
-
-
-def fold_dir(out: Path, fold: int) -> Path:
-    """Folder of fold ``fold`` (1-based) in run folder ``out``; fold 0 is ``final/``."""
-    return out / ("final" if fold == 0 else f"fold_{fold}")
-
-
-def read_extensions(out: Path) -> list[dict]:
-    """The caps a run folder was raised to, oldest first: ``[{"from", "to", "folds"}]`` ([] if none)."""
-    path = Path(out) / EXTENSIONS_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def fold_caps(out: Path, cfg: TrainConfig) -> dict[int, int]:
-    """Each cross-validation fold's epoch cap: the run's first cap, raised for the folds an
-    extension reopened (a fold that passed its plateau check keeps the cap it stopped at)."""
-    ext = read_extensions(out)
-    caps = {k: ext[0]["from"] if ext else cfg.epochs for k in range(1, cfg.folds + 1)}
-    for e in ext:
-        caps.update({k: e["to"] for k in e["folds"]})
-    return caps
 
 
 @dataclass(frozen=True)
@@ -171,33 +140,6 @@ class FoldContext:
                         stage=self.stage, **losses)
 
 
-class _MixedPrecision:
-    """The run's arithmetic: ``precision="auto"`` is fp16 autocast + loss scaling on CUDA
-    and plain fp32 on CPU; ``"bf16"`` is bf16 autocast on either (no scaling needed:
-    bf16 has fp32's exponent range).
-
-    The scaler is not part of the resume state: it recalibrates within a few steps.
-    """
-
-    def __init__(self, device: torch.device, precision: str = "auto") -> None:
-        self.device_type = device.type
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        self.enabled = precision == "bf16" or device.type == "cuda"
-        use_scaler = self.enabled and self.dtype == torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-
-    def autocast(self) -> torch.autocast:
-        """Context for the forward pass and loss."""
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
-
-    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Backpropagate the (scaled) scalar ``loss`` and take one optimiser step."""
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)
-        self.scaler.update()
-
-
 @dataclass
 class FoldState:
     """What changes while a fold trains.
@@ -209,7 +151,7 @@ class FoldState:
 
     model: SegmentationModel
     optimizer: torch.optim.Optimizer
-    amp: _MixedPrecision
+    amp: MixedPrecision
     train_t: Tensors
     val_t: Tensors | None  # None: the final all-data model, nothing to validate on
     steps: int  # batches per epoch
@@ -265,7 +207,7 @@ def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSe
         steps = math.ceil(len(train_t[0]) / cfg.batch_size)
     meta = load_state(ctx.dir / "resume", model, optimizer) or {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": []}
     ctx.run.clock.skip(meta["epoch"])  # epochs finished before an interruption
-    return FoldState(model, optimizer, _MixedPrecision(device, cfg.precision), train_t, val_t, steps, meta)
+    return FoldState(model, optimizer, MixedPrecision(device, cfg.precision), train_t, val_t, steps, meta)
 
 
 def _channels_last(cfg: TrainConfig, model: SegmentationModel, device: torch.device) -> bool:
@@ -372,7 +314,7 @@ def _checkpoint(ctx: FoldContext, state: FoldState, *, save_best: bool) -> None:
         card = {**(ctx.card or {}), "input_size": ctx.cfg.image_size, "threshold": ctx.cfg.threshold,
                 "epoch": epoch, "fold": ctx.fold}
         save_weights(state.model, ctx.weights_path, card=card)
-    _write_history(ctx.dir / "history.csv", state.meta["history"])
+    write_history(ctx.dir / "history.csv", state.meta["history"])
     save_state(ctx.dir / "resume", state.model, state.optimizer, state.meta)
 
 
@@ -389,11 +331,3 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())

@@ -30,7 +30,8 @@ from smallcovid.training.config import TrainConfig
 from smallcovid.training.distill import check_teachers
 from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
-from smallcovid.training.fold import RunContext, fold_caps, fold_dir
+from smallcovid.training.fold import RunContext
+from smallcovid.training.runfolder import fold_caps, fold_dir
 from smallcovid.training.pseudo import load_unlabeled
 from smallcovid.training.runlock import hold_run
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, spent_seconds

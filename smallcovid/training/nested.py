@@ -31,7 +31,7 @@ from smallcovid.inference.predictor import Predictor
 from smallcovid.models.calibration import Calibration
 from smallcovid.models.checkpoint import load_weights
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import fold_dir
+from smallcovid.training.runfolder import fold_dir
 from smallcovid.training.loop import train
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from smallcovid.inference.predictor import Predictor, ProbMaps
 from smallcovid.models.calibration import Calibration
 from smallcovid.models.checkpoint import load_weights
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import fold_dir
+from smallcovid.training.runfolder import fold_dir
 
 
 def oof_maps(out: Path, cfg: TrainConfig, data: LabeledSet, splits: list[dict[str, list[str]]],

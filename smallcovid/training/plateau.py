@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import EXTENSIONS_FILE, fold_dir, read_extensions
+from smallcovid.training.runfolder import EXTENSIONS_FILE, fold_dir, read_extensions
 from smallcovid.training.schedule import plateau_epochs
 
 PLATEAU_SHARE = 0.75  # the best epoch must fall in this leading share of the epochs trained

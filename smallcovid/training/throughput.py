@@ -14,7 +14,7 @@ import torch
 
 from smallcovid.data.augment import AugmentConfig, augment_batch
 from smallcovid.models import build_model
-from smallcovid.training.fold import _MixedPrecision
+from smallcovid.training.precision import MixedPrecision
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -41,7 +41,7 @@ def train_samples_per_s(name: str, *, precision: str, image_size: int = 160, bat
     torch.manual_seed(seed)
     kw = {"image_size": image_size} if name == "mask-rcnn" else {}
     model = build_model(name, **kw).to(dev).train()
-    amp = _MixedPrecision(dev, "bf16" if precision == "bf16" else "auto")
+    amp = MixedPrecision(dev, "bf16" if precision == "bf16" else "auto")
     channels_last = precision == "bf16" and dev.type == "cpu" and model.channels_last_inference
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
