@@ -52,6 +52,14 @@ def test_card_rows():
     assert pv[0]["paper (test split)"] == 0.72 and pv[0]["ours (CV mean)"] == rows[3]["dice"]
     assert catalog.paper_vs_ours("unet", None, {})[0]["ours (CV mean)"] is None
     assert catalog.cv_table_rows({}) == []
+    # A warm-restarts run says what each fold and the final model trained, not only its cap.
+    restarts = {**card, "cv": {**card["cv"], "plateau": {"final_epochs": 775, "per_fold": [
+        {"fold": 1, "epochs_run": 1575}, {"fold": 2, "epochs_run": 775}, {"fold": 3, "epochs_run": 1575}]}},
+        "training": {**card["training"], "config": {**card["training"]["config"], "epochs": 1575,
+                                                    "schedule": "restarts", "cycle_epochs": 25}}}
+    assert catalog.card_facts(restarts)["protocol"].startswith(
+        "paper: warm restarts (cycles of 25 epochs, doubling), cap 1575; folds trained 1575, 775, 1575 epochs, "
+        "the final model 775, lr 0.0001")
 
 
 def test_operating_rows_are_at_the_tuned_threshold_with_the_protocol_dice_beside():

@@ -210,7 +210,7 @@ def card_facts(card: dict) -> dict[str, str]:
     }
     if training:
         facts["training data"] = f"{training.get('data', '?')} ({training.get('n_slices', '?')} slices)"
-        facts["protocol"] = (f"{training.get('protocol', '?')}: {cfg.get('epochs', '?')} epochs, "
+        facts["protocol"] = (f"{training.get('protocol', '?')}: {_epochs_text(card, cfg)}, "
                              f"lr {cfg.get('lr', '?')}, {cfg.get('optimizer', '?')}, batch {cfg.get('batch_size', '?')}, "
                              f"{_cv(card).get('folds', cfg.get('folds', '?'))}-fold CV")
         facts["device"] = str(training.get("device", "?"))
@@ -219,6 +219,20 @@ def card_facts(card: dict) -> dict[str, str]:
     if card.get("command"):
         facts["reproduce"] = str(card["command"])
     return facts
+
+
+def _epochs_text(card: dict, cfg: dict) -> str:
+    """``"20 epochs"``; for a warm-restarts run with a plateau record, the epochs each fold and the
+    final model actually trained (folds stop at their plateau; an extended run has several caps)."""
+    plateau = _cv(card).get("plateau")
+    folds = plateau.get("per_fold") if isinstance(plateau, dict) else None
+    runs = [f.get("epochs_run") for f in folds if isinstance(f, dict)] if isinstance(folds, list) else []
+    if cfg.get("schedule") != "restarts" or not runs or not all(isinstance(r, int) for r in runs):
+        return f"{cfg.get('epochs', '?')} epochs"
+    text = (f"warm restarts (cycles of {cfg.get('cycle_epochs', '?')} epochs, doubling), cap {cfg.get('epochs', '?')}; "
+            f"folds trained {', '.join(str(r) for r in runs)} epochs")
+    final = plateau.get("final_epochs")
+    return text + (f", the final model {final}" if isinstance(final, int) else "")
 
 
 # ------------------------------------------------------------------ thresholds
