@@ -1,0 +1,43 @@
+"""The tables that docs/results.md and the README generate from the shipped cards match the cards."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script_output(*args: str) -> str:
+    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.argv", ["results_table.py", *args])
+        assert mod.main() == 0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("doc, args", [("docs/results.md", ()), ("README.md", ("--targets",))])
+def test_generated_tables_match_the_shipped_cards(doc, args):
+    """Shipping new weights without regenerating the tables fails here."""
+    text = (REPO / doc).read_text(encoding="utf-8")
+    tables = [t.strip() for t in _script_output(*args).split("\n\n") if t.strip()]
+    assert tables
+    for table in tables:
+        assert table in text, f"{doc} is out of date: run python scripts/results_table.py and paste:\n{table}"
+
+
+def test_targets_table_states_each_gap_and_the_plateau_check():
+    table = _script_output("--targets")
+    for name in ("smallcovid-net", "unet", "segnet", "mask-rcnn"):
+        assert f"| {name} | Dice |" in table
+    rows = [[c.strip() for c in row.strip("|").split("|")] for row in table.strip().splitlines()[2:]]
+    assert all(r[4].startswith(("met", "missed")) or r[4].endswith("short") for r in rows)
+    # each model's first row carries its plateau check
+    assert all("reached" in r[5] or r[5].startswith("no record") for r in rows if r[0])
