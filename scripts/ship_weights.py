@@ -8,7 +8,9 @@ difference this makes on the run's training slices so the choice is checked,
 not assumed. With --folds the run's fold models also go to ``weights/<name>-folds/``
 (``fold_<k>.safetensors`` + card) for ``--ensemble folds`` and the app's toggle;
 --folds-fp16 stores them in half precision and reports each fold's out-of-fold
-Dice before and after, so "Dice unchanged" is a measurement.
+Dice before and after, so "Dice unchanged" is a measurement. Shipping into weights/
+regenerates the tables of README.md and docs/results.md (scripts/results_table.py --write);
+the prose around them is still to be written.
 """
 
 from __future__ import annotations
@@ -120,6 +122,15 @@ def main() -> int:
           f"max |p - p_fp32| on 10 slices = {diff:.4f}, threshold {card['threshold']}")
     if a.folds:
         ship_folds(run, summary, card, data, Path(a.out) / f"{name}-folds", fp16=a.folds_fp16)
+    if Path(a.out).resolve() == (REPO / "weights").resolve():
+        # The README's and the results' tables are generated from the shipped cards.
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
+        results_table = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(results_table)
+        changed = results_table.write_docs([REPO / "README.md", REPO / "docs" / "results.md"])
+        print("tables regenerated in " + (", ".join(changed) if changed else "nothing (already current)"))
     return 0
 
 

@@ -41,3 +41,18 @@ def test_targets_table_states_each_gap_and_the_plateau_check():
     assert all(r[4].startswith(("met", "missed")) or r[4].endswith("short") for r in rows)
     # each model's first row carries its plateau check
     assert all("reached" in r[5] or r[5].startswith("no record") for r in rows if r[0])
+
+
+def test_write_replaces_a_stale_table_in_place(tmp_path):
+    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    first = next(line for line in _script_output("--targets").splitlines() if line.startswith("| unet |"))
+    stale = readme.replace(first, "| unet | Dice | 0.74 | 0.111 | 0.629 short | old |")
+    assert stale != readme
+    doc = tmp_path / "README.md"
+    doc.write_text(stale, encoding="utf-8")
+    assert mod.write_docs([doc]) == ["README.md"]
+    assert doc.read_text(encoding="utf-8") == readme
+    assert mod.write_docs([doc]) == []
