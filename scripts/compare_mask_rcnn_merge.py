@@ -8,7 +8,14 @@ RUN_DIR is a finished Mask R-CNN k-fold run (``fold_<k>/mask-rcnn.safetensors``,
 mask probability) and ``mask`` (mask probability of instances scoring at least S), the
 same weights every time. Prints, per merge, the mean over folds of the per-image Dice
 at the paper's 0.8 and at the threshold chosen on the *other* folds' predictions, and
-the paired difference to ``score_x_mask`` (mean ± std over folds).
+the paired difference to ``score_x_mask`` (mean ± std over folds). Also per merge: the
+expected calibration error of the raw probabilities and after the card's Platt map (fitted
+nested: fold k by a map fitted on the other folds), and the Dice of those calibrated maps at a
+threshold chosen on the other folds (what the app shows).
+
+Decision rule, fixed before the run: the merge with the higher calibrated Dice ships when it is
+higher in at least 4 of 5 folds; otherwise the one with the lower raw ECE (its probability
+means more without a map).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from smallcovid.inference.evaluation import best_threshold, evaluate_maps, predict_set, threshold_sweep
     from smallcovid.inference.predictor import Predictor
     from smallcovid.models.checkpoint import load_weights
+    from smallcovid.training.calibrate import calibrate_folds
     from smallcovid.training.config import TrainConfig
     from smallcovid.training.runfolder import fold_dir
 
@@ -63,12 +71,19 @@ def main(argv: list[str] | None = None) -> int:
             t = best_threshold(threshold_sweep(others, other_samples))
             at08.append(evaluate_maps(m, val.samples, 0.8).summary.mean["dice"])
             tuned.append(evaluate_maps(m, val.samples, t).summary.mean["dice"])
-        rows[name] = {"dice_at_0.8": at08, "dice_tuned": tuned}
+        # What the app shows: probabilities through the card's Platt map (fitted nested, fold k on the others).
+        cal = calibrate_folds(per_fold, [v.samples for v in sets])
+        rows[name] = {"dice_at_0.8": at08, "dice_tuned": tuned, "ece_raw": cal["ece_before"],
+                      "ece_calibrated": cal["ece_after"],
+                      "dice_calibrated": [f["dice_at_threshold"] for f in cal["per_fold"]]}
     base = rows["score_x_mask"]
     for name, r in rows.items():
         d = np.array(r["dice_tuned"]) - np.array(base["dice_tuned"])
+        dc = np.array(r["dice_calibrated"]) - np.array(base["dice_calibrated"])
         print(f"{name:14s} Dice@0.8 {np.mean(r['dice_at_0.8']):.3f}  tuned {np.mean(r['dice_tuned']):.3f} ± "
-              f"{np.std(r['dice_tuned']):.3f}  paired vs score_x_mask {d.mean():+.3f} ± {d.std():.3f}")
+              f"{np.std(r['dice_tuned']):.3f}  paired vs score_x_mask {d.mean():+.3f} ± {d.std():.3f}  |  "
+              f"ECE raw {r['ece_raw']:.3f} -> calibrated {r['ece_calibrated']:.3f}, calibrated Dice "
+              f"{np.mean(r['dice_calibrated']):.3f} (paired {dc.mean():+.3f} ± {dc.std():.3f})")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0
