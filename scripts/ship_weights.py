@@ -106,6 +106,8 @@ def main() -> int:
     if summary.get("calibration"):  # calibrated: the best out-of-fold threshold on calibrated maps
         card.update(calibration=summary["calibration"], threshold=summary["calibration"]["threshold"],
                     threshold_uncalibrated=summary["recommended_threshold"])
+    if summary.get("rescored"):  # scored under other inference-only options (scripts/rescore_run.py)
+        card["rescored"] = summary["rescored"]
     card["histories"] = card_histories(run)  # per-fold training curves for the Models page
     data_dir = json.loads((run / "config.json").read_text())["data"]
     card = _without_local_paths(card, run)

@@ -1,0 +1,64 @@
+"""scripts/rescore_run.py: a finished Mask R-CNN run scored again under another merge, without training."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from smallcovid.models.checkpoint import load_weights
+from smallcovid.training.loop import train
+from smallcovid.training.oof import oof_maps
+from smallcovid.training.config import TrainConfig
+from smallcovid.data.dataset import load_dataset, load_splits
+from smallcovid.inference.evaluation import evaluate_maps
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("rescore_run", REPO / "scripts" / "rescore_run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rescored_run_is_scored_under_the_new_merge_and_trains_nothing(tiny_cfg, tmp_path):
+    mod = _script()
+    run = tmp_path / "mr"
+    train(tiny_cfg("mask-rcnn", final=True, schedule="restarts", cycle_epochs=1, epochs=3, lr=2e-3), run)
+    options = mod.parse_options(["merge=mask", "merge_min_score=0.05"], "mask-rcnn")
+    assert options == {"merge": "mask", "merge_min_score": 0.05}
+    summary = mod.rescore(run, options, tmp_path / "mr-mask")
+    out = tmp_path / "mr-mask"
+    assert summary["rescored"]["model_options"] == options
+    assert json.loads((out / "summary.json").read_text())["rescored"]["from"] == "mr"
+    # Every model, the final one included, now merges by mask probability; the source run is untouched.
+    for sub in ("fold_1", "fold_2", "final"):
+        model, card = load_weights(out / sub / "mask-rcnn.safetensors")
+        assert (model.config.merge, model.config.merge_min_score) == ("mask", 0.05), sub
+        src, _ = load_weights(run / sub / "mask-rcnn.safetensors")
+        assert src.config.merge == "score_x_mask"
+        assert (out / sub / "history.csv").read_text() == (run / sub / "history.csv").read_text()
+    # The summary's figures are those of the fold models under the new merge.
+    cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    data = load_dataset(cfg.data)
+    maps, sets = oof_maps(out, cfg, data, load_splits(out / "splits.json", data.stems))
+    for fold, m, val in zip(summary["per_fold"], maps, sets):
+        thr = fold["tuned"]["threshold"]
+        assert fold["tuned"]["dice"] == pytest.approx(evaluate_maps(m, val.samples, thr).summary.mean["dice"])
+    final_card = json.loads((out / "final" / "mask-rcnn.json").read_text())
+    assert final_card["config"]["merge"] == "mask" and final_card["cv"]["tuned"] == summary["tuned"]
+
+
+def test_only_inference_options_and_finished_runs(tiny_cfg, tmp_path):
+    mod = _script()
+    with pytest.raises(SystemExit, match="merge=VALUE, merge_min_score=VALUE"):
+        mod.parse_options(["fpn_channels=8"], "mask-rcnn")
+    with pytest.raises(SystemExit, match="no option"):
+        mod.parse_options(["merge=mask"], "unet")
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(SystemExit, match="not a finished run"):
+        mod.rescore(tmp_path / "unfinished", {"merge": "mask"}, tmp_path / "x")
