@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 from pathlib import Path
 
 import pytest
 
+from tinydata import load_script
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _script_output(*args: str) -> str:
-    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/results_table.py")
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as mp:
         mp.setattr("sys.argv", ["results_table.py", *args])
@@ -44,9 +43,7 @@ def test_targets_table_states_each_gap_and_the_plateau_check():
 
 
 def test_write_replaces_a_stale_table_in_place(tmp_path):
-    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/results_table.py")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     first = next(line for line in _script_output("--targets").splitlines() if line.startswith("| unet |"))
     stale = readme.replace(first, "| unet | Dice | 0.74 | 0.111 | 0.629 short | old |")

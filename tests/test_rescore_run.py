@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +12,11 @@ from smallcovid.training.oof import oof_maps
 from smallcovid.training.config import TrainConfig
 from smallcovid.data.dataset import load_dataset, load_splits
 from smallcovid.inference.evaluation import evaluate_maps
-
-REPO = Path(__file__).resolve().parent.parent
+from tinydata import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("rescore_run", REPO / "scripts" / "rescore_run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/rescore_run.py")
 
 
 def test_rescored_run_is_scored_under_the_new_merge_and_trains_nothing(tiny_cfg, tmp_path):

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
 from smallcovid.training.config import TrainConfig
-
-ROOT = Path(__file__).resolve().parent.parent
+from tinydata import load_script
 
 
 def queue_module():
-    spec = importlib.util.spec_from_file_location("train_queue", ROOT / "scripts" / "train_queue.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/train_queue.py")
 
 
 def test_queue_file_parsing(tmp_path, monkeypatch):

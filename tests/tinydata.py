@@ -9,6 +9,7 @@ MedSeg NIfTI release layout (``tr_im.nii.gz`` + ``tr_mask.nii.gz``, labels 0..3)
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,12 @@ def assert_close_tree(a, b, tol: float = 0.0, path: str = "") -> None:
         assert abs(a - b) <= tol or (a != a and b != b), f"{path}: {a} vs {b}"
     else:
         assert a == b, f"{path}: {a!r} vs {b!r}"
+
+
+def load_script(relpath: str):
+    """A repository script (e.g. ``"scripts/train_queue.py"``) imported as a module, for its functions."""
+    path = Path(__file__).resolve().parent.parent / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
