@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from smallcovid.training.config import TrainConfig  # noqa: E402
+from smallcovid.training.plateau import fold_plateau  # noqa: E402
 from smallcovid.training.runfolder import fold_caps  # noqa: E402
 from smallcovid.training.schedule import cycle_ends  # noqa: E402
 
@@ -92,6 +93,29 @@ def next_cap(folder: Path, plateau_max: int | None) -> int | None:
     end = next(e for e in cycle_ends(cfg["cycle_epochs"], 4 * cfg["epochs"] + 2 * cfg["cycle_epochs"])
                if e > cfg["epochs"])
     return end if end <= plateau_max else None
+
+
+def pending_extension(folder: Path, cfg: dict, plateau_max: int | None) -> str:
+    """For a run still training: the folds that already ran into the cap short of their plateau
+    and the cap the queue will extend them to afterwards ("" when none or not asked for)."""
+    if plateau_max is None or cfg.get("schedule") != "restarts":
+        return ""
+    caps = fold_caps(folder, TrainConfig.from_dict(cfg))
+    short = []
+    for k, cap in caps.items():
+        path = folder / f"fold_{k}" / "resume" / "resume.json"
+        if path.is_file():
+            meta = json.loads(path.read_text())["meta"]
+            if meta["epoch"] >= cap and not fold_plateau(meta)["ok"]:
+                short.append(str(k))
+    if not short:
+        return ""
+    end = next(e for e in cycle_ends(cfg["cycle_epochs"], 4 * cfg["epochs"] + 2 * cfg["cycle_epochs"])
+               if e > cfg["epochs"])
+    if end > plateau_max:
+        return ""
+    which = ("fold " if len(short) == 1 else "folds ") + ", ".join(short)
+    return f"; then {which} extend to {end} epochs (not in the ETA)"
 
 
 def _line_key(flags: list[str]) -> str:
@@ -246,7 +270,8 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     # the last 10 minutes (the queue file may have been reordered since the runner started it).
     recent = max((f.stat().st_mtime for f in folder.glob("*/**/history.csv")), default=0.0)
     what = "running" if running == run_id or time.time() - recent < 600 else "paused "
-    return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {_hms(spent)} spent, {eta}  {best}"
+    more = pending_extension(folder, cfg, split_plateau_max(flags)[1])
+    return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {_hms(spent)} spent, {eta}  {best}{more}"
 
 
 def status(queue: Path, runs: Path) -> list[str]:

@@ -131,3 +131,32 @@ def test_status_counts_the_final_model_and_weighs_pretraining_passes(tmp_path):
     history(run / "final", 3, best="")
     line = q.status_line("kd", [], runs, {}, running="kd")
     assert "11/12 epochs" in line and "best val Dice 0.500 (2 folds)" in line
+
+
+def test_status_names_the_folds_a_running_run_will_extend(tmp_path):
+    """Folds already at the cap short of their plateau: the line says the extension comes after the ETA."""
+    q = queue_module()
+    runs = tmp_path / "runs"
+    run = runs / "r"
+    (run / "fold_1" / "resume").mkdir(parents=True)
+    (run / "fold_2" / "resume").mkdir(parents=True)
+    cfg = dataclasses.asdict(TrainConfig(model="smallcovid-net", data="d", folds=2, epochs=3,
+                                         schedule="restarts", cycle_epochs=1))
+    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "clock.json").write_text(json.dumps({"elapsed_s": 60.0}))
+
+    def meta(k, epoch, best):
+        rows = [{"epoch": e, "val_dice_best": 0.5} for e in range(1, epoch + 1)]
+        (run / f"fold_{k}" / "resume" / "resume.json").write_text(
+            json.dumps({"meta": {"epoch": epoch, "best_epoch": best, "best": 0.5, "history": rows}}))
+        (run / f"fold_{k}" / "history.csv").write_text(
+            "epoch,val_dice_best\n" + "".join(f"{e},0.5\n" for e in range(1, epoch + 1)))
+
+    meta(1, 3, 3)  # at the cap, best in its last quarter
+    meta(2, 2, 1)  # still training
+    line = q.status_line("r", ["--plateau-max", "7"], runs, {}, running="r")
+    assert line.endswith("; then fold 1 extend to 7 epochs (not in the ETA)"), line
+    assert "extend" not in q.status_line("r", ["--plateau-max", "5"], runs, {}, running="r")
+    assert "extend" not in q.status_line("r", [], runs, {}, running="r")
+    meta(1, 3, 1)  # at the cap, plateau reached
+    assert "extend" not in q.status_line("r", ["--plateau-max", "7"], runs, {}, running="r")
