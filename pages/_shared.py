@@ -200,7 +200,7 @@ def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
 
 
 def cv_table(rows: list[dict]):
-    """A styled per-fold CV table (rows from :func:`smallcovid.app.catalog.cv_table_rows`) for st.table."""
+    """A styled per-fold CV table (rows from :func:`smallcovid.app.cardview.cv_table_rows`) for st.table."""
     import pandas as pd
 
     df = pd.DataFrame(rows).set_index("fold").rename(columns=METRIC_TITLES)

@@ -16,7 +16,8 @@ from pages._shared import (DISCLAIMER, admin_gate, admin_unlocked, check_upload,
                            model_picker, policy, predictor, session_scratch, show_error, upload_limit_mb)
 from smallcovid.app import analysis
 from smallcovid.app import viz
-from smallcovid.app.catalog import cv_mean_std, default_threshold, protocol_threshold, shipped_cards
+from smallcovid.app.cardview import cv_mean_std, protocol_threshold
+from smallcovid.app.catalog import default_threshold, shipped_cards
 from smallcovid.data.dataset import LabeledSet, load_dataset
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import TABLE_METRICS

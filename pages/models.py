@@ -21,9 +21,9 @@ from pages._shared import admin_unlocked, cv_table
 from smallcovid.app import plateauview
 from smallcovid.app import runview
 from smallcovid.app import viz
-from smallcovid.app.catalog import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
-                                    cv_operating_rows, installed_models, installed_run_dir, paper_vs_ours, read_card,
-                                    shipped_cards)
+from smallcovid.app.cardview import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
+                                     cv_operating_rows, installed_run_dir, paper_vs_ours)
+from smallcovid.app.catalog import installed_models, read_card, shipped_cards
 from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import get_spec
 from smallcovid.inference.report import PAPER_TABLE1

@@ -21,7 +21,7 @@ from pages._shared import DISCLAIMER, admin_gate, cv_table, data_folder_input, s
 from pages._ray_parts import cluster_caption, run_on_picker
 from smallcovid.app import runview
 from smallcovid.app import viz
-from smallcovid.app.catalog import cv_operating_rows
+from smallcovid.app.cardview import cv_operating_rows
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import detect_format
 from smallcovid.training.jobqueue import JobManager, can_resume, default_install_label, is_installed

@@ -26,7 +26,7 @@ import viewerhelpers as vh
 from apphelpers import blob_slice, fake_cv, finished_job, png_bytes
 from bad_inputs import bad_inputs
 from smallcovid.app import plateauview, runview, uploads, viz
-from smallcovid.app.catalog import PAPER_CITATION, cv_operating_rows
+from smallcovid.app.cardview import PAPER_CITATION, cv_operating_rows
 from smallcovid.io import Slice, read_scan
 from smallcovid.io.validate import one_line
 

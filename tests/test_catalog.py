@@ -1,4 +1,4 @@
-"""Model catalog (shipped + installed models, card rows) and run-folder reading for the Train page."""
+"""Model catalog (shipped + installed models), card rows (cardview) and run-folder reading for the Train page."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from apphelpers import fake_cv
-from smallcovid.app import catalog
+from smallcovid.app import cardview, catalog
 from smallcovid.app import runview
 from smallcovid.models import list_models
 
@@ -40,24 +40,24 @@ def test_card_rows():
     card = {"cv": fake_cv(1), "params": 1234567, "input_size": 192, "threshold": 0.55,
             "training": {"data": "d", "n_slices": 50, "protocol": "paper", "device": "cpu",
                          "config": {"epochs": 20, "lr": 1e-4, "optimizer": "sgd", "batch_size": 4}}}
-    rows = catalog.cv_table_rows(card)
+    rows = cardview.cv_table_rows(card)
     assert [r["fold"] for r in rows] == ["1", "2", "3", "mean", "std"]
     assert rows[3]["dice"] == pytest.approx(card["cv"]["at_threshold"]["dice"]["mean"])
     assert rows[3]["ground-glass Dice"] == pytest.approx(0.6)
-    facts = catalog.card_facts(card)
+    facts = cardview.card_facts(card)
     assert facts["parameters"] == "1,234,567" and facts["input size"] == "192 px"
     assert facts["protocol"].startswith("paper: 20 epochs, lr 0.0001, sgd") and "3-fold" in facts["protocol"]
-    pv = catalog.paper_vs_ours("unet", card, {"unet": (0.72, 0.519, 0.767)})
+    pv = cardview.paper_vs_ours("unet", card, {"unet": (0.72, 0.519, 0.767)})
     assert [r["metric"] for r in pv] == ["dice", "precision", "recall"]
     assert pv[0]["paper (test split)"] == 0.72 and pv[0]["ours (CV mean)"] == rows[3]["dice"]
-    assert catalog.paper_vs_ours("unet", None, {})[0]["ours (CV mean)"] is None
-    assert catalog.cv_table_rows({}) == []
+    assert cardview.paper_vs_ours("unet", None, {})[0]["ours (CV mean)"] is None
+    assert cardview.cv_table_rows({}) == []
     # A warm-restarts run says what each fold and the final model trained, not only its cap.
     restarts = {**card, "cv": {**card["cv"], "plateau": {"final_epochs": 775, "per_fold": [
         {"fold": 1, "epochs_run": 1575}, {"fold": 2, "epochs_run": 775}, {"fold": 3, "epochs_run": 1575}]}},
         "training": {**card["training"], "config": {**card["training"]["config"], "epochs": 1575,
                                                     "schedule": "restarts", "cycle_epochs": 25}}}
-    assert catalog.card_facts(restarts)["protocol"].startswith(
+    assert cardview.card_facts(restarts)["protocol"].startswith(
         "paper: warm restarts (cycles of 25 epochs, doubling), cap 1575; folds trained 1575, 775, 1575 epochs, "
         "the final model 775, lr 0.0001")
 
@@ -71,14 +71,14 @@ def test_operating_rows_are_at_the_tuned_threshold_with_the_protocol_dice_beside
     cv["at_threshold"] = dict(cv["at_threshold"], dice={"mean": 0.01, "std": 0.0})
     cv["tuned"] = dict(cv["tuned"], dice={"mean": 0.55, "std": 0.0})
     card = {"cv": cv}
-    assert catalog.protocol_threshold(card) == 0.8 and catalog.protocol_threshold({}) is None
-    rows = catalog.cv_operating_rows(card)
+    assert cardview.protocol_threshold(card) == 0.8 and cardview.protocol_threshold({}) is None
+    rows = cardview.cv_operating_rows(card)
     assert [r["fold"] for r in rows] == ["1", "2", "3", "mean", "std"]
     assert [r["threshold"] for r in rows[:3]] == [0.25] * 3
     assert rows[0]["dice"] == 0.55 and rows[0]["Dice at 0.8"] == 0.01
     assert rows[3]["dice"] == pytest.approx(0.55) and rows[3]["Dice at 0.8"] == pytest.approx(0.01)
-    assert catalog.paper_vs_ours("mask-rcnn", card, {})[0]["ours (CV mean)"] == pytest.approx(0.55)
-    assert catalog.cv_operating_rows({}) == []
+    assert cardview.paper_vs_ours("mask-rcnn", card, {})[0]["ours (CV mean)"] == pytest.approx(0.55)
+    assert cardview.cv_operating_rows({}) == []
 
 
 def test_runview_reads_partial_runs(tmp_path):

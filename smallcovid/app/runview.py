@@ -202,7 +202,7 @@ def cv_results_heading(threshold: Any, image_size: Any) -> str:
     """Markdown heading of the per-fold table, saying which thresholds its numbers are at and how
     they relate to the Dice panel.
 
-    The table (:func:`smallcovid.app.catalog.cv_operating_rows`, as on the Models page) scores
+    The table (:func:`smallcovid.app.cardview.cv_operating_rows`, as on the Models page) scores
     each fold at its tuned threshold, chosen on the other folds' out-of-fold predictions, the
     way the model's own threshold is chosen (:func:`smallcovid.training.cvsummary.finish_run`);
     its last column is Dice at the run's fixed ``threshold``. Each fold's model is its best

@@ -251,7 +251,7 @@ def reliability_figure(cal: Mapping):
     """Reliability diagram of a model's lesion probabilities before and after calibration.
 
     Args:
-        cal: :func:`smallcovid.app.catalog.card_calibration` output: ``before`` / ``after``
+        cal: :func:`smallcovid.app.cardview.card_calibration` output: ``before`` / ``after``
             curves (per-bin mean ``confidence``, ``lesion_fraction``, pixel ``share``) and
             ``ece_before`` / ``ece_after``.
 
