@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from smallcovid.training.config import TrainConfig  # noqa: E402
-from smallcovid.training.plateau import fold_plateau  # noqa: E402
+from smallcovid.training.plateau import folds_short_at_cap  # noqa: E402
 from smallcovid.training.runfolder import fold_caps  # noqa: E402
 from smallcovid.training.schedule import cycle_ends  # noqa: E402
 
@@ -90,6 +90,11 @@ def next_cap(folder: Path, plateau_max: int | None) -> int | None:
         return None
     if not any(not f["ok"] and f["epochs_run"] >= cfg["epochs"] for f in plateau.get("per_fold", [])):
         return None
+    return _next_cycle_end(cfg, plateau_max)
+
+
+def _next_cycle_end(cfg: dict, plateau_max: int) -> int | None:
+    """The end of the first restart cycle past the run's cap, if it comes by ``plateau_max``."""
     end = next(e for e in cycle_ends(cfg["cycle_epochs"], 4 * cfg["epochs"] + 2 * cfg["cycle_epochs"])
                if e > cfg["epochs"])
     return end if end <= plateau_max else None
@@ -100,21 +105,11 @@ def pending_extension(folder: Path, cfg: dict, plateau_max: int | None) -> str:
     and the cap the queue will extend them to afterwards ("" when none or not asked for)."""
     if plateau_max is None or cfg.get("schedule") != "restarts":
         return ""
-    caps = fold_caps(folder, TrainConfig.from_dict(cfg))
-    short = []
-    for k, cap in caps.items():
-        path = folder / f"fold_{k}" / "resume" / "resume.json"
-        if path.is_file():
-            meta = json.loads(path.read_text())["meta"]
-            if meta["epoch"] >= cap and not fold_plateau(meta)["ok"]:
-                short.append(str(k))
-    if not short:
+    short = folds_short_at_cap(folder, TrainConfig.from_dict(cfg))
+    end = _next_cycle_end(cfg, plateau_max) if short else None
+    if end is None:
         return ""
-    end = next(e for e in cycle_ends(cfg["cycle_epochs"], 4 * cfg["epochs"] + 2 * cfg["cycle_epochs"])
-               if e > cfg["epochs"])
-    if end > plateau_max:
-        return ""
-    which = ("fold " if len(short) == 1 else "folds ") + ", ".join(short)
+    which = ("fold " if len(short) == 1 else "folds ") + ", ".join(str(k) for k in short)
     return f"; then {which} extend to {end} epochs (not in the ETA)"
 
 

@@ -50,6 +50,20 @@ def plateau_report(out: Path, cfg: TrainConfig, folds: int) -> dict:
             "per_fold": per_fold, "final_epochs": final, "extensions": read_extensions(out)}
 
 
+def folds_short_at_cap(out: Path, cfg: TrainConfig) -> list[int]:
+    """The folds of run folder ``out`` that trained up to the cap ``cfg.epochs`` with their best
+    epoch past :data:`PLATEAU_SHARE` of it: those an extension reopens (a fold still training,
+    or stopped at its plateau, is not one of them)."""
+    short = []
+    for k in range(1, cfg.folds + 1):
+        path = fold_dir(out, k) / "resume" / "resume.json"
+        if path.is_file():
+            meta = json.loads(path.read_text())["meta"]
+            if meta["epoch"] >= cfg.epochs and not fold_plateau(meta)["ok"]:
+                short.append(k)
+    return short
+
+
 def extend_run(out: Path, epochs: int) -> list[int]:
     """Raise the epoch cap of a finished or interrupted "restarts" run folder to ``epochs``.
 
@@ -85,14 +99,7 @@ def extend_run(out: Path, epochs: int) -> list[int]:
                                   f"rate does not depend on the cap); this one uses {cfg.schedule!r}")
         if epochs <= cfg.epochs:
             raise SmallCovidError(f"{out}: the new cap {epochs} must be above the run's {cfg.epochs} epochs")
-        reopen = []
-        for k in range(1, cfg.folds + 1):
-            path = fold_dir(out, k) / "resume" / "resume.json"
-            if not path.is_file():
-                continue
-            meta = json.loads(path.read_text())["meta"]
-            if meta["epoch"] >= cfg.epochs and not fold_plateau(meta)["ok"]:
-                reopen.append(k)
+        reopen = folds_short_at_cap(out, cfg)
         if not reopen:
             raise SmallCovidError(f"{out}: no fold ran into the {cfg.epochs}-epoch cap short of its plateau; "
                                   "nothing to extend")
