@@ -19,7 +19,8 @@ runs. Each run's output goes to ``DIR/<RUN_ID>.log``.
 A line may end its flags with ``--plateau-max N`` (read by the queue, not passed to
 ``train.py``): when such a "restarts" run finishes with folds that ran into its cap short of
 their plateau, the queue raises the cap to the end of the next restart cycle
-(``train.py --resume RUN --extend-epochs``, which reopens only those folds) and trains on,
+(``train.py --resume RUN --extend-epochs``, which reopens only those folds and keeps the
+finished run as ``RUN.cap<old cap>/``) and trains on,
 as long as that cycle ends by epoch N. A run may have two lines, the first without
 ``--plateau-max`` (it stops at its cap, e.g. to teach a run queued after it), the second with
 it further down (the queue comes back to extend it then).

@@ -524,12 +524,18 @@ def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path, monkeypatch):
     from smallcovid.training.plateau import extend_run
 
     short = tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=3, lr=1e-3, final=True)
-    train(short, tmp_path / "run")
+    at_cap = train(short, tmp_path / "run")
     monkeypatch.setattr(plateau, "PLATEAU_SHARE", 0.0)  # every fold at the cap counts as short of its plateau
     assert extend_run(tmp_path / "run", 7) == [k for k in (1, 2) if json.loads(
         (tmp_path / "run" / f"fold_{k}" / "resume" / "resume.json").read_text())["meta"]["epoch"] >= 3]
     monkeypatch.undo()
     assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "final").exists()
+    # What the old cap gave stays a finished run folder beside it, without the training lock.
+    snap = tmp_path / "run.cap3"
+    assert plateau.snapshot_dir(tmp_path / "run", 3) == snap
+    assert json.loads((snap / "summary.json").read_text()) == json.loads(json.dumps(at_cap))
+    assert TrainConfig.from_dict(json.loads((snap / "config.json").read_text())).epochs == 3
+    assert list((snap / "final").glob("*.safetensors")) and not (snap / ".train.lock").exists()
     cfg = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
     extended = train(cfg, tmp_path / "run")
     straight = train(tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=7, lr=1e-3, final=True), tmp_path / "long")

@@ -64,6 +64,12 @@ def folds_short_at_cap(out: Path, cfg: TrainConfig) -> list[int]:
     return short
 
 
+def snapshot_dir(out: Path, cap: int) -> Path:
+    """Where :func:`extend_run` keeps the finished run ``out`` as it stood at ``cap`` epochs:
+    the sibling folder ``<run>.cap<cap>``."""
+    return Path(out).parent / f"{Path(out).name}.cap{cap}"
+
+
 def extend_run(out: Path, epochs: int) -> list[int]:
     """Raise the epoch cap of a finished or interrupted "restarts" run folder to ``epochs``.
 
@@ -76,6 +82,10 @@ def extend_run(out: Path, epochs: int) -> list[int]:
     since both depend on every fold. The extension is recorded in ``extensions.json``, so
     the run's command (summary, card) reproduces it.
 
+    A finished run is first copied whole to :func:`snapshot_dir` (``<run>.cap<old cap>``),
+    itself a finished run folder: what the old cap gave (summary, final model, curves) can
+    still be compared, paired over folds, or shipped while the extension trains.
+
     Returns the folds that will train on.
 
     Raises:
@@ -87,7 +97,7 @@ def extend_run(out: Path, epochs: int) -> list[int]:
 
     from smallcovid.core.errors import SmallCovidError
     from smallcovid.core.fsutil import atomic_write_text
-    from smallcovid.training.runlock import hold_run
+    from smallcovid.training.runlock import LOCK_FILE, hold_run
 
     cfg_path = Path(out) / "config.json"
     if not cfg_path.is_file():
@@ -103,6 +113,10 @@ def extend_run(out: Path, epochs: int) -> list[int]:
         if not reopen:
             raise SmallCovidError(f"{out}: no fold ran into the {cfg.epochs}-epoch cap short of its plateau; "
                                   "nothing to extend")
+        if (Path(out) / "summary.json").is_file():
+            snap = snapshot_dir(out, cfg.epochs)
+            shutil.rmtree(snap, ignore_errors=True)  # a copy left half-written by an interrupted extension
+            shutil.copytree(out, snap, ignore=shutil.ignore_patterns(LOCK_FILE))
         for k in reopen:
             (fold_dir(out, k) / "metrics.json").unlink(missing_ok=True)
         record = read_extensions(out) + [{"from": cfg.epochs, "to": epochs, "folds": reopen}]
