@@ -24,7 +24,8 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.inference.framing import lungs_for
 from smallcovid.io import Slice, Volume, read_scan
 from smallcovid.io import validate
-from smallcovid.io.series import common_description, read_series, series_descriptions, series_stem, unique_stem
+from smallcovid.io.series import read_series, series_descriptions
+from smallcovid.io.seriesnames import common_description, series_stem, unique_stem
 
 SCAN_KEYS_KEPT = 16  # uploads -> content hash (the decoded scans live in the capped store)
 SHORTCUTS = ("J", "K")  # previous / next slice (arrow keys already move a focused slider)

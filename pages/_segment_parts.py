@@ -20,6 +20,7 @@ from pages._shared import show_error
 from smallcovid.app import analysis
 from smallcovid.app import uploads
 from smallcovid.app import viewer
+from smallcovid.app import volume_viewer as volview
 from smallcovid.app import viz
 from smallcovid.app.catalog import ModelEntry
 from smallcovid.app.session_store import DEFAULT_SESSION_MB, Prefetcher, VolumeStore
@@ -129,7 +130,7 @@ def volume_viewer(scan: Volume, scan_key: str, slider_key: str, idx: int, stored
     if units == "hu" and not isinstance(win, dict):
         lung = WINDOW_PRESETS["lung"]
         win = {"name": "lung", "width": lung.width, "level": lung.level}
-    header = viewer.volume_header(
+    header = volview.volume_header(
         key=ident, n=n, shape=(h, w), labels=list(stored), cards=cards, default_threshold=default,
         spacing=None if scan.spacing is None else (scan.spacing[1], scan.spacing[2]), units=units,
         windows={k: (WINDOW_PRESETS[k].width, WINDOW_PRESETS[k].level) for k in ("lung", "mediastinum")},
@@ -142,14 +143,14 @@ def volume_viewer(scan: Volume, scan_key: str, slider_key: str, idx: int, stored
     lungs = next(iter(stored.values())).lungs
     spacing = header["spacing"]
     items = []
-    for k in viewer.block_range(idx, n):
+    for k in volview.block_range(idx, n):
         if k in have:
             continue
         key = (ident, k)
         if key not in cache:
             image = scan.voxels[k] if units == "hu" else display_uint8(scan.slice(k), None)
             maps = [(v.levels[k], v.kind_slice(k)) for v in stored.values()]
-            remember(cache, key, viewer.volume_slice_item(
+            remember(cache, key, volview.volume_slice_item(
                 k, image, units, maps, header["grid"], lungs[k], spacing,
                 None if truth is None else truth[0][k], truth_types=True), VOLUME_ITEM_ENTRIES)
         items.append(cache[key])

@@ -22,7 +22,8 @@ from smallcovid.app import uploads
 from smallcovid.app.uploads import KeptUpload
 from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
 from smallcovid.app.dicom_series import series_caption
-from smallcovid.app.viewer import SliceMaps, thresholds_for
+from smallcovid.app.viewer import thresholds_for
+from smallcovid.app.volume_viewer import SliceMaps
 from smallcovid.app.volume_report import qc_warning_text
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.io import Slice, Volume

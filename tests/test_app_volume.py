@@ -23,7 +23,8 @@ from smallcovid.inference.predictor import load_predictor
 from dicomhelpers import UID_A, UID_B, series_slice
 from smallcovid.inference.quantify import volume_dice
 from smallcovid.inference.volume import segment_volume
-from smallcovid.io.series import read_series, series_stem
+from smallcovid.io.series import read_series
+from smallcovid.io.seriesnames import series_stem
 from smallcovid.models import list_models
 
 torch.set_num_threads(1)  # a long training may share these cores

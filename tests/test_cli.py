@@ -437,7 +437,7 @@ def phantom_nifti(path: Path) -> nib.Nifti1Image:
 
 def test_predict_volumes_dicom_series_folders_and_nifti(tmp_path):
     """Series as shuffled files, a folder with two series, a shared SeriesDescription and a NIfTI, in one run."""
-    from smallcovid.io.series import series_stem
+    from smallcovid.io.seriesnames import series_stem
 
     a = write_series(tmp_path / "loose", "2.25.1111.7", 5, seed=1)  # no SeriesDescription: a hash of the UID
     two = tmp_path / "two"
@@ -509,7 +509,7 @@ def test_predict_series_problems_exit_2_and_keep_the_rest(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 2 and "bad" in lines[0] and "DICOM" in lines[0], p.stderr
     assert broken[0].name in lines[1], p.stderr
-    from smallcovid.io.series import series_stem
+    from smallcovid.io.seriesnames import series_stem
 
     assert sorted(f.name for f in out.iterdir()) == sorted(
         [f"{series_stem('2.25.6666.7')}_{k}" for k in VOLUME_FILES] +

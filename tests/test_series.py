@@ -22,8 +22,9 @@ from pydicom.data import get_testdata_file
 from smallcovid.io import Volume, nifti_mask_data
 from smallcovid.io import validate as _v
 from smallcovid.app.dicom_series import series_caption
-from smallcovid.io.series import (SeriesVolume, common_description, description_stem, group_series, read_series,
-                                  read_series_folder, series_descriptions, series_stem, unique_stem)
+from smallcovid.io.series import (SeriesVolume, group_series, read_series, read_series_folder,
+                                  series_descriptions)
+from smallcovid.io.seriesnames import common_description, description_stem, series_stem, unique_stem
 
 PIX = 0.661468
 
@@ -137,7 +138,7 @@ def test_reversed_positions_and_bytes_sources(tmp_path):
 
 def test_positions_missing_falls_back_to_instance_number(tmp_path, caplog):
     paths = _series(tmp_path / "scan", ImagePositionPatient=None)
-    with caplog.at_level(logging.WARNING, logger="smallcovid.io.series"):
+    with caplog.at_level(logging.WARNING, logger="smallcovid.io.seriesorder"):
         vol = read_series(paths)
     for k in range(7):
         np.testing.assert_array_equal(vol.voxels[k], _expected(k))
@@ -158,7 +159,7 @@ def test_uneven_spacing_warns_and_uses_median(tmp_path, caplog):
     folder.mkdir()
     for i, z in enumerate([0.0, 2.5, 5.0, 7.5, 12.5]):  # one slice missing
         _write(folder / f"s{i}.dcm", i, z0=z, step=0.0)
-    with caplog.at_level(logging.WARNING, logger="smallcovid.io.series"):
+    with caplog.at_level(logging.WARNING, logger="smallcovid.io.seriesorder"):
         vol = read_series(sorted(folder.iterdir()))
     assert vol.spacing[0] == pytest.approx(2.5)
     assert "median" in caplog.text

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from smallcovid.app import viewer
+from smallcovid.app import viewer, volume_viewer
 from smallcovid.app.packed import PackedSlices
 from smallcovid.app.session_store import (DEFAULT_SESSION_MB, Prefetcher, StoredVolume, VolumeStore,
                                           session_cap_bytes)
@@ -142,7 +142,7 @@ def test_prefetcher_returns_results_once_and_none_for_failures():
 def test_volume_levels_follow_the_volume_rule():
     grid = viewer.threshold_grid([0.4327])
     lv255 = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    lv = viewer.volume_levels(lv255, grid)
+    lv = volume_viewer.volume_levels(lv255, grid)
     for t in (0.01, 0.3, 0.31, 0.4327, 0.8, 0.99):
         k = viewer.level_of(grid, t)
         np.testing.assert_array_equal(lv >= k, lv255 >= threshold_level(t))
@@ -151,9 +151,9 @@ def test_volume_levels_follow_the_volume_rule():
 def test_hu_and_window_round_trip():
     rng = np.random.default_rng(0)
     hu = rng.uniform(-1100, 3200, (8, 9)).astype(np.float32)
-    back = viewer.unpack_hu(viewer.pack_hu(hu), (8, 9))
+    back = volume_viewer.unpack_hu(volume_viewer.pack_hu(hu), (8, 9))
     np.testing.assert_array_equal(back, np.clip(np.rint(hu), -1024, 3071))
-    disp = viewer.window_display(back, 1500, -600)
+    disp = volume_viewer.window_display(back, 1500, -600)
     assert disp.dtype == np.uint8 and disp[back <= -1350].max(initial=0) == 0 and disp[back >= 150].min(initial=255) == 255
 
 
@@ -171,21 +171,21 @@ def test_volume_slice_item_rows_and_absent_type_dice():
     truth[10:22, 10:22] = 1  # the truth has ground-glass only
     lungs = np.zeros((h, w), np.uint8)
     lungs[4:28, 4:28] = 1
-    header = viewer.volume_header(key="k", n=3, shape=(h, w), labels=["m"], cards={"m": 0.5}, default_threshold=0.3,
+    header = volume_viewer.volume_header(key="k", n=3, shape=(h, w), labels=["m"], cards={"m": 0.5}, default_threshold=0.3,
                                   spacing=(0.5, 0.5), units="hu", windows={"lung": (1500, -600)}, window=None,
                                   truth_name="t", truth_types=True, lung_unreliable=False)
-    item = viewer.volume_slice_item(1, rng.normal(-700, 100, (h, w)), "hu", [(levels, kind)], header["grid"], lungs,
+    item = volume_viewer.volume_slice_item(1, rng.normal(-700, 100, (h, w)), "hu", [(levels, kind)], header["grid"], lungs,
                                     (0.5, 0.5), truth, truth_types=True)
     assert item["truth"]["type_pixels"] == {"1": 144, "2": 0}
-    (row,) = viewer.volume_item_rows(header, item, {"m": 0.3})
+    (row,) = volume_viewer.volume_item_rows(header, item, {"m": 0.3})
     mask = levels >= threshold_level(0.3)
     assert row["dice"] == pytest.approx(dice(mask, truth > 0))
     assert row["dice2"] is None and row["dice1"] is not None
     assert row["area"] == int(mask.sum())
     assert row["% of lung"] == pytest.approx(round(100 * (mask & (lungs > 0)).sum() / (lungs > 0).sum(), 2))
-    assert list(viewer.block_range(0, 30)) == list(range(0, 24))
-    assert list(viewer.block_range(17, 30)) == list(range(8, 30))
-    assert list(viewer.block_range(29, 30)) == list(range(16, 30))
+    assert list(volume_viewer.block_range(0, 30)) == list(range(0, 24))
+    assert list(volume_viewer.block_range(17, 30)) == list(range(8, 30))
+    assert list(volume_viewer.block_range(29, 30)) == list(range(16, 30))
 
 
 def test_payload_rows_show_no_consolidation_dice_without_truth_consolidation():

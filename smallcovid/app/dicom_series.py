@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from smallcovid.io.series import SPACING_TOLERANCE, SeriesVolume
+from smallcovid.io.series import SeriesVolume
+from smallcovid.io.seriesorder import SPACING_TOLERANCE
 
 
 def series_caption(volume: SeriesVolume) -> str:

@@ -5,13 +5,13 @@
 * DICOM files given together are grouped by SeriesInstanceUID (headers only): a
   series of two or more files is one volume named after its SeriesDescription made
   file-safe, or ``series-`` + a 10-digit hash of its UID when it has none
-  (:func:`smallcovid.io.series.series_stem`); a lone DICOM file stays a scan of its own
+  (:func:`smallcovid.io.seriesnames.series_stem`); a lone DICOM file stays a scan of its own
   (a slice, or a volume for a multi-frame file);
 * a folder is read as DICOM series (:func:`smallcovid.io.series.read_series_folder`),
   one volume per series: the folder's name for a single series, else named as above.
   Files of different series are never mixed.
 
-Colliding series names get ``-2``, ``-3``... (:func:`smallcovid.io.series.unique_stem`);
+Colliding series names get ``-2``, ``-3``... (:func:`smallcovid.io.seriesnames.unique_stem`);
 two plain files with the same name are an error (rename them).
 """
 
@@ -25,8 +25,8 @@ from typing import Callable
 from smallcovid import io
 from smallcovid.core.errors import InputFileError, SmallCovidError
 from smallcovid.io import validate as _v
-from smallcovid.io.series import (common_description, read_series, read_series_folder, series_descriptions,
-                                  series_stem, unique_stem)
+from smallcovid.io.series import read_series, read_series_folder, series_descriptions
+from smallcovid.io.seriesnames import common_description, series_stem, unique_stem
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ lowest, feet-most slice). When any slice lacks a position or orientation the ord
 falls back to InstanceNumber and the volume has no affine. How the slices were ordered is
 kept on the volume (:attr:`SeriesVolume.order`, :attr:`SeriesVolume.z_mm`).
 
-Names: :func:`series_stem` names a series' outputs after its folder, its SeriesDescription
-or a hash of its SeriesInstanceUID (the command-line contract).
+Names: :func:`smallcovid.io.seriesnames.series_stem` names a series' outputs after its
+folder, its SeriesDescription or a hash of its SeriesInstanceUID (the command-line contract).
 
 Geometry: ``spacing = (slice mm, row mm, col mm)`` with row/col mm from PixelSpacing and
 slice mm the median distance between neighbouring slice planes (SpacingBetweenSlices or
@@ -27,17 +27,14 @@ mask overlays the series in a NIfTI viewer.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
-import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Iterable, NamedTuple, Union
+from typing import NamedTuple, Union
 
 import numpy as np
 
@@ -45,20 +42,16 @@ from smallcovid.core.errors import InputFileError
 from smallcovid.io import decoders as _d
 from smallcovid.io import validate as _v
 from smallcovid.io.readers import Volume
+from smallcovid.io.seriesnames import common_description, series_stem, unique_stem
+from smallcovid.io.seriesorder import floats, order_slices, slice_step
 
 log = logging.getLogger(__name__)
 
 #: A file path, or ``(name, bytes)`` for an upload.
 Source = Union[str, os.PathLike, tuple[str, bytes]]
 
-#: Relative spread of neighbour distances above which a warning is logged.
-SPACING_TOLERANCE = 0.10
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-#: Longest stem taken from a SeriesDescription (characters).
-MAX_DESCRIPTION_STEM = 60
-#: Hex digits of sha1(SeriesInstanceUID) in ``series-<hash>`` stems.
-UID_HASH_DIGITS = 10
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,12 +156,6 @@ def series_descriptions(sources: list[Source]) -> dict[str, str]:
     return {uid: _description(hs) for uid, hs in _group(_read_headers(list(sources))).items()}
 
 
-def common_description(values: Iterable[str]) -> str:
-    """The most frequent non-empty description (the first seen among equally frequent ones), else ``""``."""
-    counts = Counter(v for v in (str(v or "").strip() for v in values) if v)
-    return counts.most_common(1)[0][0] if counts else ""
-
-
 def _description(headers: list[_Header]) -> str:
     return common_description(str(h.ds.get("SeriesDescription", "") or "") for h in headers)
 
@@ -224,75 +211,7 @@ def read_series_folder(folder: str | os.PathLike, recursive: bool = False) -> di
     return out
 
 
-def unique_stem(stem: str, taken) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``... when ``taken`` already holds it (e.g. series sharing a description)."""
-    if stem not in taken:
-        return stem
-    n = 2
-    while f"{stem}-{n}" in taken:
-        n += 1
-    return f"{stem}-{n}"
-
-
-def series_stem(volume_or_uid: SeriesVolume | str, folder: str | os.PathLike | None = None, *,
-                description: str | None = None) -> str:
-    """File-name stem for a series' outputs (the command-line contract).
-
-    1. A series given as a folder (holding that one series) is named after the folder.
-    2. Otherwise its SeriesDescription made file-safe (:func:`description_stem`:
-       ``"CHEST 1mm"`` -> ``"CHEST_1mm"``), when anything is left of it.
-    3. Otherwise ``"series-"`` + the first :data:`UID_HASH_DIGITS` hex digits of the sha1 of
-       the whole SeriesInstanceUID (UIDs of one vendor share long prefixes, so a prefix of
-       the UID itself would not tell series apart).
-
-    Args:
-        volume_or_uid: a :class:`SeriesVolume` (its ``description`` and ``series_uid``) or a
-            SeriesInstanceUID; a bare UID gives rule 3 unless ``description`` is given.
-        folder: the folder the series was given as.
-        description: the SeriesDescription (overrides the volume's).
-
-    Different series can still get the same stem (same description); callers writing several
-    series into one folder make stems unique with :func:`unique_stem`.
-    """
-    if folder is not None:
-        return Path(folder).resolve().name or "series"
-    if isinstance(volume_or_uid, SeriesVolume):
-        uid = volume_or_uid.series_uid
-        description = volume_or_uid.description if description is None else description
-    else:
-        uid = str(volume_or_uid)
-    stem = description_stem(description or "")
-    if stem:
-        return stem
-    if not uid:
-        raise ValueError("series_stem needs a SeriesInstanceUID, a SeriesDescription or a folder")
-    return "series-" + hashlib.sha1(uid.encode("utf-8")).hexdigest()[:UID_HASH_DIGITS]
-
-
-def description_stem(description: str) -> str:
-    """A SeriesDescription as a file-name stem: ASCII letters, digits, ``-``, ``_`` and ``.`` only.
-
-    Accents are dropped (``é`` -> ``e``); spaces and every other character become ``_``;
-    runs of ``_`` collapse to one; ``_``, ``.`` and ``-`` are trimmed from both ends (no hidden
-    files, no leading dash); at most :data:`MAX_DESCRIPTION_STEM` characters. ``""`` when
-    nothing is left (then :func:`series_stem` falls back to the UID hash).
-    """
-    text = unicodedata.normalize("NFKD", str(description))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = re.sub(r"[^A-Za-z0-9._-]", "_", text)
-    text = re.sub(r"_+", "_", text).strip("._-")
-    return text[:MAX_DESCRIPTION_STEM].rstrip("._-")
-
-
 # ------------------------------------------------------------------ assembly
-
-def _floats(value: object, n: int) -> np.ndarray | None:
-    try:
-        arr = np.array([float(v) for v in value], dtype=np.float64)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return arr if arr.shape == (n,) and np.isfinite(arr).all() else None
-
 
 def _common(headers: list[_Header], key, what: str, uid: str, equal) -> object:
     """The majority value of ``key(ds)``; the first file that differs raises."""
@@ -316,39 +235,6 @@ def _close(a, b, tol: float) -> bool:
     return (a is None) == (b is None) and (a is None or np.allclose(a, b, rtol=tol, atol=tol))
 
 
-class _Order(NamedTuple):
-    headers: list[_Header]  # in voxel order
-    pos: np.ndarray | None  # (D, 3) ImagePositionPatient (LPS mm), None when unknown
-    how: str  # "position", "instance" or "single"
-    z: tuple[float, ...]  # positions along the normal, () when unknown
-
-
-def _order(headers: list[_Header], normal: np.ndarray | None) -> _Order:
-    """Headers sorted along the normal (with projected positions), else by InstanceNumber."""
-    uid = headers[0].uid
-    pos = [_floats(h.ds.get("ImagePositionPatient"), 3) for h in headers]
-    if normal is not None and all(p is not None for p in pos):
-        proj = np.array([float(p @ normal) for p in pos])  # type: ignore[operator]
-        idx = np.argsort(proj, kind="stable")
-        gaps = np.diff(proj[idx])
-        if gaps.size and gaps.min() < 1e-3:
-            i = int(np.argmin(gaps))
-            raise InputFileError(headers[idx[i + 1]].name, f"lies at the same position ({proj[idx[i]]:g} mm) as "
-                                 f"{headers[idx[i]].name}; series {uid} seems to hold several acquisitions")
-        how = "single" if len(headers) == 1 else "position"
-        return _Order([headers[i] for i in idx], np.array([pos[i] for i in idx]), how,
-                      tuple(float(proj[i]) for i in idx))
-    if len(headers) == 1:
-        return _Order(headers, None, "single", ())
-    nums = [_floats([h.ds.get("InstanceNumber")], 1) for h in headers]
-    if any(n is None for n in nums) or len({float(n[0]) for n in nums}) != len(nums):  # type: ignore[index]
-        raise InputFileError(headers[0].name, f"series {uid} lacks ImagePositionPatient/ImageOrientationPatient and "
-                                              "unique InstanceNumbers, so its slices cannot be ordered")
-    log.warning("series %s: slice positions missing; ordered by InstanceNumber, geometry unknown", uid)
-    order = np.argsort([float(n[0]) for n in nums], kind="stable")  # type: ignore[index]
-    return _Order([headers[i] for i in order], None, "instance", ())
-
-
 def _assemble(headers: list[_Header], name: str | None) -> SeriesVolume:
     uid = headers[0].uid
     description = _description(headers)
@@ -358,18 +244,18 @@ def _assemble(headers: list[_Header], name: str | None) -> SeriesVolume:
     rows, cols = size  # type: ignore[misc]
     _v.check_plane(rows, cols, headers[0].name)
     _v.check_voxels((len(headers), rows, cols), name)
-    iop = _common(headers, lambda ds: _floats(ds.get("ImageOrientationPatient"), 6), "orientation", uid,
+    iop = _common(headers, lambda ds: floats(ds.get("ImageOrientationPatient"), 6), "orientation", uid,
                   lambda a, b: _close(a, b, 1e-3))
-    pixel = _common(headers, lambda ds: _floats(ds.get("PixelSpacing"), 2), "pixel spacing", uid,
+    pixel = _common(headers, lambda ds: floats(ds.get("PixelSpacing"), 2), "pixel spacing", uid,
                     lambda a, b: _close(a, b, 1e-3))
     normal = None
     if iop is not None:
         normal = np.cross(iop[:3], iop[3:])  # type: ignore[index]
         norm = float(np.linalg.norm(normal))
         normal = normal / norm if norm > 1e-3 else None
-    order = _order(headers, normal)
+    order = order_slices(headers, normal)
     headers, pos = order.headers, order.pos
-    step = _slice_step(headers, pos, normal)
+    step = slice_step(headers, pos, normal)
     # Whole HU (slope 1, an integral intercept: most CT) are kept as int16, half the memory of
     # float32 (see Volume); the first slice that is not whole turns the stack into float32.
     voxels = np.empty((len(headers), rows, cols), dtype=np.int16)
@@ -402,23 +288,6 @@ def _assemble(headers: list[_Header], name: str | None) -> SeriesVolume:
     return SeriesVolume(voxels, units, spacing, affine, name, series_uid=uid,  # type: ignore[arg-type]
                         files=tuple(h.name for h in headers), description=description, order=order.how,
                         z_mm=order.z)
-
-
-def _slice_step(headers: list[_Header], pos: np.ndarray | None, normal: np.ndarray | None) -> np.ndarray | None:
-    """World-space (LPS mm) vector from one slice to the next; median spacing along the normal."""
-    if pos is not None and normal is not None and len(pos) > 1:
-        gaps = np.diff(pos @ normal)
-        median = float(np.median(gaps))
-        if float(np.abs(gaps - median).max()) > SPACING_TOLERANCE * median:
-            log.warning("%s: slice spacing varies from %.3g to %.3g mm (missing slices?); using the median %.3g mm",
-                        headers[0].name, gaps.min(), gaps.max(), median)
-        direction = pos[-1] - pos[0]  # keeps gantry tilt (shear); scaled so its normal component is the median
-        return direction / float(direction @ normal) * median
-    ds = headers[0].ds
-    thick = _floats([ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")], 1)  # type: ignore[union-attr]
-    if thick is None or thick[0] <= 0:
-        return None
-    return (normal if normal is not None else np.array([0.0, 0.0, 1.0])) * float(thick[0])
 
 
 def _whole_int16(a: np.ndarray) -> bool:
