@@ -2,21 +2,19 @@
 
 ``readers`` picks the decoder from the file's content, ``decoders`` turns bytes
 into arrays, ``validate`` holds the input limits and content checks, and
-``labeled_zip`` unpacks an uploaded labeled dataset safely. A new file format
+``writers`` writes masks atomically, ``labeled_zip`` unpacks an uploaded labeled dataset safely. A new file format
 gets a decoder in ``decoders`` and a branch in ``readers.read_scan``.
 """
 
 from smallcovid.io.readers import (
     Slice,
     Volume,
-    nifti_mask_data,
     read_classes,
     read_label_volume,
     read_mask,
     read_scan,
-    write_nifti_mask,
-    write_png,
 )
+from smallcovid.io.writers import nifti_mask_data, write_nifti_mask, write_png
 
 __all__ = [
     "Slice",

@@ -20,7 +20,7 @@ Geometry: ``spacing = (slice mm, row mm, col mm)`` with row/col mm from PixelSpa
 slice mm the median distance between neighbouring slice planes (SpacingBetweenSlices or
 SliceThickness for a single slice); ``None`` when any of the three is unknown.
 ``affine`` maps NIfTI indices ``(r, c, k)`` (the array that
-:func:`~smallcovid.io.readers.nifti_mask_data` writes, ``data[:, :, k] == voxels[k]``) to
+:func:`~smallcovid.io.writers.nifti_mask_data` writes, ``data[:, :, k] == voxels[k]``) to
 RAS+ mm, i.e. DICOM's LPS with x and y negated, as nibabel and dcm2niix do, so an exported
 mask overlays the series in a NIfTI viewer.
 """
