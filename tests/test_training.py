@@ -391,7 +391,14 @@ def test_device_resolution_and_description():
     with pytest.raises(SmallCovidError, match="tpu"):
         resolve_device("tpu")
     text = describe_device(torch.device("cpu"))
-    assert text.startswith("cpu (") and text.endswith(f"{torch.get_num_threads()} threads)")
+    n = torch.get_num_threads()
+    assert text.startswith("cpu (") and text.endswith(f"{n} thread{'' if n == 1 else 's'})")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert describe_device(torch.device("cpu")).endswith(", 1 thread)")
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ time across resumes, thresholds, names
