@@ -108,6 +108,15 @@ def test_curves_with_two_epochs_keep_plain_dotted_lines():
     assert next(t for t in fig.data if t.name == "fold 1 validation loss").mode == "lines+markers"
 
 
+def test_long_curves_are_lines_without_per_epoch_markers():
+    n = viz.MARKED_EPOCHS + 1
+    h = {1: {"epoch": [float(e) for e in range(1, n + 1)], "train_loss": [1.0] * n, "val_loss": [1.0] * n,
+             "val_dice": [0.5] * n, "val_dice_best": [0.6] * n, "lr": [0.001] * n}}
+    assert {t.mode for t in viz.training_curves_figure(h, threshold=0.5).data} == {"lines"}
+    short = {1: {k: v[:viz.MARKED_EPOCHS] for k, v in h[1].items()}}
+    assert "lines+markers" in {t.mode for t in viz.training_curves_figure(short, threshold=0.5).data}
+
+
 # ------------------------------------------------------------------ the Train page
 
 def _one_epoch_job(store, data: Path, run: Path) -> int:

@@ -150,6 +150,9 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 # ------------------------------------------------------------------ plotly figures
 
+MARKED_EPOCHS = 60  # longer curves are drawn without per-epoch markers: hundreds of dots hide the line
+
+
 def training_curves_figure(histories: Mapping[int, Mapping[str, Sequence[float]]], title: str = "",
                            threshold: float | None = 0.8):
     """Loss and validation Dice per epoch for each fold (the paper's Figures 6-9).
@@ -184,7 +187,7 @@ def training_curves_figure(histories: Mapping[int, Mapping[str, Sequence[float]]
         def line(y, what, dash, col, legend=False):
             # Hover says exactly what the line is; the legend has one entry per fold (its colour).
             fig.add_trace(go.Scatter(x=epochs, y=list(y), name=label if legend else f"{label} {what}",
-                                     mode="lines+markers" if dash == "solid" else "lines",
+                                     mode="lines+markers" if dash == "solid" and len(epochs) <= MARKED_EPOCHS else "lines",
                                      line=dict(color=colour, dash=dash), legendgroup=label, showlegend=legend,
                                      hovertemplate=f"{label} {what}<br>epoch %{{x}}: %{{y:.3f}}<extra></extra>"),
                           row=1, col=col)
