@@ -18,7 +18,9 @@ from smallcovid.app import analysis
 from smallcovid.app import viz
 from smallcovid.app.cardview import cv_mean_std, protocol_threshold
 from smallcovid.app.catalog import default_threshold, shipped_cards
+from smallcovid.app.insample import entry_fingerprints, in_sample_text
 from smallcovid.data.dataset import LabeledSet, load_dataset
+from smallcovid.data.fingerprint import in_sample_counts, slice_fingerprint
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import TABLE_METRICS
 from smallcovid.inference.evaluation import evaluate_maps, predict_set, threshold_sweep
@@ -89,8 +91,10 @@ def run_models(path: str, entries) -> dict:
             bar.progress((i * n + done) / total, text=f"{label}: {done} of {n} images")
         maps[e.label] = [analysis.CompactMaps(m) for m in predict_set(predictor(e), data, progress=report)]
     bar.empty()
+    in_sample = in_sample_counts([slice_fingerprint(s.image) for s in data.samples],
+                                 {e.label: entry_fingerprints(e) for e in entries})
     return {"key": (path, tuple((e.key, e.mtime) for e in entries)), "samples": data.samples, "maps": maps,
-            "names": {e.label: e.name for e in entries}, "name": name, "sweeps": {}}
+            "names": {e.label: e.name for e in entries}, "name": name, "sweeps": {}, "in_sample": in_sample}
 
 
 def results_at(cmp: dict, thr: float) -> dict:
@@ -137,6 +141,8 @@ def table1_display(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def draw_results(cmp: dict, thr: float) -> None:
     results = results_at(cmp, thr)
     st.subheader(f"Table 1 — {len(cmp['samples'])} images, threshold {thr:.2f}")
+    if (in_sample := in_sample_text(cmp.get("in_sample") or {}, len(cmp["samples"]))) is not None:
+        st.warning(in_sample, icon=":material/school:")
     df = table1(results)
     main, more = table1_display(df)
     st.dataframe(main, width="stretch")

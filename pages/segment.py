@@ -22,6 +22,7 @@ from smallcovid.app import uploads
 from smallcovid.app.uploads import KeptUpload
 from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
 from smallcovid.app.dicom_series import series_caption
+from smallcovid.app.insample import slice_in_sample_text
 from smallcovid.app.viewer import thresholds_for
 from smallcovid.app.volume_viewer import SliceMaps
 from smallcovid.app.volume_report import qc_warning_text
@@ -302,6 +303,8 @@ def main() -> None:
         lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
         if rewindowed:
             st.info(REWINDOW_NOTE, icon=":material/contrast:")
+        if (in_sample := slice_in_sample_text(entries, sl.pixels, sl.units)) is not None:
+            st.warning(in_sample, icon=":material/school:")
         if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
             st.warning(qc_text, icon=":material/warning:")
         draw_viewer(viewer_payload(maps, display, cards, default, sl, slice_id, window, truth, truth_types,

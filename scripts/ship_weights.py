@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from smallcovid.app.runview import card_histories  # noqa: E402
 from smallcovid.core.fsutil import tree_sha256  # noqa: E402
 from smallcovid.data.dataset import load_dataset  # noqa: E402
+from smallcovid.data.fingerprint import fingerprint_record  # noqa: E402
 from smallcovid.inference.predictor import Predictor  # noqa: E402
 from smallcovid.models.checkpoint import load_weights, save_weights  # noqa: E402
 
@@ -112,10 +113,12 @@ def main() -> int:
     data_dir = json.loads((run / "config.json").read_text())["data"]
     card = _without_local_paths(card, run)
     card["data_sha256"] = tree_sha256(data_dir)
+    data = load_dataset(data_dir)
+    if "training_slices" not in card:  # a final model trained before cards listed them: all of the run's slices
+        card["training_slices"] = fingerprint_record(s.image for s in data.samples)
     dest = Path(a.out) / f"{name}.safetensors"
     written = save_weights(model, dest, card=card, dtype=torch.float16 if a.fp16 else None)
     shipped, _ = load_weights(dest)
-    data = load_dataset(data_dir)
     images = [s.image for s in data.samples[:10]]
     ref = Predictor(model, image_size=card["input_size"]).predict_images(images)
     new = Predictor(shipped, image_size=card["input_size"]).predict_images(images)
@@ -152,7 +155,8 @@ def ship_folds(run: Path, summary: dict, final_card: dict, data, dest: Path, *, 
         per_fold = next(f for f in summary["per_fold"] if f["fold"] == k)
         card = {"name": f"{name} fold {k}", "fold": k, "input_size": size, "val_stems": split["val"],
                 "cv_fold": per_fold, "command": final_card["command"], "device": final_card["device"],
-                "data_sha256": final_card["data_sha256"], "note": final_card["note"]}
+                "data_sha256": final_card["data_sha256"], "note": final_card["note"],
+                "training_slices": fingerprint_record(s.image for s in data.subset(split["train"]).samples)}
         path = dest / f"fold_{k}.safetensors"
         save_weights(model, path, card=card, dtype=torch.float16 if fp16 else None)
         stored, _ = load_weights(path)

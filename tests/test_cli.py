@@ -641,6 +641,14 @@ def test_evaluate_matches_an_independent_count(tiny_run, tiny_data, tmp_path):
         assert f"{ref['mean'][k]:.3f}±{ref['std'][k]:.3f}" in p.stdout
     # a non-trivial check: not everything empty (else the counts would not test much)
     assert any(got["per_image"][s]["dice"] not in (0.0, 1.0) for s in got["per_image"]) or thr
+    # the final model trained on these very slices: said, and counted in the JSON
+    assert "note: 6 of these 6 slices are training slices of smallcovid-net" in p.stdout
+    assert got["in_sample_slices"] == 6
+    # each fold model trained on the slices outside its validation fold: the ensemble on all of them
+    p = smallcovid("evaluate", "--model", "smallcovid-net", "--weights", str(tiny_run[0]), "--ensemble", "folds",
+                   "--data", str(tiny_data), "--json", str(out_json), "--device", "cpu")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out_json.read_text())["models"]["smallcovid-net"]["in_sample_slices"] == 6
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from smallcovid.data.dataset import load_dataset
+from smallcovid.data.fingerprint import card_fingerprints, slice_fingerprint
 from smallcovid.inference.ensemble import load_ensemble
 from smallcovid.models.checkpoint import load_weights
+from tinydata import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,9 +27,30 @@ def test_ships_final_and_fp16_fold_models_that_load_as_an_ensemble(copy_run, tmp
     folds = sorted((out / "smallcovid-net-folds").glob("fold_*.safetensors"))
     assert [f.name for f in folds] == ["fold_1.safetensors", "fold_2.safetensors"]
     splits = json.loads((copy_run / "splits.json").read_text())["folds"]
+    data = load_dataset(json.loads((copy_run / "config.json").read_text())["data"])
+    prints = {s.stem: slice_fingerprint(s.image) for s in data.samples}
+    assert card_fingerprints(card) == set(prints.values())  # the final model trained on every slice
     for k, f in enumerate(folds, start=1):
         _, fcard = load_weights(f)
         assert fcard["weights_dtype"] == "float16" and fcard["fold"] == k and fcard["val_stems"] == splits[k - 1]["val"]
+        assert card_fingerprints(fcard) == {prints[s] for s in splits[k - 1]["train"]}
+
+    # Cards shipped before they listed their training slices get them from the data they name.
+    script = load_script("scripts/card_fingerprints.py")
+    for path in [out / "smallcovid-net.json", *(out / "smallcovid-net-folds").glob("fold_*.json")]:
+        c = json.loads(path.read_text())
+        del c["training_slices"]
+        path.write_text(json.dumps(c, indent=2) + "\n")
+    other = json.loads((out / "smallcovid-net-folds" / "fold_2.json").read_text())
+    (out / "smallcovid-net-folds" / "fold_2.json").write_text(json.dumps({**other, "data_sha256": "0" * 64}))
+    data_dir = Path(json.loads((copy_run / "config.json").read_text())["data"])
+    lines = script.add_fingerprints(data_dir, out)
+    assert sum("training slices listed" in ln for ln in lines) == 2 and sum("other data" in ln for ln in lines) == 1
+    assert card_fingerprints(json.loads((out / "smallcovid-net.json").read_text())) == set(prints.values())
+    assert card_fingerprints(json.loads((out / "smallcovid-net-folds" / "fold_1.json").read_text())) == {
+        prints[s] for s in splits[0]["train"]}
+    assert card_fingerprints(json.loads((out / "smallcovid-net-folds" / "fold_2.json").read_text())) == frozenset()
+    assert all("already" in ln for ln in script.add_fingerprints(data_dir, out) if "fold_2" not in ln)
     assert proc.stdout.count("out-of-fold Dice") == 2
     monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(out))
     ens = load_ensemble("smallcovid-net", device="cpu")

@@ -129,6 +129,7 @@ def console() -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from smallcovid.data.dataset import load_dataset
+    from smallcovid.data.fingerprint import in_sample_counts, model_fingerprints, slice_fingerprint
     from smallcovid.inference.evaluation import evaluate
     from smallcovid.core.fsutil import atomic_write_text
     from smallcovid.inference.ensemble import load_model
@@ -144,15 +145,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         names = [args.model]
     data = load_dataset(args.data)
-    results = {}
+    results, predictors = {}, {}
     for name in names:
-        pred = load_model(name, weights=args.weights, device=args.device, ensemble=args.ensemble)
-        results[name] = evaluate(pred, data, threshold=args.threshold)
+        predictors[name] = load_model(name, weights=args.weights, device=args.device, ensemble=args.ensemble)
+        results[name] = evaluate(predictors[name], data, threshold=args.threshold)
+    in_sample = in_sample_counts([slice_fingerprint(s.image) for s in data.samples],
+                                 {n: model_fingerprints(p) for n, p in predictors.items()})
     print(f"{len(data)} labeled slices from {args.data}; a pixel is lesion when p >= threshold")
     print(format_table(results))
+    for n, k in in_sample.items():
+        print(f"note: {k} of these {len(data)} slices are training slices of {n}: its figures here are in-sample "
+              "(the model card's cross-validation figures are the out-of-sample ones)")
     if args.json:
         doc = {"data": str(args.data), "n_images": len(data),
-               "models": {n: r.to_dict() for n, r in results.items()}}
+               "models": {n: {**r.to_dict(), "in_sample_slices": in_sample.get(n, 0)} for n, r in results.items()}}
         atomic_write_text(args.json, json.dumps(doc, indent=1, default=_jsonable))
     return 0
 

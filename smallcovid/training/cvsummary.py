@@ -21,6 +21,7 @@ import numpy as np
 
 from smallcovid.core.devices import describe_device
 from smallcovid.data.dataset import LabeledSet
+from smallcovid.data.fingerprint import fingerprint_record
 from smallcovid.inference.evaluation import best_threshold, evaluate_maps, threshold_sweep
 from smallcovid.core.fsutil import atomic_write_text
 from smallcovid.core.vocab import METRIC_NAMES
@@ -254,6 +255,8 @@ def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> tuple[dict
                                            "plateau")},
         "semi_supervised": summary.get("semi_supervised"),
         "command": summary["command"],
+        # which slices the weights saw: the app flags a score on one of them as in-sample
+        "training_slices": fingerprint_record(s.image for s in data.samples),
     }
     ctx = FoldContext(run, fold=0, card=card, epochs_override=summary.get("plateau", {}).get("final_epochs"))
     model = train_model(ctx, data, None, run.pool)

@@ -1,0 +1,72 @@
+"""Say when the pages score a model on slices it was trained on (in-sample figures).
+
+The shipped final models trained on all 50 labeled slices of COVID-SemiSeg, so on one of
+those slices (or on that folder in Compare) their masks and Dice are better than on a new
+scan; the honest figures are the cross-validated ones on the Models page. Cards list their
+training slices as fingerprints (:mod:`smallcovid.data.fingerprint`); a fold ensemble's are
+the union of its fold models' (each slice is in four of the five).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from smallcovid.app.catalog import ModelEntry, read_card
+from smallcovid.data.fingerprint import card_fingerprints, in_sample_counts, slice_fingerprint
+
+CV_POINTER = ("Cross-validated figures, each slice scored by a model that did not train on it, are on the "
+              "Models page.")
+
+
+@lru_cache(maxsize=64)
+def _card_prints(path: str, mtime: float) -> frozenset[str]:
+    # Cards are read on every rerun of a page; parsing a card of ~1 MB each time is not free.
+    return card_fingerprints(read_card(path))
+
+
+def _prints_at(path: Path) -> frozenset[str]:
+    try:
+        mtime = path.with_suffix(".json").stat().st_mtime
+    except OSError:
+        return frozenset()
+    return _card_prints(str(path.with_suffix(".json")), mtime)
+
+
+def entry_fingerprints(entry: ModelEntry) -> frozenset[str]:
+    """The training slices' fingerprints of a selectable model (empty when its card lists none)."""
+    if entry.source == "ensemble":
+        return frozenset().union(*(_prints_at(p) for p in sorted(Path(entry.weights).glob("fold_*.json"))))
+    return _prints_at(Path(entry.weights))
+
+
+def _names(labels: Sequence[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def in_sample_text(counts: Mapping[str, int], n_slices: int) -> str | None:
+    """The pages' warning for :func:`in_sample_counts` over ``n_slices`` slices; None when no model trained on any."""
+    if not counts:
+        return None
+    if n_slices == 1:
+        return (f"This slice is one that {_names(list(counts))} trained on: their masks and Dice here are in-sample "
+                f"and better than on a new scan. {CV_POINTER}")
+    values = set(counts.values())
+    if len(values) == 1:
+        (n,) = values
+        head = f"{n} of these {n_slices} slices are training slices of {_names(list(counts))}"
+    else:
+        head = "Of these slices, some are training slices: " + ", ".join(
+            f"{label} {n} of {n_slices}" for label, n in counts.items())
+    return f"{head}; Table 1 on them is in-sample and better than on new scans. {CV_POINTER}"
+
+
+def slice_in_sample_text(entries: Sequence[ModelEntry], pixels, units: str) -> str | None:
+    """The Segment page's warning for one slice (``pixels`` (H, W), ``units`` as on a
+    :class:`~smallcovid.io.Slice`); None when no selected model trained on it. Only 8-bit
+    images can match: the training slices are lung-window JPEGs."""
+    if units != "display":
+        return None
+    fingerprint = slice_fingerprint(pixels)
+    return in_sample_text(in_sample_counts([fingerprint], {e.label: entry_fingerprints(e) for e in entries}), 1)
