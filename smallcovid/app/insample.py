@@ -51,7 +51,7 @@ def in_sample_text(counts: Mapping[str, int], n_slices: int) -> str | None:
         return None
     if n_slices == 1:
         return (f"This slice is one that {_names(list(counts))} trained on: their masks and Dice here are in-sample "
-                f"and better than on a new scan. {CV_POINTER}")
+                f"and likely better than on a new scan. {CV_POINTER}")
     values = set(counts.values())
     if len(values) == 1:
         (n,) = values
@@ -59,7 +59,7 @@ def in_sample_text(counts: Mapping[str, int], n_slices: int) -> str | None:
     else:
         head = "Of these slices, some are training slices: " + ", ".join(
             f"{label} {n} of {n_slices}" for label, n in counts.items())
-    return f"{head}; Table 1 on them is in-sample and better than on new scans. {CV_POINTER}"
+    return f"{head}; Table 1 on them is in-sample and likely better than on new scans. {CV_POINTER}"
 
 
 def slice_in_sample_text(entries: Sequence[ModelEntry], pixels, units: str) -> str | None:
