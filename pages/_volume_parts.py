@@ -19,6 +19,7 @@ from pages._scan_parts import jump_to_selected, slice_key
 from pages._segment_parts import remember, session_cache, volume_store
 from pages._shared import check_upload, predictor, show_error
 from smallcovid.app import uploads
+from smallcovid.app import html_report as hr
 from smallcovid.app import volume_report as vr
 from smallcovid.app.catalog import ModelEntry
 from smallcovid.app.admission import volume_slot
@@ -249,6 +250,6 @@ def html_report(entry: ModelEntry, result, rep: dict, dice: float | None, t: flo
                 window: Window | None, opacity: float) -> str:
     """The one-page HTML report of one model (key slices in the display window)."""
     keys = vr.key_slices(rep)
-    images = vr.overlays_for(keys, lambda k: display_uint8(scan.slice(k), window), result.classes(t), opacity)
-    return vr.html_report(rep, model=entry.label, weights_sha256=_sha256(entry), threshold=t, scan_name=scan.source,
+    images = hr.overlays_for(keys, lambda k: display_uint8(scan.slice(k), window), result.classes(t), opacity)
+    return hr.html_report(rep, model=entry.label, weights_sha256=_sha256(entry), threshold=t, scan_name=scan.source,
                           images=images, dice=dice)

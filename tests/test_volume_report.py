@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from smallcovid.app import html_report as hr
 from smallcovid.app import volume_report as vr
 from smallcovid.inference.quantify import slice_report, volume_report
 
@@ -91,9 +92,9 @@ def test_html_report_is_self_contained_with_disclaimer_and_facts():
     classes, lungs = _volume()
     rep = volume_report(classes, lungs, (0.5, 0.5, 2.0), "smallcovid-net", 0.45)
     display = lambda k: np.full((20, 20), 40 * (k % 5), np.uint8)  # noqa: E731
-    images = vr.overlays_for(vr.key_slices(rep), display, classes)
+    images = hr.overlays_for(vr.key_slices(rep), display, classes)
     assert all(img.shape == (20, 20, 3) for _, img in images)
-    html = vr.html_report(rep, model="smallcovid-net <b>", weights_sha256="ab" * 32, threshold=0.45,
+    html = hr.html_report(rep, model="smallcovid-net <b>", weights_sha256="ab" * 32, threshold=0.45,
                           scan_name="series-1.2.3", images=images, dice=0.5,
                           date=datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc))
     assert "Research use only — not a medical device." in html
@@ -108,10 +109,10 @@ def test_html_report_is_self_contained_with_disclaimer_and_facts():
 
 def test_image_data_uri_formats():
     rgb = np.zeros((4, 5, 3), np.uint8)
-    assert vr.image_data_uri(rgb, "png").startswith("data:image/png;base64,")
-    assert vr.image_data_uri(rgb).startswith("data:image/jpeg;base64,")
+    assert hr.image_data_uri(rgb, "png").startswith("data:image/png;base64,")
+    assert hr.image_data_uri(rgb).startswith("data:image/jpeg;base64,")
     with pytest.raises(ValueError):
-        vr.image_data_uri(rgb, "gif")
+        hr.image_data_uri(rgb, "gif")
 
 
 # ------------------------------------------------------------------ lung QC on the page and in the HTML report
@@ -153,11 +154,11 @@ def test_unreliable_columns_are_shown_marked_not_as_plain_numbers():
     assert vr.column_formats(["lung (voxels)"], ["lung (voxels)"])["lung (voxels)"](12345) == (
         "≈ 12,345 (unreliable: see lung QC)")
     assert vr.marked(4321.0, unit="mL") == "≈ 4,321.00 mL (unreliable: see lung QC)"
-    quantities = dict(vr.report_quantities(rep))
+    quantities = dict(hr.report_quantities(rep))
     assert quantities["Lung volume"] == vr.marked(rep["lung_ml"], unit="mL")
     assert quantities["Lung involved"].startswith("≈ ") and quantities["Right lung involved"].startswith("≈ ")
     assert not quantities["Lesion volume"].startswith("≈")
-    plain = dict(vr.report_quantities(volume_report(*_plausible_volume(), (0.5, 0.5, 2.0), "m", 0.5)))
+    plain = dict(hr.report_quantities(volume_report(*_plausible_volume(), (0.5, 0.5, 2.0), "m", 0.5)))
     assert not any(v.startswith("≈") for v in plain.values())
 
 
@@ -166,12 +167,12 @@ def test_html_report_warns_about_implausible_lungs():
     rep = volume_report(classes, lungs, (0.5, 0.5, 2.0), "m", 0.5)
     rep["qc"].append({"code": "lr_ratio", "message": "Right <lung> & left."})
     kw = dict(model="m", weights_sha256=None, threshold=0.5, scan_name="s", images=[])
-    html = vr.html_report(rep, **kw)
+    html = hr.html_report(rep, **kw)
     assert "<div class='qc'><b>Lung QC failed:</b>" in html
     assert rep["qc"][0]["message"] in html and "Right &lt;lung&gt; &amp; left." in html
     assert html.index("class='qc'>") < html.index("Lung volume")
     assert "≈ " in html.split("Lung volume")[1].split("</tr>")[0]
-    ok = vr.html_report(volume_report(*_plausible_volume(), (0.5, 0.5, 2.0), "m", 0.5), **kw)
+    ok = hr.html_report(volume_report(*_plausible_volume(), (0.5, 0.5, 2.0), "m", 0.5), **kw)
     assert "class='qc'" not in ok and "≈" not in ok
 
 

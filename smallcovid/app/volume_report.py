@@ -4,7 +4,7 @@
   (areas in mm² when the pixel spacing is known, else pixels; involvement as % of lung).
 * Volumes: one row per model from a whole-volume report
   (:func:`smallcovid.inference.quantify.volume_report`), the per-slice lesion-area chart,
-  the key slices, and a one-page HTML report with the slices embedded as data URIs.
+  the key slices (the one-page HTML report: :mod:`smallcovid.app.html_report`).
 
 Lung labels (0 outside, 1 right, 2 left) come from :func:`smallcovid.inference.framing.lungs_for`.
 Lung QC (:mod:`smallcovid.inference.qc`): when a report's ``qc`` list has findings, the page
@@ -15,15 +15,11 @@ plain numbers; the HTML report does the same.
 
 from __future__ import annotations
 
-import base64
 import html
-from datetime import datetime, timezone
-from io import BytesIO
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from smallcovid.app import viz
 from smallcovid.core.vocab import LESION_TYPES
 from smallcovid.inference import quantify
 from smallcovid.inference.qc import lung_qc, qc_unreliable
@@ -81,7 +77,7 @@ def unreliable_columns(columns: Sequence[str], qc: Sequence[Mapping[str, Any]] |
 
 # ------------------------------------------------------------------ table rows
 
-def _unit(report: Mapping[str, Any], kind: str) -> str:
+def quantity_unit(report: Mapping[str, Any], kind: str) -> str:
     """Column unit: "mL" / "mm²" when the spacing is known, else "voxels" / "px"."""
     if kind == "volume":
         return "mL" if report["units"].get("volume") == "ml" else "voxels"
@@ -105,7 +101,7 @@ def slice_row(label: str, classes: np.ndarray, lungs: np.ndarray, spacing: tuple
         classes = (classes != 0).astype(np.uint8)
     sp = None if spacing is None else (float(spacing[1]), float(spacing[0]))  # (x = col, y = row)
     rep = quantify.slice_report(classes.astype(np.uint8), lungs, sp)
-    u = _unit(rep, "area")
+    u = quantity_unit(rep, "area")
     row: dict = {"model": label, f"lesion area ({u})": rep["lesion_mm2"]}
     for key, name in (("ggo_mm2", LESION_TYPES[1]), ("consolidation_mm2", LESION_TYPES[2])):
         row[f"{name} ({u})"] = rep[key] if types_known else None
@@ -119,7 +115,7 @@ def slice_row(label: str, classes: np.ndarray, lungs: np.ndarray, spacing: tuple
 
 def volume_row(label: str, report: Mapping[str, Any], dice: float | None = None) -> dict:
     """One quantities row of a whole-volume report (lesion, its types, lungs, involvement, largest slice)."""
-    u = _unit(report, "volume")
+    u = quantity_unit(report, "volume")
     row: dict = {"model": label, f"lesion ({u})": report["lesion_ml"], f"ground-glass ({u})": report["ggo_ml"],
                  f"consolidation ({u})": report["consolidation_ml"], f"lung ({u})": report["lung_ml"],
                  "% of lung": report["involvement_pct"]}
@@ -204,7 +200,7 @@ def slice_area_figure(reports: Mapping[str, Mapping[str, Any]], current: int | N
     fig = go.Figure()
     unit = "mm²"
     for label, rep in reports.items():
-        unit = _unit(rep, "area")
+        unit = quantity_unit(rep, "area")
         areas = lesion_areas(rep)
         fig.add_trace(go.Scatter(x=list(range(len(areas))), y=areas, mode="lines+markers", name=label,
                                  marker=dict(size=5),
@@ -216,122 +212,3 @@ def slice_area_figure(reports: Mapping[str, Mapping[str, Any]], current: int | N
                       margin=dict(l=10, r=10, t=30, b=10), clickmode="event+select",
                       legend=dict(orientation="h", y=1.12))
     return fig
-
-
-# ------------------------------------------------------------------ HTML report
-
-def image_data_uri(rgb: np.ndarray, fmt: str = "JPEG") -> str:
-    """A (H, W) or (H, W, 3) uint8 image as a ``data:image/...;base64,`` URI (JPEG quality 90, or PNG)."""
-    from PIL import Image
-
-    fmt = fmt.upper()
-    if fmt not in ("JPEG", "PNG"):
-        raise ValueError(f"fmt must be JPEG or PNG, got {fmt!r}")
-    buf = BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def report_quantities(report: Mapping[str, Any], dice: float | None = None) -> list[tuple[str, str]]:
-    """(quantity, formatted value) pairs of a volume report, for the HTML report."""
-    vu, au = _unit(report, "volume"), _unit(report, "area")
-    doubtful = qc_unreliable(report_qc(report))
-
-    def num(v, unit=""):
-        if v is None:
-            return "—"
-        text = f"{v:.0f}" if isinstance(v, int) and not isinstance(v, bool) else f"{float(v):.2f}"
-        return f"{text} {unit}".strip()
-
-    def lung_num(v, unit=""):  # built on the lung mask
-        if not doubtful:
-            return num(v, unit)
-        return marked(v, "{:,.0f}" if isinstance(v, int) and not isinstance(v, bool) else "{:,.2f}", unit)
-
-    rows = [("Lesion volume", num(report["lesion_ml"], vu)),
-            ("Ground-glass volume", num(report["ggo_ml"], vu)),
-            ("Consolidation volume", num(report["consolidation_ml"], vu)),
-            ("Lung volume", lung_num(report["lung_ml"], vu)),
-            ("Lung involved", lung_num(report["involvement_pct"], "%"))]
-    for side in SIDES:
-        p = report["per_lung"][side]
-        rows.append((f"{side.capitalize()} lung involved", lung_num(p["involvement_pct"], "%")))
-    k = report["largest_lesion_slice"]
-    rows.append(("Largest-lesion slice", "none (no lesion found)" if k is None else
-                 f"{k} ({num(report['slices'][k]['lesion_mm2'], au)})"))
-    if dice is not None:
-        rows.append(("Volume Dice against the uploaded labels", f"{float(dice):.3f}"))
-    return rows
-
-
-def html_report(report: Mapping[str, Any], *, model: str, weights_sha256: str | None, threshold: float,
-                scan_name: str, images: Sequence[tuple[int, np.ndarray]], dice: float | None = None,
-                date: datetime | None = None, disclaimer: str = DISCLAIMER) -> str:
-    """A one-page, self-contained HTML report of one model on one volume.
-
-    Args:
-        report: the volume report (:func:`smallcovid.inference.quantify.volume_report`).
-        model: model label; weights_sha256: from its model card (None when unknown).
-        threshold: probability threshold of the lesion map.
-        scan_name: the input's name.
-        images: (slice index, (H, W, 3) uint8 overlay) pairs, embedded as JPEG data URIs.
-        dice: volume Dice against uploaded labels, if any.
-        date: report time (default now, UTC).
-    """
-    when = (date or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M %Z").strip()
-    esc = html.escape
-    spacing = report.get("spacing_mm")
-    facts = [("Scan", scan_name), ("Slices", str(len(report["slices"]))),
-             ("Voxel size (x, y, z)", "unknown" if spacing is None else " × ".join(f"{s:.3g}" for s in spacing) + " mm"),
-             ("Model", model), ("Weights sha256", weights_sha256 or "unknown"), ("Threshold", f"{threshold:g}"),
-             ("Date", when)]
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-    qrows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in report_quantities(report, dice))
-    areas = lesion_areas(report)
-    au = _unit(report, "area")
-    figs = "".join(
-        f"<figure><img alt='slice {k}' src='{image_data_uri(img)}'><figcaption>slice {k}"
-        f"{' (largest lesion)' if k == report['largest_lesion_slice'] else ''}: lesion {areas[k]:.1f} {esc(au)}"
-        f"</figcaption></figure>" for k, img in images)
-    qc = report_qc(report)
-    qc_block = "" if not qc_unreliable(qc) else (
-        "<div class='qc'><b>Lung QC failed:</b> the automatic lung mask looks implausible, so lung volume "
-        "and involvement below are unreliable (marked ≈).<ul>"
-        + "".join(f"<li>{esc(str(f.get('message', '')))} <code>{esc(str(f.get('code', '')))}</code></li>" for f in qc)
-        + "</ul></div>")
-    legend = " ".join(f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {esc(LESION_TYPES[t])}"
-                      for t, (r, g, b) in viz.TYPE_RGB.items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>SmallCovid volume report: {esc(scan_name)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 1.5rem auto; color: #222; }}
-.disclaimer {{ border: 2px solid #c33; background: #fee; padding: .5rem .8rem; font-weight: bold; }}
-.qc {{ border: 2px solid #c80; background: #fff6e0; padding: .5rem .8rem; margin: .5rem 0; }}
-.qc ul {{ margin: .3rem 0 0; }}
-table {{ border-collapse: collapse; margin: .5rem 0 1rem; }}
-th, td {{ text-align: left; padding: .2rem .8rem; border-bottom: 1px solid #ddd; }}
-th {{ font-weight: 600; }} td {{ font-variant-numeric: tabular-nums; }}
-.slices {{ display: flex; gap: .6rem; flex-wrap: wrap; }}
-figure {{ margin: 0; flex: 1 1 15rem; }} img {{ width: 100%; image-rendering: pixelated; }}
-figcaption {{ font-size: .85rem; color: #555; }}
-</style></head><body>
-<h1>Lung lesion segmentation report</h1>
-<p class="disclaimer">{esc(disclaimer)}</p>
-<table>{rows}</table>
-<h2>Quantities</h2>
-{qc_block}
-<table>{qrows}</table>
-<h2>Key slices</h2>
-<p>{legend}</p>
-<div class="slices">{figs}</div>
-<p><small>Generated by SmallCovid. Lesion volume counts every lesion voxel; involvement counts lesion inside
-the automatic lung mask (right/left as the patient's). {esc(disclaimer)}</small></p>
-</body></html>
-"""
-
-
-def overlays_for(keys: Sequence[int], display: Callable[[int], np.ndarray], classes: np.ndarray,
-                 opacity: float = 0.45) -> list[tuple[int, np.ndarray]]:
-    """(index, overlay) for each key slice: ``display(k)`` (H, W) uint8 with ``classes[k]`` coloured by type."""
-    return [(k, viz.overlay(display(k), types=np.asarray(classes[k], np.uint8), opacity=opacity)) for k in keys]
-
