@@ -26,8 +26,9 @@ as long as that cycle ends by epoch N. A run may have two lines, the first witho
 it further down (the queue comes back to extend it then).
 
 ``status`` prints one line per run: state, epochs done / planned, elapsed and ETA, the best
-validation Dice so far (mean over the folds that have one) and, when done, the CV Dice and
-the plateau check.
+validation Dice so far (mean over the folds that have one), for a run being extended the CV
+Dice of each cap kept beside it (``RUN.cap<N>/``), and, when done, the CV Dice and the
+plateau check.
 """
 
 from __future__ import annotations
@@ -266,8 +267,20 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     # the last 10 minutes (the queue file may have been reordered since the runner started it).
     recent = max((f.stat().st_mtime for f in folder.glob("*/**/history.csv")), default=0.0)
     what = "running" if running == run_id or time.time() - recent < 600 else "paused "
-    more = pending_extension(folder, cfg, split_plateau_max(flags)[1])
+    more = pending_extension(folder, cfg, split_plateau_max(flags)[1]) + kept_caps(folder)
     return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {_hms(spent)} spent, {eta}  {best}{more}"
+
+
+def kept_caps(folder: Path) -> str:
+    """``"; cap 620 kept in segnet-r.cap620 (CV Dice 0.673 ± 0.030)"`` for each finished run an
+    extension kept beside ``folder`` (see :func:`smallcovid.training.plateau.snapshot_dir`)."""
+    parts = []
+    for snap in folder.parent.glob(f"{folder.name}.cap*"):
+        cap = snap.name[len(folder.name) + len(".cap"):]
+        if cap.isdigit() and (snap / "summary.json").is_file():
+            d = json.loads((snap / "summary.json").read_text())["tuned"]["dice"]
+            parts.append((int(cap), f"; cap {cap} kept in {snap.name} (CV Dice {d['mean']:.3f} ± {d['std']:.3f})"))
+    return "".join(text for _, text in sorted(parts))
 
 
 def status(queue: Path, runs: Path) -> list[str]:

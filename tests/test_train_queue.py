@@ -100,6 +100,12 @@ def test_a_run_short_of_its_plateau_is_extended_up_to_plateau_max(tiny_data, tmp
     extended = json.loads((runs / "r" / "summary.json").read_text())
     assert extended["plateau"]["extensions"] == [{"from": 3, "to": 7, "folds": [1]}]
     assert extended["plateau"]["per_fold"][0]["epochs_run"] > 3
+    # The run as it stood at the old cap is kept beside it, and the status line says so.
+    kept = json.loads((runs / "r.cap3" / "summary.json").read_text())
+    assert kept["plateau"]["per_fold"][0]["best_epoch"] == 3 and not kept["plateau"].get("extensions")
+    d = kept["tuned"]["dice"]
+    assert q.kept_caps(runs / "r") == f"; cap 3 kept in r.cap3 (CV Dice {d['mean']:.3f} ± {d['std']:.3f})"
+    assert q.kept_caps(runs / "r.cap3") == ""
 
 
 def test_status_counts_the_final_model_and_weighs_pretraining_passes(tmp_path):
