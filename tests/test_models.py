@@ -279,6 +279,35 @@ def test_smallcovid_net_deep_supervision(tmp_path):
         build_model("smallcovid-net", deep_supervision=4)
 
 
+def test_smallcovid_net_type_dice_adds_a_soft_dice_of_the_two_lesion_types():
+    """type_dice adds weight x (1 - mean soft Dice of ground-glass and consolidation) to the loss,
+    reaches the type head, ignores pixels of unknown type, and 0 is the loss as before."""
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    torch.manual_seed(0)
+    plain = build_model("smallcovid-net", filters=8)
+    torch.manual_seed(0)
+    weighted = build_model("smallcovid-net", filters=8, type_dice=0.5)
+    assert num_parameters(weighted) == num_parameters(plain)
+    images, mask = torch.rand(2, 1, 64, 64), (torch.rand(2, 1, 64, 64) > 0.7).float()
+    types = (mask[:, 0] * torch.randint(1, 3, (2, 64, 64))).long()
+    types[0, :5] = -100  # unknown type
+    plain.train(), weighted.train()
+    torch.manual_seed(1)
+    base = plain.loss(images, mask, types)
+    torch.manual_seed(1)
+    total = weighted.loss(images, mask, types)
+    _, type_logits = weighted.logits(images)
+    ref = DiceLoss(mode="multiclass", classes=[1, 2], from_logits=True, ignore_index=-100)(type_logits, types)
+    assert (total - base).item() == pytest.approx(0.5 * ref.item(), rel=1e-4) and ref.item() > 0
+    total.backward()
+    assert weighted.type_head.weight.grad.abs().sum() > 0
+    assert build_model("smallcovid-net", type_dice=0).config.type_dice == 0
+    for bad in (-1, 11, "1", True):
+        with pytest.raises(SmallCovidError, match="type_dice"):
+            build_model("smallcovid-net", type_dice=bad)
+
+
 def test_pad_to_multiple():
     x = torch.ones(1, 1, 45, 64)
     padded, crop = pad_to_multiple(x, 32)

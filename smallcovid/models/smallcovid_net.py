@@ -65,8 +65,15 @@ class SmallCovidNetConfig:
     # ones before the last block), trained with the main loss at weights 1/2, 1/4, ...
     # Used in training only; 0 (default) adds nothing, and older weights load unchanged.
     deep_supervision: int = 0
+    # Weight of a soft Dice term on the two lesion types (ground-glass, consolidation) added
+    # to the type cross-entropy, which background pixels dominate. Training only; 0 (default)
+    # adds nothing, and older weights load unchanged.
+    type_dice: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.type_dice, bool) or not isinstance(self.type_dice, (int, float)) or \
+                not 0.0 <= float(self.type_dice) <= 10.0:
+            raise SmallCovidError(f"smallcovid-net type_dice must be a number from 0 to 10, got {self.type_dice!r}")
         if not isinstance(self.deep_supervision, int) or not 0 <= self.deep_supervision < self.depth:
             raise SmallCovidError(f"smallcovid-net deep_supervision must be an integer from 0 to depth - 1 "
                                   f"({self.depth - 1}), got {self.deep_supervision!r}")
@@ -140,7 +147,7 @@ class SmallCovidNet(SegmentationModel):
         from smallcovid.models.losses import dense_loss, lesion_loss
 
         lesion, types, aux = self._decode(images, keep=self.config.deep_supervision)
-        total = dense_loss(lesion, types, lesion_mask, lesion_types)
+        total = dense_loss(lesion, types, lesion_mask, lesion_types, type_dice=float(self.config.type_dice))
         for i, feats in enumerate(aux):
             logit = F.interpolate(self.aux_heads[i](feats), size=lesion_mask.shape[-2:], mode="bilinear",
                                   align_corners=False)
