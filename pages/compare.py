@@ -24,6 +24,7 @@ from smallcovid.data.fingerprint import in_sample_counts, slice_fingerprint
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import TABLE_METRICS
 from smallcovid.inference.evaluation import evaluate_maps, predict_set, threshold_sweep
+from smallcovid.inference.outoffold import predict_out_of_fold
 from smallcovid.io.labeled_zip import extract_labeled_zip, zip_paths
 from smallcovid.app.policy import SERVER_PATHS_OFF
 from smallcovid.inference.report import PAPER_TABLE1
@@ -81,20 +82,35 @@ def load_set(path: str) -> tuple[LabeledSet, str]:
         return load_dataset(path), origin["name"]
 
 
-def run_models(path: str, entries) -> dict:
-    """Load the set and run every model with a progress bar -> the stored comparison."""
+def run_models(path: str, entries, out_of_fold: bool = False) -> dict:
+    """Load the set and run every model with a progress bar -> the stored comparison.
+
+    With ``out_of_fold`` a fold ensemble scores each slice with the fold models that did not
+    train on it (:func:`smallcovid.inference.outoffold.predict_out_of_fold`).
+    """
     data, name = load_set(path)
     bar = st.progress(0.0, text="Starting…")
     maps, total = {}, len(entries) * len(data)
+    in_sample = in_sample_counts([slice_fingerprint(s.image) for s in data.samples],
+                                 {e.label: entry_fingerprints(e) for e in entries})
     for i, e in enumerate(entries):
         def report(done: int, n: int, i=i, label=e.label) -> None:
             bar.progress((i * n + done) / total, text=f"{label}: {done} of {n} images")
-        maps[e.label] = [analysis.CompactMaps(m) for m in predict_set(predictor(e), data, progress=report)]
+        if out_of_fold and e.source == "ensemble":
+            oof, n_in = predict_out_of_fold(predictor(e), data, progress=report)
+            maps[e.label] = [analysis.CompactMaps(m) for m in oof]
+            in_sample[e.label] = n_in
+        else:
+            maps[e.label] = [analysis.CompactMaps(m) for m in predict_set(predictor(e), data, progress=report)]
     bar.empty()
-    in_sample = in_sample_counts([slice_fingerprint(s.image) for s in data.samples],
-                                 {e.label: entry_fingerprints(e) for e in entries})
-    return {"key": (path, tuple((e.key, e.mtime) for e in entries)), "samples": data.samples, "maps": maps,
-            "names": {e.label: e.name for e in entries}, "name": name, "sweeps": {}, "in_sample": in_sample}
+    return {"key": comparison_key(path, entries, out_of_fold), "samples": data.samples, "maps": maps,
+            "names": {e.label: e.name for e in entries}, "name": name, "sweeps": {},
+            "in_sample": {label: n for label, n in in_sample.items() if n}}
+
+
+def comparison_key(path: str | None, entries, out_of_fold: bool) -> tuple:
+    """What a stored comparison was run on: the set, the models (and their weights' times), out of fold."""
+    return path, tuple((e.key, e.mtime) for e in entries), out_of_fold and any(e.source == "ensemble" for e in entries)
 
 
 def results_at(cmp: dict, thr: float) -> dict:
@@ -141,6 +157,8 @@ def table1_display(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def draw_results(cmp: dict, thr: float) -> None:
     results = results_at(cmp, thr)
     st.subheader(f"Table 1 — {len(cmp['samples'])} images, threshold {thr:.2f}")
+    if cmp["key"][2]:
+        st.caption("Fold ensembles out of fold: each slice scored by the fold models that did not train on it.")
     if (in_sample := in_sample_text(cmp.get("in_sample") or {}, len(cmp["samples"]))) is not None:
         st.warning(in_sample, icon=":material/school:")
     df = table1(results)
@@ -207,6 +225,16 @@ def shipped_cv() -> None:
         st.info("No shipped model cards yet (weights/<model>.json): the shipped weights are not in place.")
 
 
+def out_of_fold_choice(entries) -> bool:
+    """The "Out of fold" checkbox, shown when a fold ensemble is selected; its value."""
+    if not any(e.source == "ensemble" for e in entries):
+        return False
+    return st.checkbox("Out of fold", key="cmp_oof",
+                       help="Score each slice with the fold models that did not train on it (on the training "
+                            "slices: the one whose validation fold held it), as cross-validation does; slices "
+                            "no fold model trained on get the whole ensemble.")
+
+
 def main() -> None:
     ensure_app_shell()
     st.title("Compare")
@@ -221,15 +249,15 @@ def main() -> None:
                     help="A pixel is lesion when the model's probability is at least this. Starts at the median of "
                          "the selected models' card thresholds (calibrated probabilities are comparable across "
                          "models); the paper used 0.8.")
+    out_of_fold = out_of_fold_choice(entries)
     if st.button("Run comparison", type="primary", disabled=not (path and entries), key="cmp_run"):
         try:
-            st.session_state["cmp"] = run_models(path, entries)
+            st.session_state["cmp"] = run_models(path, entries, out_of_fold)
         except SmallCovidError as exc:
             show_error(exc)
     cmp = st.session_state.get("cmp")
     if cmp is not None:
-        current = (path, tuple((e.key, e.mtime) for e in entries))
-        if cmp["key"] != current:
+        if cmp["key"] != comparison_key(path, entries, out_of_fold):
             st.caption(f"Showing the last comparison ({cmp['name']}); press Run comparison to update it.")
         draw_results(cmp, thr)
     shipped_cv()

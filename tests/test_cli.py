@@ -649,6 +649,17 @@ def test_evaluate_matches_an_independent_count(tiny_run, tiny_data, tmp_path):
                    "--data", str(tiny_data), "--json", str(out_json), "--device", "cpu")
     assert p.returncode == 0, p.stderr
     assert json.loads(out_json.read_text())["models"]["smallcovid-net"]["in_sample_slices"] == 6
+    # out of fold: each slice scored by the fold model that held it out, as the run's summary did
+    p = smallcovid("evaluate", "--model", "smallcovid-net", "--weights", str(tiny_run[0]), "--ensemble", "folds",
+                   "--out-of-fold", "--threshold", "0.5", "--data", str(tiny_data), "--json", str(out_json),
+                   "--device", "cpu")
+    assert p.returncode == 0, p.stderr
+    oof = json.loads(out_json.read_text())["models"]["smallcovid-net"]
+    assert oof["in_sample_slices"] == 0 and "note:" not in p.stdout and "out of fold" in p.stdout
+    splits = json.loads((tiny_run[0] / "splits.json").read_text())["folds"]
+    assert sorted(oof["per_image"]) == sorted(s for f in splits for s in f["val"])
+    p = smallcovid("evaluate", "--model", "smallcovid-net", "--out-of-fold", "--data", str(tiny_data))
+    assert p.returncode == 2 and "--ensemble folds" in p.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -58,6 +58,8 @@ def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--ensemble", choices=ENSEMBLES, default="none",
                     help="folds: average the architecture's fold models (shipped, or the run folder's)")
+    ev.add_argument("--out-of-fold", action="store_true",
+                    help="with --ensemble folds: score each slice with the fold models that did not train on it")
     be = sub.add_parser("bench", help="parameters, latency and training throughput of every model")
     be.add_argument("--json", help="also write the results as JSON to this file")
     be.add_argument("--device", default="auto")
@@ -130,7 +132,8 @@ def console() -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from smallcovid.data.dataset import load_dataset
     from smallcovid.data.fingerprint import in_sample_counts, model_fingerprints, slice_fingerprint
-    from smallcovid.inference.evaluation import evaluate
+    from smallcovid.inference.evaluation import evaluate, evaluate_maps
+    from smallcovid.inference.outoffold import predict_out_of_fold
     from smallcovid.core.fsutil import atomic_write_text
     from smallcovid.inference.ensemble import load_model
     from smallcovid.inference.predictor import shipped_models
@@ -145,15 +148,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         names = [args.model]
     data = load_dataset(args.data)
-    results, predictors = {}, {}
+    if args.out_of_fold and args.ensemble != "folds":
+        raise SmallCovidError("--out-of-fold needs --ensemble folds (the fold models that held slices out)")
+    prints = [slice_fingerprint(s.image) for s in data.samples]
+    results, in_sample = {}, {}
     for name in names:
-        predictors[name] = load_model(name, weights=args.weights, device=args.device, ensemble=args.ensemble)
-        results[name] = evaluate(predictors[name], data, threshold=args.threshold)
-    in_sample = in_sample_counts([slice_fingerprint(s.image) for s in data.samples],
-                                 {n: model_fingerprints(p) for n, p in predictors.items()})
-    print(f"{len(data)} labeled slices from {args.data}; a pixel is lesion when p >= threshold")
+        pred = load_model(name, weights=args.weights, device=args.device, ensemble=args.ensemble)
+        if args.out_of_fold:
+            maps, in_sample[name] = predict_out_of_fold(pred, data)
+            results[name] = evaluate_maps(maps, data.samples, pred.threshold if args.threshold is None
+                                          else args.threshold)
+        else:
+            in_sample[name] = in_sample_counts(prints, {name: model_fingerprints(pred)}).get(name, 0)
+            results[name] = evaluate(pred, data, threshold=args.threshold)
+    print(f"{len(data)} labeled slices from {args.data}; a pixel is lesion when p >= threshold"
+          + ("; fold ensembles out of fold" if args.out_of_fold else ""))
     print(format_table(results))
-    for n, k in in_sample.items():
+    for n, k in ((n, k) for n, k in in_sample.items() if k):
         print(f"note: {k} of these {len(data)} slices are training slices of {n}: its figures here are in-sample "
               "(the model card's cross-validation figures are the out-of-sample ones)")
     if args.json:

@@ -41,9 +41,9 @@ class EnsemblePredictor:
     """
 
     def __init__(self, members: Sequence[Predictor], *, card: dict, threshold: float,
-                 calibration: Calibration | None = None) -> None:
-        if len(members) < 2:
-            raise SmallCovidError(f"a fold ensemble needs at least 2 models, got {len(members)}")
+                 calibration: Calibration | None = None, min_members: int = 2) -> None:
+        if len(members) < min_members:
+            raise SmallCovidError(f"a fold ensemble needs at least {min_members} models, got {len(members)}")
         names = {m.name for m in members}
         if len(names) != 1:
             raise SmallCovidError(f"a fold ensemble mixes architectures: {', '.join(sorted(names))}")
@@ -72,7 +72,7 @@ class EnsemblePredictor:
         SmallCovid-Nets in 29 ms instead of 33 ms per 512x512 slice on two cores). The sum is taken in
         member order either way, so the result does not depend on which finished first.
         """
-        if self.device.type == "cpu" and torch.get_num_threads() >= 2:
+        if self.device.type == "cpu" and torch.get_num_threads() >= 2 and len(self.members) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ensemble")
             maps = list(self._pool.map(lambda m: m._forward(x), self.members))
@@ -84,6 +84,14 @@ class EnsemblePredictor:
         probs /= len(self.members)
         probs[:, :1] = self.calibration.apply_torch(probs[:, :1])
         return probs
+
+    def with_members(self, members: Sequence[Predictor]) -> "EnsemblePredictor":
+        """Some of the members (one or more) with this ensemble's card, threshold and calibration,
+        e.g. the fold model that held a slice out (:mod:`smallcovid.inference.outoffold`)."""
+        sub = EnsemblePredictor(members, card=self.card, threshold=self.threshold, calibration=self.calibration,
+                                min_members=1)
+        sub._pool = self._pool  # two threads at most, however many subsets run
+        return sub
 
     # One resize in and one resize back for the whole ensemble: the single model's code
     # running on the averaged maps (a fold ensemble costs members x the forward pass only).
