@@ -23,7 +23,7 @@ from smallcovid.app import runview
 from smallcovid.app import viz
 from smallcovid.app.cardview import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
                                      cv_operating_rows, installed_run_dir, paper_vs_ours)
-from smallcovid.app.catalog import installed_models, read_card, shipped_cards
+from smallcovid.app.catalog import ensemble_entries, installed_models, read_card, shipped_cards
 from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import get_spec
 from smallcovid.inference.report import PAPER_TABLE1
@@ -35,13 +35,16 @@ def facts_list(card: dict) -> None:
                           for k, v in card_facts(card).items()))
 
 
-def cv_section(card: dict) -> None:
+def cv_section(card: dict, folds_shipped: bool = False) -> None:
     rows = cv_operating_rows(card)
     if rows:
         st.markdown("**Cross-validation, per fold**, at each fold's threshold chosen on its out-of-fold "
                     "predictions (raw probabilities); per-type Dice over images that contain the type. The "
                     "last column is the paper's protocol: Dice at its fixed threshold.")
         st.table(cv_table(rows))
+        if folds_shipped:
+            st.caption("The fold models ship too: on the Compare page, with *Fold ensembles* and *Out of fold* "
+                       "on the labeled folder, each slice is scored by the fold model that held it out.")
     else:
         st.caption("This card has no cross-validation results.")
 
@@ -100,7 +103,7 @@ def model_card(name: str, card: dict | None, expanded: bool) -> None:
                     "run's final/ files into weights/.")
         else:
             facts_list(card)
-            cv_section(card)
+            cv_section(card, folds_shipped=name in ensemble_entries())
             curves_section(card, name)
             plateau_section(card, name)
             calibration_section(card, name)
@@ -118,7 +121,7 @@ def installed_section() -> None:
         with st.expander(f"**{e.label}** · {card.get('architecture', e.name)}", key=f"card-{e.key}"):
             st.subheader(e.label)
             facts_list(card)
-            cv_section(card)
+            cv_section(card, folds_shipped=name in ensemble_entries())
             curves_section(card, e.key, installed_run_dir(card))
             plateau_section(card, e.key)
             calibration_section(card, e.key)

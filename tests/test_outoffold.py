@@ -94,3 +94,8 @@ def test_compare_page_out_of_fold_scores_the_fold_ensemble_on_held_out_slices(ap
     assert any("out of fold" in c.value for c in at.caption)
     at.checkbox(key="cmp_oof").uncheck().run()  # in-sample again: said, and the table is stale until rerun
     assert any("press Run comparison" in c.value for c in at.caption)
+    # The Models page points there, for the architecture whose fold models ship only.
+    at = AppTest.from_file(APP, default_timeout=120).run().switch_page("pages/models.py").run()
+    assert not at.exception
+    pointers = [c.value for c in at.caption if "*Out of fold*" in c.value]
+    assert len(pointers) == 1
