@@ -121,7 +121,7 @@ def installed_section() -> None:
         with st.expander(f"**{e.label}** · {card.get('architecture', e.name)}", key=f"card-{e.key}"):
             st.subheader(e.label)
             facts_list(card)
-            cv_section(card, folds_shipped=name in ensemble_entries())
+            cv_section(card)
             curves_section(card, e.key, installed_run_dir(card))
             plateau_section(card, e.key)
             calibration_section(card, e.key)
