@@ -124,3 +124,19 @@ def test_compare_page_counts_training_slices_of_the_set(app_env, tiny_weights, t
     assert not at.exception and not at.error
     (text,) = [w.value for w in at.warning if "in-sample" in w.value]
     assert text.startswith("3 of these 4 slices are training slices of unet;")
+
+
+def test_every_shipped_card_lists_its_training_slices():
+    """A final card lists every slice its model trained on, a fold card those outside its
+    validation fold: else the pages could not flag in-sample figures for it."""
+    weights = Path(__file__).resolve().parent.parent / "weights"
+    cards = {p: json.loads(p.read_text()) for p in sorted(weights.glob("*.json")) + sorted(weights.glob("*-folds/*.json"))}
+    if not cards:
+        pytest.skip("no shipped cards")
+    for path, card in cards.items():
+        prints = card_fingerprints(card)
+        if "fold" in card:
+            n_all = cards[weights / (path.parent.name.removesuffix("-folds") + ".json")]
+            assert len(prints) == n_all["training"]["n_slices"] - len(card["val_stems"]), path
+        else:
+            assert len(prints) == card["training"]["n_slices"], path
