@@ -199,6 +199,16 @@ def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
     return [by_label[c] for c in chosen]
 
 
+def out_of_fold_choice(entries: list[ModelEntry], key: str) -> bool:
+    """The "Out of fold" checkbox, shown when a fold ensemble is selected; its value."""
+    if not any(e.source == "ensemble" for e in entries):
+        return False
+    return st.checkbox("Out of fold", key=key,
+                       help="Fold ensembles score each slice with the fold models that did not train on it (on "
+                            "the training slices: the one whose validation fold held it), as cross-validation "
+                            "does; slices no fold model trained on get the whole ensemble.")
+
+
 def cv_table(rows: list[dict]):
     """A styled per-fold CV table (rows from :func:`smallcovid.app.cardview.cv_table_rows`) for st.table."""
     import pandas as pd

@@ -13,7 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import (DISCLAIMER, admin_gate, admin_unlocked, check_upload, data_folder_input, ensure_app_shell,
-                           model_picker, policy, predictor, session_scratch, show_error, upload_limit_mb)
+                           model_picker, out_of_fold_choice, policy, predictor, session_scratch, show_error,
+                           upload_limit_mb)
 from smallcovid.app import analysis
 from smallcovid.app import viz
 from smallcovid.app.cardview import cv_mean_std, protocol_threshold
@@ -225,16 +226,6 @@ def shipped_cv() -> None:
         st.info("No shipped model cards yet (weights/<model>.json): the shipped weights are not in place.")
 
 
-def out_of_fold_choice(entries) -> bool:
-    """The "Out of fold" checkbox, shown when a fold ensemble is selected; its value."""
-    if not any(e.source == "ensemble" for e in entries):
-        return False
-    return st.checkbox("Out of fold", key="cmp_oof",
-                       help="Score each slice with the fold models that did not train on it (on the training "
-                            "slices: the one whose validation fold held it), as cross-validation does; slices "
-                            "no fold model trained on get the whole ensemble.")
-
-
 def main() -> None:
     ensure_app_shell()
     st.title("Compare")
@@ -249,7 +240,7 @@ def main() -> None:
                     help="A pixel is lesion when the model's probability is at least this. Starts at the median of "
                          "the selected models' card thresholds (calibrated probabilities are comparable across "
                          "models); the paper used 0.8.")
-    out_of_fold = out_of_fold_choice(entries)
+    out_of_fold = out_of_fold_choice(entries, "cmp_oof")
     if st.button("Run comparison", type="primary", disabled=not (path and entries), key="cmp_run"):
         try:
             st.session_state["cmp"] = run_models(path, entries, out_of_fold)

@@ -13,8 +13,8 @@ import streamlit as st
 from pages._segment_parts import (draw_cli_caption, draw_downloads, draw_viewer, prefetcher, remember,
                                   results_table, session_cache, view_state, viewer_payload, volume_viewer,
                                   volume_window)
-from pages._shared import (DISCLAIMER, check_upload, ensure_app_shell, model_picker, predictor, show_error,
-                           show_upload_errors, upload_limit_mb)
+from pages._shared import (DISCLAIMER, check_upload, ensure_app_shell, model_picker, out_of_fold_choice, predictor,
+                           show_error, show_upload_errors, upload_limit_mb)
 from pages._scan_parts import (choose_scan, choose_slice, load_scan, quantities_frame, shown_slice, slice_key,
                                slice_lung_qc)
 from pages._volume_parts import stored_volumes, truth_volume, volume_lung_qc, volume_section
@@ -33,6 +33,7 @@ from smallcovid.data.phantom import make_example
 from smallcovid.data.preprocess import WINDOW_PRESETS, Window, display_rewindowed, display_uint8
 from smallcovid.data.rewindow import REWINDOW_NOTE
 from smallcovid.inference.framing import lungs_for
+from smallcovid.inference.outoffold import held_out_predictor
 
 PROB_CACHE_ENTRIES = 24  # ProbMaps kept per session (about 4 MB each at 512x512)
 EXAMPLE = "synthetic-phantom"
@@ -177,15 +178,17 @@ def ground_truth(masks: list, scan_name: str, shape, volume: Volume | None, idx:
 
 # ------------------------------------------------------------------ prediction
 
-def predict(entries: list[ModelEntry], sl: Slice, scan_key: str) -> dict:
+def predict(entries: list[ModelEntry], sl: Slice, scan_key: str, out_of_fold: bool = False) -> dict:
     """label -> ProbMaps for the slice, from the session cache or by running each model once.
 
-    The display window plays no part: models see HU in their own input window.
+    The display window plays no part: models see HU in their own input window. ``out_of_fold``:
+    a fold ensemble runs only the members that did not train on an 8-bit slice.
     """
     cache = session_cache("prob_cache")
     out = {}
     for e in entries:
-        key = (scan_key, e.key, e.mtime)
+        oof = out_of_fold and e.source == "ensemble" and sl.units == "display"
+        key = (scan_key, e.key, e.mtime) + (("out of fold",) if oof else ())
         if key in cache:
             cache.move_to_end(key)
         elif (ahead := prefetcher().take(key)) is not None:  # computed ahead while the previous slice was shown
@@ -193,7 +196,8 @@ def predict(entries: list[ModelEntry], sl: Slice, scan_key: str) -> dict:
         else:
             try:
                 with st.spinner(f"Running {e.label}…"):
-                    remember(cache, key, predictor(e).predict_scan(sl), PROB_CACHE_ENTRIES)
+                    pred = held_out_predictor(predictor(e), sl.pixels)[0] if oof else predictor(e)
+                    remember(cache, key, pred.predict_scan(sl), PROB_CACHE_ENTRIES)
             except SmallCovidError as exc:
                 show_error(exc)
                 continue
@@ -228,6 +232,7 @@ def main() -> None:
     st.caption("Lesion segmentation of one CT slice by every model, side by side. " + DISCLAIMER)
     scans, masks, source = source_inputs()
     entries = model_picker("models")
+    out_of_fold = out_of_fold_choice(entries, "seg_oof")
     truth = truth_types = None
     truth_name = ""
     try:
@@ -279,7 +284,7 @@ def main() -> None:
     if stored:  # the whole-volume maps of this slice: no model runs
         maps = {label: SliceMaps(v.levels[idx], v.kind_slice(idx)) for label, v in stored.items()}
     else:
-        maps = predict(entries, sl, slice_id)
+        maps = predict(entries, sl, slice_id, out_of_fold)
     if not maps:
         return
     display = display_uint8(sl, window)
@@ -303,7 +308,7 @@ def main() -> None:
         lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
         if rewindowed:
             st.info(REWINDOW_NOTE, icon=":material/contrast:")
-        if (in_sample := slice_in_sample_text(entries, sl.pixels, sl.units)) is not None:
+        if (in_sample := slice_in_sample_text(entries, sl.pixels, sl.units, out_of_fold)) is not None:
             st.warning(in_sample, icon=":material/school:")
         if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
             st.warning(qc_text, icon=":material/warning:")

@@ -10,16 +10,17 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from apphelpers import make_labeled_folder
+import viewerhelpers as vh
+from apphelpers import blob_slice, make_labeled_folder, png_bytes
 from smallcovid.app import analysis
 from smallcovid.data.dataset import load_dataset
 from smallcovid.data.fingerprint import fingerprint_record
 from smallcovid.inference.ensemble import EnsemblePredictor, load_ensemble
 from smallcovid.inference.evaluation import evaluate_maps, predict_set
 from smallcovid.inference.framing import segment_slice
-from smallcovid.inference.outoffold import predict_out_of_fold
+from smallcovid.inference.outoffold import held_out_predictor, predict_out_of_fold
 from smallcovid.inference.predictor import Predictor
-from smallcovid.io import Slice
+from smallcovid.io import Slice, read_scan
 from smallcovid.models import build_model
 from smallcovid.models.calibration import Calibration
 from smallcovid.models.checkpoint import load_weights, save_weights
@@ -57,21 +58,57 @@ def test_each_slice_is_scored_by_the_members_that_held_it_out(tmp_path):
         EnsemblePredictor(members[:1], card={}, threshold=0.5)
 
 
-def test_compare_page_out_of_fold_scores_the_fold_ensemble_on_held_out_slices(app_env, tiny_weights, tmp_path,
-                                                                              monkeypatch):
-    folder = make_labeled_folder(tmp_path / "set", n=4, size=48)
-    data = load_dataset(folder)
+def _fold_weights(tiny_weights: Path, tmp_path: Path, trained_on: list[list[np.ndarray]]) -> Path:
+    """A weights folder whose smallcovid-net ships len(trained_on) fold models that differ,
+    fold k's card listing ``trained_on[k - 1]`` as its training slices."""
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights, weights)
     folds = weights / "smallcovid-net-folds"
     folds.mkdir()
-    halves = ([x.image for x in data.samples[2:]], [x.image for x in data.samples[:2]])
     shipped, _ = load_weights(weights / "smallcovid-net.safetensors")
-    for k, trained_on in enumerate(halves, start=1):
-        torch.manual_seed(k)  # members that differ: fold 1 the shipped tiny model, fold 2 another
+    for k, images in enumerate(trained_on, start=1):
+        torch.manual_seed(k)  # members that differ: fold 1 the shipped tiny model, the others new ones
         model = shipped if k == 1 else build_model("smallcovid-net", **shipped.config.__dict__)
         save_weights(model, folds / f"fold_{k}.safetensors",
-                     card={"input_size": 64, "training_slices": fingerprint_record(trained_on)})
+                     card={"input_size": 64, "training_slices": fingerprint_record(images)})
+    return weights
+
+
+def test_segment_page_out_of_fold_runs_the_fold_model_that_held_the_slice_out(app_env, tiny_weights, tmp_path,
+                                                                               monkeypatch):
+    img, _ = blob_slice(64, seed=5)
+    weights = _fold_weights(tiny_weights, tmp_path, [[img], []])  # fold 2 held the slice out
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.file_uploader(key="scan_files").set_value(("slice.png", png_bytes(img), "image/png")).run()
+    at.toggle(key="models_folds").set_value(True).run()
+    label = next(o for o in at.multiselect(key="models").value if o.startswith("smallcovid-net"))
+    assert not at.exception and not at.error
+    assert any(label in w.value for w in at.warning if "in-sample" in w.value)
+
+    def shown_area() -> int:
+        return vh.rows(at)[label]["area"]
+
+    whole = shown_area()
+    at.checkbox(key="seg_oof").check().run()
+    assert not at.exception and not at.error
+    assert not [w for w in at.warning if "in-sample" in w.value and label in w.value]
+    ens = load_ensemble("smallcovid-net", device="cpu")
+    scan = read_scan(png_bytes(img), "slice.png")
+    threshold = vh.rows(at)[label]["threshold"]
+    held_out = held_out_predictor(ens, scan.pixels)[0]
+    assert len(held_out.members) == 1 and held_out.members[0] is ens.members[1]
+    expected = int((held_out.predict_scan(scan).lesion >= threshold).sum())
+    assert shown_area() == expected
+    assert whole == int((ens.predict_scan(scan).lesion >= threshold).sum()) != expected  # the choice shows
+
+
+def test_compare_page_out_of_fold_scores_the_fold_ensemble_on_held_out_slices(app_env, tiny_weights, tmp_path,
+                                                                              monkeypatch):
+    folder = make_labeled_folder(tmp_path / "set", n=4, size=48)
+    data = load_dataset(folder)
+    weights = _fold_weights(tiny_weights, tmp_path, [[x.image for x in data.samples[2:]],
+                                                     [x.image for x in data.samples[:2]]])
     monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
     at = AppTest.from_file(APP, default_timeout=120).run().switch_page("pages/compare.py").run()
     at.text_input(key="cmp_path").set_value(str(folder)).run()

@@ -34,11 +34,18 @@ def _prints_at(path: Path) -> frozenset[str]:
     return _card_prints(str(path.with_suffix(".json")), mtime)
 
 
-def entry_fingerprints(entry: ModelEntry) -> frozenset[str]:
-    """The training slices' fingerprints of a selectable model (empty when its card lists none)."""
-    if entry.source == "ensemble":
-        return frozenset().union(*(_prints_at(p) for p in sorted(Path(entry.weights).glob("fold_*.json"))))
-    return _prints_at(Path(entry.weights))
+def entry_fingerprints(entry: ModelEntry, out_of_fold: bool = False) -> frozenset[str]:
+    """The training slices' fingerprints of a selectable model (empty when its card lists none).
+
+    A fold ensemble trained on what any of its members trained on; scored out of fold
+    (:mod:`smallcovid.inference.outoffold`), only on what every member trained on.
+    """
+    if entry.source != "ensemble":
+        return _prints_at(Path(entry.weights))
+    members = [_prints_at(p) for p in sorted(Path(entry.weights).glob("fold_*.json"))]
+    if not members:
+        return frozenset()
+    return frozenset.intersection(*members) if out_of_fold else frozenset().union(*members)
 
 
 def _names(labels: Sequence[str]) -> str:
@@ -62,11 +69,13 @@ def in_sample_text(counts: Mapping[str, int], n_slices: int) -> str | None:
     return f"{head}; Table 1 on them is in-sample and likely better than on new scans. {CV_POINTER}"
 
 
-def slice_in_sample_text(entries: Sequence[ModelEntry], pixels, units: str) -> str | None:
+def slice_in_sample_text(entries: Sequence[ModelEntry], pixels, units: str, out_of_fold: bool = False) -> str | None:
     """The Segment page's warning for one slice (``pixels`` (H, W), ``units`` as on a
     :class:`~smallcovid.io.Slice`); None when no selected model trained on it. Only 8-bit
-    images can match: the training slices are lung-window JPEGs."""
+    images can match: the training slices are lung-window JPEGs. ``out_of_fold``: fold
+    ensembles score the slice with the members that held it out."""
     if units != "display":
         return None
     fingerprint = slice_fingerprint(pixels)
-    return in_sample_text(in_sample_counts([fingerprint], {e.label: entry_fingerprints(e) for e in entries}), 1)
+    models = {e.label: entry_fingerprints(e, out_of_fold) for e in entries}
+    return in_sample_text(in_sample_counts([fingerprint], models), 1)

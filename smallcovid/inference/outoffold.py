@@ -18,6 +18,26 @@ from smallcovid.inference.ensemble import EnsemblePredictor
 from smallcovid.inference.predictor import ProbMaps
 
 
+def held_out_predictor(ensemble: EnsemblePredictor, image,
+                       subsets: dict[tuple[int, ...], EnsemblePredictor] | None = None
+                       ) -> tuple[EnsemblePredictor, bool]:
+    """The predictor for one slice ((H, W) image in [0, 1] or uint8): the members whose cards do
+    not list it (normally the one fold model that held it out), else the whole ensemble.
+
+    Returns:
+        (the predictor, whether every member trained on the slice: in-sample). ``subsets``
+        caches the sub-ensembles between calls.
+    """
+    fingerprint = slice_fingerprint(image)
+    held_out = tuple(k for k, m in enumerate(ensemble.members) if fingerprint not in card_fingerprints(m.card))
+    if not held_out or len(held_out) == len(ensemble.members):
+        return ensemble, not held_out
+    subsets = {} if subsets is None else subsets
+    if held_out not in subsets:
+        subsets[held_out] = ensemble.with_members([ensemble.members[k] for k in held_out])
+    return subsets[held_out], False
+
+
 def predict_out_of_fold(ensemble: EnsemblePredictor, data: LabeledSet,
                         progress: Callable[[int, int], None] | None = None) -> tuple[list[ProbMaps], int]:
     """Maps for every sample of ``data`` from the members that did not train on it.
@@ -31,20 +51,12 @@ def predict_out_of_fold(ensemble: EnsemblePredictor, data: LabeledSet,
     from smallcovid.inference.framing import segment_slice
     from smallcovid.io import Slice
 
-    prints = [card_fingerprints(m.card) for m in ensemble.members]
     subsets: dict[tuple[int, ...], EnsemblePredictor] = {}
     maps: list[ProbMaps] = []
     in_sample = 0
     for i, s in enumerate(data.samples):
-        fingerprint = slice_fingerprint(s.image)
-        held_out = tuple(k for k, p in enumerate(prints) if fingerprint not in p)
-        in_sample += not held_out
-        if not held_out or len(held_out) == len(prints):
-            pred = ensemble
-        else:
-            if held_out not in subsets:
-                subsets[held_out] = ensemble.with_members([ensemble.members[k] for k in held_out])
-            pred = subsets[held_out]
+        pred, trained_on = held_out_predictor(ensemble, s.image, subsets)
+        in_sample += trained_on
         maps.append(segment_slice(pred, Slice(s.image, "display", None, s.stem))[0])
         if progress is not None:
             progress(i + 1, len(data))
