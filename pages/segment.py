@@ -14,12 +14,12 @@ from pages._segment_parts import (draw_cli_caption, draw_downloads, draw_viewer,
                                   results_table, session_cache, view_state, viewer_payload, volume_viewer,
                                   volume_window)
 from pages._shared import (DISCLAIMER, check_upload, ensure_app_shell, model_picker, out_of_fold_choice, predictor,
-                           show_error, show_upload_errors, upload_limit_mb)
+                           show_error, show_upload_errors)
+from pages._upload_parts import source_inputs, uploads_set_aside
 from pages._scan_parts import (choose_scan, choose_slice, load_scan, quantities_frame, shown_slice, slice_key,
                                slice_lung_qc)
 from pages._volume_parts import stored_volumes, truth_volume, volume_lung_qc, volume_section
 from smallcovid.app import uploads
-from smallcovid.app.uploads import KeptUpload
 from smallcovid.app.catalog import PAPER_THRESHOLD, ModelEntry, default_threshold
 from smallcovid.app.dicom_series import series_caption
 from smallcovid.app.insample import slice_in_sample_text
@@ -46,70 +46,6 @@ WINDOW_CHOICES = ("lung", "mediastinum", "custom")
 def example_phantom():
     """The synthetic example (deterministic, shared by all sessions, never modified)."""
     return make_example()
-
-
-def source_inputs() -> tuple[list, list, str]:
-    """Upload widgets and the Example button -> (scan uploads, mask uploads, source)."""
-    st.session_state.setdefault("source", "upload")
-    limit = upload_limit_mb()  # public mode: the uploaders say (and check) the policy's lower limit
-    left, right = st.columns([3, 2])
-    scans = left.file_uploader(
-        "CT slice(s): PNG, JPEG, TIFF, DICOM or NIfTI (.nii / .nii.gz); the .dcm files of a series load as one volume", accept_multiple_files=True,
-        key="scan_files", on_change=_uploads_changed, args=("scan_files",), max_upload_size=limit)
-    masks = right.file_uploader(
-        "Ground-truth mask(s), optional: PNG 0/255 with the image's stem, or NIfTI labels for a volume",
-        accept_multiple_files=True, key="mask_files", on_change=_uploads_changed, args=("mask_files",),
-        max_upload_size=limit)
-    left.button("Example", key="example", help="A synthetic CT-like phantom with ground-glass and consolidation lesions",
-                on_click=lambda: st.session_state.update(source="example"))
-    scans, masks = _kept("scan_files", scans), _kept("mask_files", masks)
-    if scans and not st.session_state.get("scan_files"):
-        left.caption(f"Showing {', '.join(u.name for u in scans[:3])}{' …' if len(scans) > 3 else ''}, "
-                     "uploaded before you changed page; upload other files to replace it.")
-    return scans, masks, st.session_state["source"]
-
-
-def _uploads_changed(key: str) -> None:
-    """An uploader changed: a new scan replaces the example; a cleared uploader forgets its kept files."""
-    if key == "scan_files":
-        st.session_state["source"] = "upload"
-    if not st.session_state.get(key):
-        st.session_state.pop(f"{key}_kept", None)
-
-
-def _record_bytes(upload) -> bytes | None:
-    """The bytes Streamlit's upload manager holds for ``upload`` (the same object, no copy), or
-    None when it cannot say (the runtime's layout changed, a test harness without one)."""
-    try:
-        from streamlit.runtime import Runtime
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-        recs = Runtime.instance().uploaded_file_mgr.get_files(get_script_run_ctx().session_id, [upload.file_id])
-        data = recs[0].data if len(recs) == 1 else None
-        return data if isinstance(data, bytes) and len(data) == upload.size else None
-    except Exception:  # noqa: BLE001  (an optimisation only: the upload's own copy is kept instead)
-        return None
-
-
-def _kept(key: str, files) -> list[KeptUpload]:
-    """The uploader's files, kept in the session so that they survive a change of page (Streamlit
-    drops a widget's value when its page is left); the kept ones while the uploader shows none.
-
-    Kept as :class:`~smallcovid.app.uploads.KeptUpload` holding the bytes of Streamlit's own
-    record of the upload: the ``UploadedFile`` a script gets holds a private copy of them, so
-    keeping it kept a second copy of every upload per session (81 MB for a 300-slice volume)."""
-    kept = st.session_state.get(f"{key}_kept") or []
-    if files and [k.file_id for k in kept] != [u.file_id for u in files]:
-        kept = st.session_state[f"{key}_kept"] = [KeptUpload.of(u, _record_bytes(u)) for u in files]
-    return list(kept)
-
-
-def uploads_set_aside(n: int) -> None:
-    """Under the example: the uploads are still there, unused, and one click brings them back."""
-    what = "Your uploaded scan is" if n == 1 else f"Your {n} uploaded files are"
-    left, right = st.columns([4, 1], vertical_alignment="center")
-    left.caption(f"{what} set aside while the example is shown.")
-    right.button("Back to my upload", key="back_to_upload", on_click=lambda: st.session_state.update(source="upload"))
 
 
 SMALL_SIDE = 64  # px: below this an image cannot be a CT slice the models know
@@ -308,6 +244,9 @@ def main() -> None:
         lung_qc = slice_lung_qc(sl, slice_id, isinstance(scan, Volume))
         if rewindowed:
             st.info(REWINDOW_NOTE, icon=":material/contrast:")
+        if out_of_fold and sl.units == "display":
+            ensembles = ", ".join(e.label for e in entries if e.source == "ensemble")
+            st.caption(f"{ensembles}: out of fold, the fold models that did not train on this slice.")
         if (in_sample := slice_in_sample_text(entries, sl.pixels, sl.units, out_of_fold)) is not None:
             st.warning(in_sample, icon=":material/school:")
         if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:

@@ -93,6 +93,7 @@ def test_segment_page_out_of_fold_runs_the_fold_model_that_held_the_slice_out(ap
     at.checkbox(key="seg_oof").check().run()
     assert not at.exception and not at.error
     assert not [w for w in at.warning if "in-sample" in w.value and label in w.value]
+    assert any(c.value.startswith(f"{label}: out of fold") for c in at.caption)
     ens = load_ensemble("smallcovid-net", device="cpu")
     scan = read_scan(png_bytes(img), "slice.png")
     threshold = vh.rows(at)[label]["threshold"]
