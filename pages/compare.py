@@ -19,9 +19,9 @@ from smallcovid.app import analysis
 from smallcovid.app import viz
 from smallcovid.app.cardview import cv_mean_std, protocol_threshold
 from smallcovid.app.catalog import default_threshold, shipped_cards
-from smallcovid.app.insample import entry_fingerprints, in_sample_text
+from smallcovid.app.insample import in_sample_text
 from smallcovid.data.dataset import LabeledSet, load_dataset
-from smallcovid.data.fingerprint import in_sample_counts, slice_fingerprint
+from smallcovid.data.fingerprint import in_sample_counts, model_fingerprints, slice_fingerprint
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import TABLE_METRICS
 from smallcovid.inference.evaluation import evaluate_maps, predict_set, threshold_sweep
@@ -93,7 +93,7 @@ def run_models(path: str, entries, out_of_fold: bool = False) -> dict:
     bar = st.progress(0.0, text="Starting…")
     maps, total = {}, len(entries) * len(data)
     in_sample = in_sample_counts([slice_fingerprint(s.image) for s in data.samples],
-                                 {e.label: entry_fingerprints(e) for e in entries})
+                                 {e.label: model_fingerprints(predictor(e)) for e in entries})
     for i, e in enumerate(entries):
         def report(done: int, n: int, i=i, label=e.label) -> None:
             bar.progress((i * n + done) / total, text=f"{label}: {done} of {n} images")

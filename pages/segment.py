@@ -247,7 +247,8 @@ def main() -> None:
         if out_of_fold and sl.units == "display":
             ensembles = ", ".join(e.label for e in entries if e.source == "ensemble")
             st.caption(f"{ensembles}: out of fold, the fold models that did not train on this slice.")
-        if (in_sample := slice_in_sample_text(entries, sl.pixels, sl.units, out_of_fold)) is not None:
+        scored = {e.label: predictor(e) for e in entries if e.label in maps}
+        if (in_sample := slice_in_sample_text(scored, sl.pixels, sl.units, out_of_fold)) is not None:
             st.warning(in_sample, icon=":material/school:")
         if (qc_text := qc_warning_text(lung_qc, "% of lung")) is not None:
             st.warning(qc_text, icon=":material/warning:")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from apphelpers import blob_slice, make_labeled_folder, png_bytes
-from smallcovid.app.catalog import ModelEntry
-from smallcovid.app.insample import entry_fingerprints, in_sample_text, slice_in_sample_text
+from smallcovid.app.insample import in_sample_text, slice_in_sample_text
 from smallcovid.data.dataset import load_dataset
-from smallcovid.data.fingerprint import card_fingerprints, fingerprint_record, in_sample_counts, slice_fingerprint
+from smallcovid.data.fingerprint import (card_fingerprints, fingerprint_record, in_sample_counts, model_fingerprints,
+                                         slice_fingerprint)
 from smallcovid.io import read_scan
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -59,21 +60,18 @@ def test_a_final_card_lists_every_training_slice(tiny_run, tiny_data):
     assert card_fingerprints(card) == {slice_fingerprint(s.image) for s in load_dataset(tiny_data).samples}
 
 
-def _card_with(folder: Path, name: str, prints: list[str]) -> Path:
-    (folder / f"{name}.json").write_text(json.dumps({"training_slices": {"fingerprints": prints}}))
-    return folder / f"{name}.safetensors"
+def _model(*prints: list[str]):
+    """A loaded model as the pages see one: a card, or a fold ensemble's members with cards."""
+    cards = [SimpleNamespace(card={"training_slices": {"fingerprints": p}}) for p in prints]
+    return cards[0] if len(cards) == 1 else SimpleNamespace(card={}, members=cards)
 
 
-def test_counts_and_text_name_the_models_that_trained_on_the_slices(tmp_path):
-    single = ModelEntry("a", "a", "unet", _card_with(tmp_path, "a", ["p1", "p2"]), "shipped")
-    folds = tmp_path / "b-folds"
-    folds.mkdir()
-    _card_with(folds, "fold_1", ["p1"])
-    _card_with(folds, "fold_2", ["p3"])
-    ensemble = ModelEntry("b:folds", "b ×2", "segnet", folds, "ensemble")
-    none = ModelEntry("c", "c", "segnet", tmp_path / "missing.safetensors", "shipped")
-    assert entry_fingerprints(ensemble) == {"p1", "p3"} and entry_fingerprints(none) == frozenset()
-    models = {e.label: entry_fingerprints(e) for e in (single, ensemble, none)}
+def test_counts_and_text_name_the_models_that_trained_on_the_slices():
+    single, ensemble, none = _model(["p1", "p2"]), _model(["p1", "p4"], ["p3", "p4"]), SimpleNamespace(card={})
+    assert model_fingerprints(ensemble) == {"p1", "p3", "p4"} and model_fingerprints(none) == frozenset()
+    assert model_fingerprints(ensemble, out_of_fold=True) == {"p4"}  # only where no member held it out
+    assert model_fingerprints(single, out_of_fold=True) == {"p1", "p2"}
+    models = {"a": model_fingerprints(single), "b ×2": model_fingerprints(ensemble), "c": model_fingerprints(none)}
     assert in_sample_counts(["p1", "p3", None, "p9"], models) == {"a": 1, "b ×2": 2}
     assert in_sample_text({}, 4) is None
     same = in_sample_text({"a": 3, "b": 3}, 4)
@@ -82,7 +80,7 @@ def test_counts_and_text_name_the_models_that_trained_on_the_slices(tmp_path):
     one = in_sample_text({"a": 1}, 1)
     assert one.startswith("This slice is one that a trained on") and "in-sample" in one
     # Only 8-bit images can be training slices.
-    assert slice_in_sample_text([single], np.zeros((4, 5), np.float32), "hu") is None
+    assert slice_in_sample_text({"a": single}, np.zeros((4, 5), np.float32), "hu") is None
 
 
 def _weights_listing(tiny_weights: Path, tmp_path: Path, images: list[np.ndarray], names: tuple[str, ...]) -> Path:

@@ -3,49 +3,19 @@
 The shipped final models trained on all 50 labeled slices of COVID-SemiSeg, so on one of
 those slices (or on that folder in Compare) their masks and Dice are better than on a new
 scan; the honest figures are the cross-validated ones on the Models page. Cards list their
-training slices as fingerprints (:mod:`smallcovid.data.fingerprint`); a fold ensemble's are
-the union of its fold models' (each slice is in four of the five).
+training slices as fingerprints (:mod:`smallcovid.data.fingerprint`), read from the loaded
+models' cards; a fold ensemble's are the union of its fold models' (each slice is in four of
+the five).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import Mapping, Sequence
 
-from smallcovid.app.catalog import ModelEntry, read_card
-from smallcovid.data.fingerprint import card_fingerprints, in_sample_counts, slice_fingerprint
+from smallcovid.data.fingerprint import in_sample_counts, model_fingerprints, slice_fingerprint
 
 CV_POINTER = ("Cross-validated figures, each slice scored by a model that did not train on it, are on the "
               "Models page.")
-
-
-@lru_cache(maxsize=64)
-def _card_prints(path: str, mtime: float) -> frozenset[str]:
-    # Cards are read on every rerun of a page; parsing a card of ~1 MB each time is not free.
-    return card_fingerprints(read_card(path))
-
-
-def _prints_at(path: Path) -> frozenset[str]:
-    try:
-        mtime = path.with_suffix(".json").stat().st_mtime
-    except OSError:
-        return frozenset()
-    return _card_prints(str(path.with_suffix(".json")), mtime)
-
-
-def entry_fingerprints(entry: ModelEntry, out_of_fold: bool = False) -> frozenset[str]:
-    """The training slices' fingerprints of a selectable model (empty when its card lists none).
-
-    A fold ensemble trained on what any of its members trained on; scored out of fold
-    (:mod:`smallcovid.inference.outoffold`), only on what every member trained on.
-    """
-    if entry.source != "ensemble":
-        return _prints_at(Path(entry.weights))
-    members = [_prints_at(p) for p in sorted(Path(entry.weights).glob("fold_*.json"))]
-    if not members:
-        return frozenset()
-    return frozenset.intersection(*members) if out_of_fold else frozenset().union(*members)
 
 
 def _names(labels: Sequence[str]) -> str:
@@ -69,13 +39,12 @@ def in_sample_text(counts: Mapping[str, int], n_slices: int) -> str | None:
     return f"{head}; Table 1 on them is in-sample and likely better than on new scans. {CV_POINTER}"
 
 
-def slice_in_sample_text(entries: Sequence[ModelEntry], pixels, units: str, out_of_fold: bool = False) -> str | None:
+def slice_in_sample_text(predictors: Mapping[str, object], pixels, units: str, out_of_fold: bool = False) -> str | None:
     """The Segment page's warning for one slice (``pixels`` (H, W), ``units`` as on a
-    :class:`~smallcovid.io.Slice`); None when no selected model trained on it. Only 8-bit
-    images can match: the training slices are lung-window JPEGs. ``out_of_fold``: fold
-    ensembles score the slice with the members that held it out."""
+    :class:`~smallcovid.io.Slice`) scored by ``predictors`` (label -> loaded model); None when
+    none trained on it. Only 8-bit images can match: the training slices are lung-window
+    JPEGs. ``out_of_fold``: fold ensembles score the slice with the members that held it out."""
     if units != "display":
         return None
-    fingerprint = slice_fingerprint(pixels)
-    models = {e.label: entry_fingerprints(e, out_of_fold) for e in entries}
-    return in_sample_text(in_sample_counts([fingerprint], models), 1)
+    models = {label: model_fingerprints(p, out_of_fold) for label, p in predictors.items()}
+    return in_sample_text(in_sample_counts([slice_fingerprint(pixels)], models), 1)

@@ -59,8 +59,9 @@ def in_sample_counts(fingerprints: Sequence[str | None], models: Mapping[str, fr
     return {label: n for label, n in counts.items() if n}
 
 
-def model_fingerprints(predictor) -> frozenset[str]:
-    """The training slices of a loaded model: its card's, or for a fold ensemble (``members``)
-    the union of its members' cards."""
-    members = getattr(predictor, "members", None) or [predictor]
-    return frozenset().union(*(card_fingerprints(getattr(m, "card", None)) for m in members))
+def model_fingerprints(predictor, out_of_fold: bool = False) -> frozenset[str]:
+    """The training slices of a loaded model (its ``card``). A fold ensemble (``members``)
+    trained on what any member trained on; scored out of fold
+    (:mod:`smallcovid.inference.outoffold`), only on what every member trained on."""
+    members = [card_fingerprints(getattr(m, "card", None)) for m in getattr(predictor, "members", None) or [predictor]]
+    return frozenset.intersection(*members) if out_of_fold else frozenset().union(*members)

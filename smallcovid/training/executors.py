@@ -17,7 +17,6 @@ from typing import Any, Protocol
 from smallcovid.core.cluster import check_executor
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import LabeledSet
-from smallcovid.data.fingerprint import fingerprint_record
 from smallcovid.training.fold import FoldContext, RunContext
 from smallcovid.training.ray_folds import RayFolds
 from smallcovid.training.semi import train_model
@@ -43,9 +42,7 @@ class LocalFolds:
     def run_folds(self, run: RunContext, data: LabeledSet, todo: Todo) -> dict[str, Any]:
         """Train each fold of ``todo`` with :func:`smallcovid.training.semi.train_model`."""
         for k, split in todo:
-            train_set = data.subset(split["train"])
-            card = {"training_slices": fingerprint_record(s.image for s in train_set.samples)}
-            train_model(FoldContext(run, fold=k, card=card), train_set, data.subset(split["val"]), run.pool)
+            train_model(FoldContext(run, fold=k), data.subset(split["train"]), data.subset(split["val"]), run.pool)
         return {"name": self.name}
 
 

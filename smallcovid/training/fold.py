@@ -14,6 +14,7 @@ elapsed time (summary ``elapsed_s``, card ``training_time_s``) counts every part
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -26,6 +27,7 @@ import torch
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.augment import AugmentConfig, augment_batch
 from smallcovid.data.dataset import LabeledSet
+from smallcovid.data.fingerprint import fingerprint_record
 from smallcovid.models import SegmentationModel, build_model
 from smallcovid.models.checkpoint import load_weights, save_weights
 from smallcovid.training.config import TrainConfig
@@ -169,6 +171,9 @@ def train_fold(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSet | No
     ``train_tensors`` replaces ``train_set`` as what it trains on (distillation's soft labels:
     masks of probabilities, cut at 0.5 for a model without ``soft_targets``).
     """
+    if "training_slices" not in (ctx.card or {}):  # which slices the weights saw (the app flags in-sample scores)
+        ctx = dataclasses.replace(ctx, card={**(ctx.card or {}), "training_slices": fingerprint_record(
+            s.image for s in train_set.samples)})
     state = _resume_or_start(ctx, train_set, val_set, init, train_tensors)
     state.pseudo = pseudo
     while state.meta["epoch"] < ctx.epochs and not _stopped_early(ctx, state):

@@ -32,7 +32,6 @@ from smallcovid.core.cluster import cluster_gpus, import_ray, ray_session, task_
 from smallcovid.core.devices import resolve_device
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import LabeledSet, load_dataset
-from smallcovid.data.fingerprint import fingerprint_record
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.fold import FoldContext, RunContext
 from smallcovid.training.runfolder import fold_caps, fold_dir
@@ -251,9 +250,7 @@ def _fold_task(cfg: TrainConfig, out: str, fold: int, folds: int, split: dict[st
     reporter = _TaskReporter(sink, clock, ray)
     run = RunContext(cfg, run_dir, resolve_device(cfg.device), clock, folds=folds, progress=reporter,
                      should_stop=reporter.should_stop, pool=pool, fold_caps=fold_caps(run_dir, cfg))
-    train_set = data.subset(split["train"])
-    card = {"training_slices": fingerprint_record(s.image for s in train_set.samples)}
-    train_model(FoldContext(run, fold=fold, card=card), train_set, data.subset(split["val"]), pool)
+    train_model(FoldContext(run, fold=fold), data.subset(split["train"]), data.subset(split["val"]), pool)
     ctx = ray.get_runtime_context()
     return {"fold": fold, "node_id": ctx.get_node_id(), "pid": os.getpid(), "resumed_from_epoch": resumed,
             "seconds": round(time.perf_counter() - started, 3)}
