@@ -16,6 +16,9 @@ whose folder holds ``summary.json`` is done; one whose folder exists is continue
 each run starts, never during one, so a queue in its own worktree picks up new code between
 runs. Each run's output goes to ``DIR/<RUN_ID>.log``.
 
+A line with ``--only-folds K ...`` trains just those folds (no summary, no final model) and
+is done when ``partial.json`` lists them.
+
 A line may end its flags with ``--plateau-max N`` (read by the queue, not passed to
 ``train.py``): when such a "restarts" run finishes with folds that ran into its cap short of
 their plateau, the queue raises the cap to the end of the next restart cycle
@@ -115,6 +118,28 @@ def pending_extension(folder: Path, cfg: dict, plateau_max: int | None) -> str:
     return f"; then {which} extend to {end} epochs (not in the ETA)"
 
 
+def only_folds(flags: list[str]) -> list[int] | None:
+    """The folds of a line's ``--only-folds K [K ...]``, or None for a whole run."""
+    if "--only-folds" not in flags:
+        return None
+    rest = flags[flags.index("--only-folds") + 1:]
+    return [int(x) for x in rest[:next((i for i, x in enumerate(rest) if x.startswith("--")), len(rest))]]
+
+
+def partial_done(folder: Path, flags: list[str]) -> dict | None:
+    """The ``partial.json`` record of a line with ``--only-folds`` once all its folds trained, else None."""
+    want = only_folds(flags)
+    path = folder / "partial.json"
+    if want is None or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if set(want) <= set(record.get("folds", [])) else None
+
+
+def _finished(folder: Path, flags: list[str]) -> bool:
+    return (folder / "summary.json").is_file() or partial_done(folder, flags) is not None
+
+
 def _line_key(flags: list[str]) -> str:
     return hashlib.sha256(json.dumps(flags).encode()).hexdigest()[:16]
 
@@ -151,6 +176,8 @@ def _lock(runs: Path) -> Path:
 def _next(queue: Path, runs: Path) -> tuple[str, list[str]] | None:
     state = _state(runs)
     for run_id, flags in parse_queue(queue):
+        if partial_done(runs / run_id, flags) is not None:
+            continue
         if (runs / run_id / "summary.json").is_file() and next_cap(runs / run_id, split_plateau_max(flags)[1]) is None:
             continue
         failed = state.get(run_id)
@@ -175,7 +202,8 @@ def run_queue(queue: Path, runs: Path, threads: int, follow: str | None, python:
             if cap is not None:
                 cmd = [python, "train.py", "--resume", str(folder), "--extend-epochs", str(cap), "--threads", str(threads)]
             elif (folder / "config.json").is_file():
-                cmd = [python, "train.py", "--resume", str(folder), "--threads", str(threads)]
+                part = ["--only-folds", *map(str, only_folds(flags))] if only_folds(flags) else []
+                cmd = [python, "train.py", "--resume", str(folder), *part, "--threads", str(threads)]
             else:
                 cmd = [python, "train.py", *train_flags, "--run-id", run_id, "--out", str(runs), "--threads", str(threads)]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
@@ -183,7 +211,7 @@ def run_queue(queue: Path, runs: Path, threads: int, follow: str | None, python:
                 log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
                 log.flush()
                 rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-            if rc != 0 and not (folder / "summary.json").is_file():
+            if rc != 0 and not _finished(folder, flags):
                 state = _state(runs)
                 state[run_id] = {"line": _line_key(flags), "rc": rc, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
                 _save_state(runs, state)
@@ -225,6 +253,10 @@ def _hms(s: float) -> str:
 def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running: str | None) -> str:
     """One human line for a queued run."""
     folder = runs / run_id
+    if (part := partial_done(folder, flags)) is not None:
+        rows = "; ".join(f"fold {r['fold']} best val Dice {r['best']:.3f} at epoch {r['best_epoch']}/{r['epochs_run']}, "
+                         f"plateau {'ok' if r['ok'] else 'NOT reached'}" for r in part["plateau"])
+        return f"{run_id:28s} done     {rows}"
     if (folder / "summary.json").is_file():
         s = json.loads((folder / "summary.json").read_text())
         d = s["tuned"]["dice"]
@@ -245,6 +277,8 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     semi = (cfg.get("student_epochs") or cfg["epochs"]) if cfg.get("unlabeled") and not cfg.get("teachers") else 0
     caps = fold_caps(folder, TrainConfig.from_dict(cfg))  # an extended run's folds have their own caps
     planned = sum(caps.values()) + semi * cfg["folds"] + (cfg["epochs"] + semi) * int(cfg.get("final", False))
+    if (only := only_folds(flags)) is not None:  # a partial run: just those folds, no final model
+        planned = sum(caps[k] for k in only if k in caps) + semi * len(only)
     rows = _fold_rows(folder)
     done = sum(len(r) for r in rows)
     # The final model has no validation slices: the best so far is the folds'.

@@ -166,3 +166,19 @@ def test_status_names_the_folds_a_running_run_will_extend(tmp_path):
     assert "extend" not in q.status_line("r", [], runs, {}, running="r")
     meta(1, 3, 1)  # at the cap, plateau reached
     assert "extend" not in q.status_line("r", ["--plateau-max", "7"], runs, {}, running="r")
+
+
+def test_a_line_with_only_folds_is_done_when_those_folds_trained(tiny_data, tmp_path):
+    q = queue_module()
+    runs = tmp_path / "runs"
+    f = tmp_path / "queue.txt"
+    f.write_text(f"p --model smallcovid-net --data {tiny_data} --folds 2 --epochs 2 --batch-size 2 --image-size 32 "
+                 "--seed 3 --device cpu --model-option filters=4 --only-folds 2\n")
+    assert q.only_folds(["--a", "--only-folds", "2", "3", "--b"]) == [2, 3] and q.only_folds(["--a"]) is None
+    assert "0/2 epochs" not in q.status(f, runs)[1]  # not started: queued
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
+    assert not (runs / "p" / "summary.json").exists() and not (runs / "p" / "fold_1").exists()
+    line = q.status(f, runs)[1]
+    assert "done" in line and "fold 2 best val Dice" in line and "epoch" in line
+    q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)  # nothing left to train
+    assert (runs / "p.log").read_text().count("=== ") == 1

@@ -596,3 +596,18 @@ def test_cancel_during_an_image_decode_is_not_an_input_error(monkeypatch):
     monkeypatch.setattr(Image, "open", stopped)
     with pytest.raises(TrainingCancelled):
         decoders.decode_image(b"\x89PNG....", "x.png", "PNG")
+
+
+def test_only_folds_trains_those_folds_as_a_whole_run_does_then_resume_finishes(tiny_run, tiny_cfg, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(SmallCovidError, match="1..2"):
+        train(tiny_cfg(final=True), run, only_folds=[3])
+    part = train(tiny_cfg(final=True), run, only_folds=[2])
+    assert part["partial"] and part["folds"] == [2] and [r["fold"] for r in part["plateau"]] == [2]
+    assert not (run / "fold_1").exists() and not (run / "summary.json").exists() and not (run / "final").exists()
+    assert json.loads((run / "partial.json").read_text()) == part
+    # fold 2 alone is the same fold 2 as the whole run's (same seed: same batches and weights)
+    whole = tiny_run[0] / "fold_2" / f"{MODEL}.safetensors"
+    assert (run / "fold_2" / f"{MODEL}.safetensors").read_bytes() == whole.read_bytes()
+    resumed = train(tiny_cfg(final=True), run)  # the rest of the run: fold 1, the summary, the final model
+    assert_close_tree(comparable_summary(resumed), comparable_summary(tiny_run[1]))

@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--extend-epochs", type=int, metavar="N",
                    help="with --resume on a --schedule restarts run: raise its epoch cap to N; folds that "
                         "reached the old cap train on, the summary and final model are made anew")
+    p.add_argument("--only-folds", type=int, nargs="+", metavar="K",
+                   help="train just these folds and stop before the summary and final model (e.g. one fold "
+                        "trained again to a later cap); --resume without it finishes the run later")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocol", choices=["default", "paper"], default="default")
     p.add_argument("--no-augment", action="store_true")
@@ -207,7 +210,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             reporter, stop, on_tasks = job.wrap(reporter), job.should_stop, job.record_cluster
         runner = fold_runner(args, on_tasks)
         print(f"run folder: {run_dir}", flush=True)
-        summary = train(cfg, run_dir, progress=reporter, should_stop=stop, executor=runner)
+        summary = train(cfg, run_dir, progress=reporter, should_stop=stop, executor=runner,
+                        only_folds=args.only_folds)
     except TrainingCancelled as exc:
         print(f"cancelled: {exc}", file=sys.stderr)
         if job:
@@ -231,6 +235,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise
     if job:
         job.finish("done")
+    if summary.get("partial"):
+        for row in summary["plateau"]:
+            print(f"fold {row['fold']}: best val Dice {row['best']:.4f} at epoch {row['best_epoch']} of "
+                  f"{row['epochs_run']}; plateau {'reached' if row['ok'] else 'NOT reached'}")
+        print(f"trained folds {summary['folds']} only: no summary or final model "
+              f"(train.py --resume {run_dir} trains the rest)")
+        return 0
     print(format_summary(summary))
     return 0
 

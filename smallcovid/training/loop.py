@@ -20,6 +20,7 @@ callers that only import this module.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from smallcovid.core.devices import resolve_device
@@ -31,7 +32,7 @@ from smallcovid.training.distill import check_teachers
 from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
 from smallcovid.training.fold import RunContext
-from smallcovid.training.runfolder import fold_caps, fold_dir
+from smallcovid.training.runfolder import PARTIAL_FILE, fold_caps, fold_dir
 from smallcovid.training.pseudo import load_unlabeled
 from smallcovid.training.runlock import hold_run
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, spent_seconds
@@ -48,6 +49,7 @@ def train(
     should_stop: StopFn | None = None,
     executor: str | FoldRunner = "local",
     ray_address: str | None = None,
+    only_folds: Sequence[int] | None = None,
 ) -> dict:
     """Run (or resume) k-fold training into ``out_dir``; returns the summary dict.
 
@@ -66,10 +68,15 @@ def train(
             configured ``RayFolds``). The summary's ``"executor"`` records which one ran.
         ray_address: with ``executor="ray"``: ``None`` starts a local Ray instance for the
             run, ``"auto"`` or ``"HOST:6379"`` joins a running cluster.
+        only_folds: train just these folds (1-based) and stop before the summary and the
+            final model, which need every fold: e.g. one fold trained again to a later cap.
+            The folds and their plateau check go to ``partial.json``, and the returned dict is
+            ``{"partial": True, "folds", "plateau"}``. Resuming without ``only_folds`` later
+            trains the other folds and finishes the run.
 
     Raises:
-        SmallCovidError: ``out_dir`` holds a run with another config, bad data / splits, or an
-            unknown executor; :class:`~smallcovid.training.runlock.RunBusyError` when another
+        SmallCovidError: ``out_dir`` holds a run with another config, bad data / splits, an
+            unknown executor, or a fold in ``only_folds`` outside 1..folds; :class:`~smallcovid.training.runlock.RunBusyError` when another
             process is training ``out_dir``.
         TrainingCancelled: ``should_stop()`` returned True.
     """
@@ -85,6 +92,10 @@ def train(
     if cfg.teachers:
         check_teachers(cfg.teachers)
     splits = _splits(cfg, data, out)
+    if only_folds is not None:
+        bad = sorted(set(only_folds) - set(range(1, len(splits) + 1)))
+        if bad or not only_folds:
+            raise SmallCovidError(f"only_folds {list(only_folds)}: folds must be in 1..{len(splits)}")
     out.mkdir(parents=True, exist_ok=True)
     with hold_run(out):
         atomic_write_text(cfg_path, cfg.to_json())
@@ -98,14 +109,31 @@ def train(
             # metrics.json is written only by finish_run, after every fold's training ended.
             if (fold_dir(out, k) / "metrics.json").is_file():
                 clock.skip(cfg.epochs_per_fold)
-            else:
+            elif only_folds is None or k in only_folds:
                 todo.append((k, split))
         try:
             ran_by = runner.run_folds(run, data, todo)
+            if only_folds is not None:
+                return _finish_partial(out, sorted(set(only_folds)))
             return finish_run(run, data, splits, executor=ran_by)
         finally:
             # Also on a cancel or an error: the resumed run adds the partial epoch's time too.
             run.save_clock()
+
+
+def _finish_partial(out: Path, folds: list[int]) -> dict:
+    """Record the folds a partial run trained, with each one's plateau check."""
+    from smallcovid.training.plateau import fold_plateau
+
+    rows = []
+    for k in folds:
+        meta = json.loads((fold_dir(out, k) / "resume" / "resume.json").read_text())["meta"]
+        check = fold_plateau(meta)
+        rows.append({"fold": k, **{key: check[key] for key in ("best_epoch", "epochs_run", "ok")},
+                     "best": round(float(meta["best"]), 4)})
+    record = {"partial": True, "folds": folds, "plateau": rows}
+    atomic_write_text(out / PARTIAL_FILE, json.dumps(record, indent=1))
+    return record
 
 
 def _splits(cfg: TrainConfig, data: LabeledSet, out: Path) -> list[dict[str, list[str]]]:

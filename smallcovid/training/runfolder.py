@@ -3,7 +3,8 @@
 ``<run>/fold_<k>/`` per cross-validation fold, ``<run>/final/`` for the all-data model
 (fold 0); each holds ``history.csv`` (:data:`HISTORY_COLUMNS`, one row per epoch). A run
 whose cap was raised (:func:`smallcovid.training.plateau.extend_run`) records each raise in
-``extensions.json``.
+``extensions.json``; one that trained only some of its folds (``train(only_folds=...)``)
+records them and their plateau check in ``partial.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from smallcovid.training.config import TrainConfig
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_dice_best", "lr"]
 FINAL_MODEL = "final model (all data)"  # how messages name fold 0
 EXTENSIONS_FILE = "extensions.json"  # a run folder's raised epoch caps (plateau.extend_run)
+PARTIAL_FILE = "partial.json"  # the folds a run trained alone (train(only_folds=...)), no summary yet
 
 
 def fold_name(fold: int) -> str:
@@ -45,6 +47,12 @@ def fold_caps(out: Path, cfg: TrainConfig) -> dict[int, int]:
     for e in ext:
         caps.update({k: e["to"] for k in e["folds"]})
     return caps
+
+
+def read_partial(out: Path) -> dict | None:
+    """What a run folder trained with ``only_folds`` (``{"folds", "plateau"}``), or None."""
+    path = Path(out) / PARTIAL_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
