@@ -141,6 +141,18 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
     ``executor`` says what trained the folds (default ``{"name": "local"}``; a Ray run adds
     its job and task ids); it is stored as the summary's ``"executor"``.
     """
+    summary = summarise_folds(run, data, splits, executor)
+    if run.cfg.final:
+        summary["final"], summary["elapsed_s"] = _train_final(run, data, summary)  # the card's total time
+    atomic_write_text(run.out / "summary.json", json.dumps(summary, indent=1))
+    run.report("done", 0, eta_s=0.0)
+    return summary
+
+
+def summarise_folds(run: RunContext, data: LabeledSet, splits: list[dict[str, list[str]]],
+                    executor: dict | None = None) -> dict:
+    """The summary of the trained folds in ``run.out`` (no final model, nothing written but each
+    fold's ``metrics.json``): out-of-fold metrics, threshold, calibration, plateau check."""
     cfg, out, device = run.cfg, run.out, run.device
     steps = len(splits) + 3
 
@@ -189,10 +201,6 @@ def finish_run(run: RunContext, data: LabeledSet, splits: list[dict[str, list[st
         "executor": executor or {"name": "local"},
         "plateau": plateau_report(out, cfg, len(splits)),
     }
-    if cfg.final:
-        summary["final"], summary["elapsed_s"] = _train_final(run, data, summary)  # the card's total time
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    run.report("done", 0, eta_s=0.0)
     return summary
 
 

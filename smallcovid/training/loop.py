@@ -33,6 +33,7 @@ from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
 from smallcovid.training.fold import RunContext
 from smallcovid.training.runfolder import PARTIAL_FILE, fold_caps, fold_dir
+from smallcovid.training.plateau import fold_plateau
 from smallcovid.training.pseudo import load_unlabeled
 from smallcovid.training.runlock import hold_run
 from smallcovid.training.progress import Clock, Progress, ProgressFn, StopFn, TrainingCancelled, spent_seconds
@@ -123,8 +124,6 @@ def train(
 
 def _finish_partial(out: Path, folds: list[int]) -> dict:
     """Record the folds a partial run trained, with each one's plateau check."""
-    from smallcovid.training.plateau import fold_plateau
-
     rows = []
     for k in folds:
         meta = json.loads((fold_dir(out, k) / "resume" / "resume.json").read_text())["meta"]
