@@ -602,7 +602,9 @@ def test_only_folds_trains_those_folds_as_a_whole_run_does_then_resume_finishes(
     run = tmp_path / "run"
     with pytest.raises(SmallCovidError, match="1..2"):
         train(tiny_cfg(final=True), run, only_folds=[3])
-    part = train(tiny_cfg(final=True), run, only_folds=[2])
+    events = []
+    part = train(tiny_cfg(final=True), run, only_folds=[2], progress=events.append)
+    assert [e for e in events if e.kind == "epoch"][-1].eta_s == 0.0  # the ETA counts fold 2 alone
     assert part["partial"] and part["folds"] == [2] and [r["fold"] for r in part["plateau"]] == [2]
     assert not (run / "fold_1").exists() and not (run / "summary.json").exists() and not (run / "final").exists()
     assert json.loads((run / "partial.json").read_text()) == part

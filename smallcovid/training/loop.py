@@ -101,16 +101,20 @@ def train(
     with hold_run(out):
         atomic_write_text(cfg_path, cfg.to_json())
         save_splits(out / "splits.json", splits, cfg.seed)
-        clock = Clock(total_epochs=cfg.epochs_per_fold * (len(splits) + int(cfg.final)), spent_s=spent_seconds(out))
+        # A partial run's ETA counts only its folds (no final model).
+        n_models = len(splits) + int(cfg.final) if only_folds is None else len(set(only_folds))
+        clock = Clock(total_epochs=cfg.epochs_per_fold * n_models, spent_s=spent_seconds(out))
         pool = load_unlabeled(cfg.unlabeled, cfg.image_size) if cfg.unlabeled else None
         run = RunContext(cfg, out, device, clock, folds=len(splits), progress=progress, should_stop=should_stop,
                          pool=pool, keeps_time=True, fold_caps=fold_caps(out, cfg))
         todo = []
         for k, split in enumerate(splits, start=1):
             # metrics.json is written only by finish_run, after every fold's training ended.
+            if only_folds is not None and k not in only_folds:
+                continue
             if (fold_dir(out, k) / "metrics.json").is_file():
                 clock.skip(cfg.epochs_per_fold)
-            elif only_folds is None or k in only_folds:
+            else:
                 todo.append((k, split))
         try:
             ran_by = runner.run_folds(run, data, todo)
