@@ -208,6 +208,10 @@ def test_plateau_view():
         {"from": 775, "to": 1575, "folds": [1, 2]}, {"bad": 1}]}}})
     assert extended["extensions"] == [{"from": 775, "to": 1575, "folds": [1, 2]}]
     assert "folds 1, 2, short of a plateau at 775 epochs, trained on up to 1575" in plateauview.plateau_text(extended)
+    again = plateauview.card_plateau({"cv": {"plateau": plateau(True)}, "replaced_folds": {"folds": [2], "epochs": 3175}})
+    assert again["replaced"] == {"folds": [2], "epochs": 3175}
+    assert "fold 2 trained again alone with the same recipe, up to 3175 epochs" in plateauview.plateau_text(again)
+    assert plateauview.card_plateau({"cv": {"plateau": plateau(True)}, "replaced_folds": "x"})["replaced"] is None
     # Folds of different lengths: the longest gets the shaded last quarter, each shorter one a dotted line.
     uneven = plateau()
     uneven["per_fold"][0] = {**uneven["per_fold"][0], "epochs_run": 4, "curve": [0.2, 0.4, 0.6, 0.55]}

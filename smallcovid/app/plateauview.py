@@ -18,8 +18,10 @@ def card_plateau(card: dict | None) -> dict | None:
     """The card's ``cv.plateau`` with its folds cleaned up, or None when the card has none.
 
     Returns ``{"share", "ok", "final_epochs", "per_fold": [{"fold", "best_epoch", "epochs_run",
-    "ok", "curve"}], "extensions": [{"from", "to", "folds"}]}``; folds without a number are
-    dropped, a missing curve is an empty list.
+    "ok", "curve"}], "extensions": [{"from", "to", "folds"}], "replaced": {"folds", "epochs"} or
+    None}`` (``replaced``: the card's ``replaced_folds``, folds trained again alone, see
+    ``scripts/replace_folds.py``); folds without a number are dropped, a missing curve is an
+    empty list.
     """
     cv = (card or {}).get("cv")
     raw = cv.get("plateau") if isinstance(cv, dict) else None
@@ -37,8 +39,11 @@ def card_plateau(card: dict | None) -> dict | None:
     final = int(raw["final_epochs"]) if _is_int(raw.get("final_epochs")) else None
     extensions = [e for e in raw.get("extensions") or [] if isinstance(e, dict) and _is_int(e.get("from"))
                   and _is_int(e.get("to")) and isinstance(e.get("folds"), list)]
+    rep = card.get("replaced_folds")
+    replaced = ({"folds": [int(k) for k in rep["folds"] if _is_int(k)], "epochs": int(rep["epochs"])}
+                if isinstance(rep, dict) and isinstance(rep.get("folds"), list) and _is_int(rep.get("epochs")) else None)
     return {"share": share, "ok": bool(raw.get("ok")) and bool(folds) and all(f["ok"] for f in folds),
-            "final_epochs": final, "per_fold": folds, "extensions": extensions}
+            "final_epochs": final, "per_fold": folds, "extensions": extensions, "replaced": replaced}
 
 
 def plateau_text(plateau: dict | None) -> str:
@@ -56,6 +61,10 @@ def plateau_text(plateau: dict | None) -> str:
         folds_text = ", ".join(str(k) for k in e["folds"])
         tail += (f"; fold{'s' if len(e['folds']) > 1 else ''} {folds_text}, short of a plateau at "
                  f"{e['from']} epochs, trained on up to {e['to']}")
+    rep = plateau.get("replaced")
+    if rep and rep["folds"]:
+        tail += (f"; fold{'s' if len(rep['folds']) > 1 else ''} {', '.join(map(str, rep['folds']))} trained again "
+                 f"alone with the same recipe, up to {rep['epochs']} epochs")
     missed = [str(f["fold"]) for f in folds if not f["ok"]]
     if not missed:
         return (f"Plateau reached in every fold: each fold's best validation Dice came in the first {pct} of "
