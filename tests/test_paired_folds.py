@@ -47,3 +47,20 @@ def test_other_folds_are_refused(tmp_path, capsys):
     c = _summary(tmp_path / "c", [0.7, 0.6, 0.5])
     assert script.main([str(a), str(c)]) == 2 and "different folds" in capsys.readouterr().err
     assert script.main([str(a), str(tmp_path / "nowhere")]) == 2
+
+
+def test_worst_slices_scores_each_slice_out_of_fold_and_draws_a_sheet(tiny_run, tmp_path, capsys):
+    from PIL import Image
+
+    script = load_script("scripts/worst_slices.py")
+    run, summary = tiny_run
+    data_dir = json.loads((run / "config.json").read_text())["data"]
+    out = tmp_path / "sheet.png"
+    assert script.main([str(run), str(run), "--data", data_dir, "--n", "2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [ln.split() for ln in lines if ln.startswith("slice_")]
+    n = sum(len(s["val"]) for s in json.loads((run / "splits.json").read_text())["folds"])
+    assert len(rows) == n and all(r[1] == r[2] for r in rows)  # the same run twice: the same Dice
+    dice = [float(r[1]) for r in rows]
+    assert dice == sorted(dice)  # worst first
+    assert Image.open(out).size == (256 * 3, 274 * 2)
