@@ -138,6 +138,10 @@ def _write_final(card: dict, card_path: Path, out: Path, summary: dict) -> None:
     new = {k: v for k, v in card.items() if k not in ("sha256", "weights_file", "weights_dtype", "histories")}
     new["cv"] = {k: summary.get(k) for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds",
                                              "plateau")}
+    # The folds' cap is now the partial run's; the final model's own epochs are in cv.plateau.
+    new["training"] = {**card["training"], "config": {**card["training"]["config"],
+                                                      "epochs": max(card["training"]["config"]["epochs"],
+                                                                    summary["replaced_folds"]["epochs"])}}
     new.update(command=summary["command"], training_time_s=summary["elapsed_s"],
                replaced_folds=summary["replaced_folds"],
                threshold_note=f"threshold chosen on out-of-fold predictions: {threshold_text(summary)}")

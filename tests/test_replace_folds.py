@@ -45,6 +45,7 @@ def test_a_fold_trained_again_alone_rebuilds_the_same_run_and_ships(tiny_run, ti
     card = json.loads((tmp_path / "weights2" / "smallcovid-net.json").read_text())
     assert card["cv"]["tuned"]["dice"]["mean"] == pytest.approx(summary["tuned"]["dice"]["mean"])
     assert card["replaced_folds"]["folds"] == [2] and set(card["histories"]) == {"0", "1", "2"}
+    assert card["training"]["config"]["epochs"] == cfg.epochs
     assert (tmp_path / "weights2" / "smallcovid-net-folds" / "fold_2.safetensors").is_file()
 
     # refused: another recipe, other data, an existing output folder
