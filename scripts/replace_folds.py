@@ -115,8 +115,8 @@ def rebuild(card_path: Path, partial_run: Path, data_dir: Path, out: Path) -> di
                               f"would train {summary['plateau']['final_epochs']} epochs, not {old_final}; "
                               "train the whole run again instead")
     summary["plateau"]["extensions"] = extensions
-    part_cmd = reproduce_command(TrainConfig.from_dict({**part_cfg, "data": card_cfg["data"]})) + \
-        " --out runs --run-id " + shlex.quote(partial_run.name) + " --only-folds " + " ".join(map(str, sorted(replaced)))
+    part_cmd = shlex.join([*shlex.split(reproduce_command(TrainConfig.from_dict({**part_cfg, "data": card_cfg["data"]}))),
+                           "--out", "runs", "--run-id", partial_run.name, "--only-folds", *map(str, sorted(replaced))])
     summary["command"] = card["command"] + " && " + part_cmd
     spent = spent_seconds(partial_run)
     summary["elapsed_s"] = float(card.get("training_time_s") or 0.0) + spent
@@ -126,13 +126,14 @@ def rebuild(card_path: Path, partial_run: Path, data_dir: Path, out: Path) -> di
         "why": "trained again alone with the card's recipe to a later epoch cap, for the plateau check",
         "final_model": f"kept: it trains {old_final} epochs (the restart cycle of the folds' median best epoch), "
                        "with the new fold as before"}
-    _write_final(card, card_path, out, summary)
+    summary["final"] = _write_final(card, card_path, out, summary)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
-def _write_final(card: dict, card_path: Path, out: Path, summary: dict) -> None:
-    """The shipped final model in ``out/final/``, its card carrying the rebuilt cross-validation."""
+def _write_final(card: dict, card_path: Path, out: Path, summary: dict) -> dict:
+    """The shipped final model in ``out/final/``, its card carrying the rebuilt cross-validation;
+    returns the summary's ``final`` entry (``{"weights", "sha256"}``)."""
     name = card["model"]
     model, _ = load_weights(card_path.with_suffix(".safetensors"))
     new = {k: v for k, v in card.items() if k not in ("sha256", "weights_file", "weights_dtype", "histories")}
@@ -149,7 +150,7 @@ def _write_final(card: dict, card_path: Path, out: Path, summary: dict) -> None:
     dtype = torch.float16 if card.get("weights_dtype") == "float16" else None
     save_weights(model, dest, card=new, dtype=dtype)
     write_history(fold_dir(out, 0) / "history.csv", _history_rows(card["histories"]["0"]))
-    summary["final"] = {"weights": str(dest), "sha256": json.loads(dest.with_suffix(".json").read_text()).get("sha256")}
+    return {"weights": str(dest), "sha256": json.loads(dest.with_suffix(".json").read_text()).get("sha256")}
 
 
 def main() -> int:
@@ -165,7 +166,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     d = s["tuned"]["dice"]
-    print(f"{a.out}: CV Dice {d['mean']:.4f} ± {d['std']:.4f}; plateau {'ok' if s['plateau']['ok'] else 'NOT reached'}: "
+    plateau = "ok" if s["plateau"]["ok"] else "NOT reached"
+    print(f"{a.out}: CV Dice {d['mean']:.4f} ± {d['std']:.4f}; plateau {plateau}: "
           + ", ".join(f"fold {f['fold']} {f['best_epoch']}/{f['epochs_run']}" for f in s["plateau"]["per_fold"]))
     return 0
 

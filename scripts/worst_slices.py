@@ -20,16 +20,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from smallcovid.data.dataset import load_dataset  # noqa: E402
-from smallcovid.inference.evaluation import evaluate_maps, predict_set  # noqa: E402
-from smallcovid.inference.predictor import Predictor  # noqa: E402
-from smallcovid.models.calibration import Calibration  # noqa: E402
-from smallcovid.models.checkpoint import load_weights  # noqa: E402
+from smallcovid.inference.evaluation import evaluate_maps  # noqa: E402
+from smallcovid.training.oof import raw_maps  # noqa: E402
 
 
 def fold_models(source: Path) -> tuple[str, list[tuple[Path, list[str]]], float, int]:
@@ -58,11 +55,8 @@ def out_of_fold(source: Path, data) -> tuple[dict[str, float], dict[str, np.ndar
     _, folds, threshold, size = fold_models(source)
     dice, masks = {}, {}
     for path, stems in folds:
-        model, _ = load_weights(path)
-        pred = Predictor(model, image_size=size, threshold=threshold, device=torch.device("cpu"),
-                         calibration=Calibration())
         val = data.subset(stems)
-        maps = predict_set(pred, val)
+        maps = raw_maps(path, size, val)
         res = evaluate_maps(maps, val.samples, threshold)
         for i, s in enumerate(val.samples):
             dice[s.stem] = float(res.per_image["dice"][i])

@@ -12,6 +12,9 @@ from smallcovid.training.config import TrainConfig
 from tinydata import load_script
 
 
+TINY_RUN = "--folds 2 --epochs 2 --batch-size 2 --image-size 32 --seed 3 --device cpu --model-option filters=4"
+
+
 def queue_module():
     return load_script("scripts/train_queue.py")
 
@@ -55,8 +58,7 @@ def test_interrupted_run_is_resumed(tiny_data, tmp_path):
     q = queue_module()
     runs = tmp_path / "runs"
     f = tmp_path / "queue.txt"
-    f.write_text(f"r --model smallcovid-net --data {tiny_data} --folds 2 --epochs 2 --batch-size 2 --image-size 32 "
-                 "--seed 3 --device cpu --model-option filters=4\n")
+    f.write_text(f"r --model smallcovid-net --data {tiny_data} {TINY_RUN}\n")
     (runs / "r").mkdir(parents=True)
     # a run folder with a config but no summary: the queue continues it with --resume
     from smallcovid.training.config import TrainConfig
@@ -172,10 +174,9 @@ def test_a_line_with_only_folds_is_done_when_those_folds_trained(tiny_data, tmp_
     q = queue_module()
     runs = tmp_path / "runs"
     f = tmp_path / "queue.txt"
-    f.write_text(f"p --model smallcovid-net --data {tiny_data} --folds 2 --epochs 2 --batch-size 2 --image-size 32 "
-                 "--seed 3 --device cpu --model-option filters=4 --only-folds 2\n")
+    f.write_text(f"p --model smallcovid-net --data {tiny_data} {TINY_RUN} --only-folds 2\n")
     assert q.only_folds(["--a", "--only-folds", "2", "3", "--b"]) == [2, 3] and q.only_folds(["--a"]) is None
-    assert "0/2 epochs" not in q.status(f, runs)[1]  # not started: queued
+    assert q.status(f, runs)[1].split()[1] == "queued"
     q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)
     assert not (runs / "p" / "summary.json").exists() and not (runs / "p" / "fold_1").exists()
     line = q.status(f, runs)[1]

@@ -40,8 +40,9 @@ def card_plateau(card: dict | None) -> dict | None:
     extensions = [e for e in raw.get("extensions") or [] if isinstance(e, dict) and _is_int(e.get("from"))
                   and _is_int(e.get("to")) and isinstance(e.get("folds"), list)]
     rep = card.get("replaced_folds")
-    replaced = ({"folds": [int(k) for k in rep["folds"] if _is_int(k)], "epochs": int(rep["epochs"])}
-                if isinstance(rep, dict) and isinstance(rep.get("folds"), list) and _is_int(rep.get("epochs")) else None)
+    replaced = None
+    if isinstance(rep, dict) and isinstance(rep.get("folds"), list) and _is_int(rep.get("epochs")):
+        replaced = {"folds": [int(k) for k in rep["folds"] if _is_int(k)], "epochs": int(rep["epochs"])}
     return {"share": share, "ok": bool(raw.get("ok")) and bool(folds) and all(f["ok"] for f in folds),
             "final_epochs": final, "per_fold": folds, "extensions": extensions, "replaced": replaced}
 

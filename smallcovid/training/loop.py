@@ -77,8 +77,9 @@ def train(
 
     Raises:
         SmallCovidError: ``out_dir`` holds a run with another config, bad data / splits, an
-            unknown executor, or a fold in ``only_folds`` outside 1..folds; :class:`~smallcovid.training.runlock.RunBusyError` when another
-            process is training ``out_dir``.
+            unknown executor, or a fold in ``only_folds`` outside 1..folds;
+            :class:`~smallcovid.training.runlock.RunBusyError` when another process is training
+            ``out_dir``.
         TrainingCancelled: ``should_stop()`` returned True.
     """
     out = Path(out_dir)

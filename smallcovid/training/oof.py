@@ -31,10 +31,17 @@ def oof_maps(out: Path, cfg: TrainConfig, data: LabeledSet, splits: list[dict[st
     fold_maps: list[list[ProbMaps]] = []
     fold_sets: list[LabeledSet] = []
     for k, split in enumerate(splits, start=1):
-        model, _ = load_weights(fold_dir(out, k) / f"{cfg.model}.safetensors", device=str(device))
-        pred = Predictor(model, image_size=cfg.image_size, threshold=cfg.threshold, device=device,
-                         calibration=Calibration())
         val = data.subset(split["val"])
-        fold_maps.append(predict_set(pred, val))
+        fold_maps.append(raw_maps(fold_dir(out, k) / f"{cfg.model}.safetensors", cfg.image_size, val, device,
+                                  threshold=cfg.threshold))
         fold_sets.append(val)
     return fold_maps, fold_sets
+
+
+def raw_maps(weights: Path, image_size: int, val: LabeledSet, device: torch.device | str = "cpu",
+             threshold: float = 0.5) -> list[ProbMaps]:
+    """Raw (uncalibrated) maps of the model in ``weights`` on the slices of ``val``, at ``image_size`` px
+    (``threshold`` only sets the predictor's default; the maps are probabilities)."""
+    model, _ = load_weights(weights, device=str(device))
+    pred = Predictor(model, image_size=image_size, threshold=threshold, device=device, calibration=Calibration())
+    return predict_set(pred, val)
