@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 def save_state(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> None:
     """Write model + optimizer tensors and ``meta`` (JSON-serialisable) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for idx, st in opt["state"].items():
         for key, val in st.items():
             if torch.is_tensor(val):
-                tensors[f"opt.{idx}.{key}"] = val.detach().contiguous().cpu().clone()
+                tensors[f"opt.{idx}.{key}"] = val.detach().contiguous().cpu()
             else:
                 scalars.setdefault(str(idx), {})[key] = val
     # A new tensor file per save: resume.json (written last) names the file it belongs to,
