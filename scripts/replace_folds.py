@@ -43,7 +43,7 @@ from smallcovid.data.dataset import load_dataset, load_splits  # noqa: E402
 from smallcovid.models.checkpoint import load_weights, save_weights  # noqa: E402
 from smallcovid.training.config import TrainConfig  # noqa: E402
 from smallcovid.training.cvsummary import reproduce_command, summarise_folds, threshold_text  # noqa: E402
-from smallcovid.training.fold import RunContext  # noqa: E402
+from smallcovid.training.context import RunContext  # noqa: E402
 from smallcovid.training.progress import Clock, spent_seconds  # noqa: E402
 from smallcovid.training.runfolder import EXTENSIONS_FILE, fold_dir, read_partial, write_history  # noqa: E402
 

@@ -91,7 +91,7 @@ def test_soft_labels_are_cached_for_a_resumed_fold(tiny_cfg, tiny_run, unlabeled
     train(cfg, tmp_path / "run")
     calls = []
     monkeypatch.setattr(distill, "soft_labels", lambda *a, **k: calls.append(1))
-    from smallcovid.training.fold import FoldContext
+    from smallcovid.training.context import FoldContext
 
     ctx = FoldContext(type("R", (), {"out": tmp_path / "run", "cfg": cfg})(), 1)
     from smallcovid.data.dataset import load_dataset
@@ -101,7 +101,8 @@ def test_soft_labels_are_cached_for_a_resumed_fold(tiny_cfg, tiny_run, unlabeled
 
 
 def test_a_detector_student_gets_the_soft_labels_cut_at_one_half(tiny_cfg, tmp_path):
-    from smallcovid.training.fold import FoldContext, RunContext, _resume_or_start
+    from smallcovid.training.context import FoldContext, RunContext
+    from smallcovid.training.fold import _resume_or_start
     from smallcovid.training.progress import Clock
 
     cfg = tiny_cfg("mask-rcnn")

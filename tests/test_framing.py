@@ -15,7 +15,8 @@ import pytest
 
 from smallcovid.data.preprocess import MODEL_WINDOW, apply_window, get_window, input_window
 from smallcovid.inference import framing
-from smallcovid.inference.framing import Box, crop_box, paste_maps, segment_slice, slice_box, volume_boxes
+from smallcovid.inference.cropmaps import paste_maps
+from smallcovid.inference.framing import Box, crop_box, segment_slice, slice_box, volume_boxes
 from smallcovid.inference.predictor import ProbMaps
 from smallcovid.io import Slice, Volume
 

@@ -320,7 +320,7 @@ def test_pad_to_multiple():
 def test_mask_rcnn_instances_from_lesion_mask():
     import numpy as np
 
-    from smallcovid.models.mask_rcnn import lesion_instances
+    from smallcovid.models.instances import lesion_instances
 
     mask = np.zeros((10, 12), dtype=np.uint8)
     types = np.zeros((10, 12), dtype=np.int64)

@@ -18,7 +18,7 @@ So, per input:
    :data:`FRAME_MARGIN` of its size on each side (:func:`crop_box`; the training
    framing is a margin of 0, and 0.02 already costs 0.02 Dice), clipped to the image;
 3. the model runs on the crop and its maps are pasted back at the input's size,
-   zeros (background) outside the crop (:func:`paste_maps`).
+   zeros (background) outside the crop (:func:`~smallcovid.inference.cropmaps.paste_maps`).
 
 No crop (the whole image, unchanged) when no lungs are found, when they are
 tiny (< :data:`MIN_LUNG_FRACTION` of the frame) or when the box would cover
@@ -34,7 +34,6 @@ crops (Dice 0.998-1.0 against them) where one union box does not (0.91-0.93).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -42,6 +41,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from smallcovid.data.preprocess import input_window, to_model_input
+from smallcovid.inference.cropmaps import gate_maps, paste_maps, predict_crops
 from smallcovid.inference.lesionzone import grown_lungs
 from smallcovid.inference.lungs import AIR_HU, lung_masks_display, lung_masks_hu
 from smallcovid.io import Slice, Volume
@@ -279,41 +279,6 @@ def volume_boxes(volume: Volume, lungs: np.ndarray, framing: str = "slice",
         box = _box(rows[k], cols[k], int(counts[k]), margin) if counts[k] else None
         out.append(box if box is not None else union)
     return out
-
-
-def predict_crops(predictor, crops: list[np.ndarray], axes: tuple[str, str] | None) -> list:
-    """:meth:`predict_images` of crops in the slice's orientation ``axes``: each crop reaches the
-    model in the canonical (training) orientation and its maps come back in ``axes``."""
-    maps = predictor.predict_images([to_canonical(c, axes) for c in crops])
-    if in_plane(axes) in (None, CANONICAL):
-        return maps
-    return [dataclasses.replace(m, lesion=np.ascontiguousarray(from_canonical(m.lesion, axes)),
-                                types=np.ascontiguousarray(from_canonical(m.types, axes))) for m in maps]
-
-
-def gate_maps(maps, allowed: np.ndarray):
-    """``maps`` with lesion probability 0 and type (1, 0, 0) outside ``allowed`` ((H, W) bool):
-    lesions exist only inside the (grown) lungs."""
-    lesion = np.where(allowed, maps.lesion, np.float32(0.0)).astype(np.float32)
-    types = np.where(allowed[None], maps.types, np.array([1.0, 0.0, 0.0], np.float32)[:, None, None])
-    return dataclasses.replace(maps, lesion=lesion, types=types.astype(np.float32))
-
-
-def paste_maps(maps, box: Box | None, shape: tuple[int, int]):
-    """Model maps of a crop pasted into a frame of ``shape`` (H, W).
-
-    ``maps`` is a :class:`~smallcovid.inference.predictor.ProbMaps` at the crop's size;
-    returns one at (H, W): lesion 0 and type probabilities (1, 0, 0) (background) outside
-    the crop. ``box`` None returns ``maps`` unchanged.
-    """
-    if box is None:
-        return maps
-    lesion = np.zeros(shape, np.float32)
-    lesion[box.slices] = maps.lesion
-    types = np.zeros((3, *shape), np.float32)
-    types[0] = 1.0
-    types[(slice(None), *box.slices)] = maps.types
-    return dataclasses.replace(maps, lesion=lesion, types=types)
 
 
 def segment_slice(predictor, scan: Slice) -> tuple[object, np.ndarray]:

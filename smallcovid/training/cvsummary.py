@@ -30,7 +30,7 @@ from smallcovid.models.checkpoint import save_weights
 from smallcovid.training.calibrate import calibrate_folds
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.distill import distill_recipe
-from smallcovid.training.fold import FoldContext, RunContext
+from smallcovid.training.context import FoldContext, RunContext
 from smallcovid.training.runfolder import fold_dir, read_extensions
 from smallcovid.training.oof import oof_maps
 from smallcovid.training.plateau import plateau_report

@@ -33,7 +33,8 @@ from smallcovid.data.rewindow import reference_levels, rewindow
 from smallcovid.models import SegmentationModel
 from smallcovid.models.checkpoint import load_weights
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import FoldContext, train_fold
+from smallcovid.training.context import FoldContext
+from smallcovid.training.fold import train_fold
 from smallcovid.training.runfolder import fold_dir
 from smallcovid.training.pseudo import unlabeled_files, unlabeled_hash
 from smallcovid.training.tensors import Tensors, to_tensors

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from smallcovid.core.cluster import check_executor
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import LabeledSet
-from smallcovid.training.fold import FoldContext, RunContext
+from smallcovid.training.context import FoldContext, RunContext
 from smallcovid.training.ray_folds import RayFolds
 from smallcovid.training.semi import train_model
 

@@ -31,7 +31,7 @@ from smallcovid.training.config import TrainConfig
 from smallcovid.training.distill import check_teachers
 from smallcovid.training.cvsummary import finish_run
 from smallcovid.training.executors import FoldRunner, make_runner
-from smallcovid.training.fold import RunContext
+from smallcovid.training.context import RunContext
 from smallcovid.training.runfolder import PARTIAL_FILE, fold_caps, fold_dir
 from smallcovid.training.plateau import fold_plateau
 from smallcovid.training.pseudo import load_unlabeled

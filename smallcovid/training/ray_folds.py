@@ -33,7 +33,7 @@ from smallcovid.core.devices import resolve_device
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import LabeledSet, load_dataset
 from smallcovid.training.config import TrainConfig
-from smallcovid.training.fold import FoldContext, RunContext
+from smallcovid.training.context import FoldContext, RunContext
 from smallcovid.training.runfolder import fold_caps, fold_dir
 from smallcovid.training.progress import Clock, Progress, TrainingCancelled
 from smallcovid.training.pseudo import load_unlabeled

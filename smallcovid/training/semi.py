@@ -13,7 +13,8 @@ from smallcovid.data.dataset import LabeledSet
 from smallcovid.data.rewindow import reference_levels, rewindow
 from smallcovid.models import SegmentationModel
 from smallcovid.training.distill import train_distilled
-from smallcovid.training.fold import FoldContext, train_fold
+from smallcovid.training.context import FoldContext
+from smallcovid.training.fold import train_fold
 from smallcovid.training.pseudo import pseudo_label
 from smallcovid.training.tensors import to_tensors
 
