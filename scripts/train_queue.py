@@ -54,6 +54,7 @@ from smallcovid.training.config import TrainConfig  # noqa: E402
 from smallcovid.training.queuefile import (  # noqa: E402,F401  (parse_queue ... are this script's API too)
     finished, next_cap, only_folds, parse_queue, partial_done, pending_extension, split_plateau_max)
 from smallcovid.training.runfolder import fold_caps  # noqa: E402
+from smallcovid.training.runlock import run_is_held  # noqa: E402
 
 
 def _line_key(flags: list[str]) -> str:
@@ -213,10 +214,14 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
         passes = f", pretraining {p_done}/{p_planned} passes"
     eta = f"ETA ≤ {_hms(spent / work_done * (work_planned - work_done))}" if work_done else "ETA -"
     best = f"best val Dice {sum(bests) / len(bests):.3f} ({len(bests)} folds)" if bests else "no validation yet"
-    # Running: the runner's current run (the first unfinished line), or any run written to in
-    # the last 10 minutes (the queue file may have been reordered since the runner started it).
-    recent = max((f.stat().st_mtime for f in folder.glob("*/**/history.csv")), default=0.0)
-    what = "running" if running == run_id or time.time() - recent < 600 else "paused "
+    # Running: the runner's current run (the first unfinished line), or any run whose folder a live
+    # process holds (the queue file may have been reordered since the runner started it, or a run
+    # was resumed by hand). Without file locks: any run written to in the last 10 minutes.
+    held = run_is_held(folder)
+    if held is None:
+        recent = max((f.stat().st_mtime for f in folder.glob("*/**/history.csv")), default=0.0)
+        held = time.time() - recent < 600
+    what = "running" if running == run_id or held else "paused "
     more = pending_extension(folder, cfg, split_plateau_max(flags)[1]) + kept_caps(folder)
     return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {_hms(spent)} spent, {eta}  {best}{more}"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +185,28 @@ def test_a_line_with_only_folds_is_done_when_those_folds_trained(tiny_data, tmp_
     assert "done" in line and "fold 2 best val Dice" in line and "epoch" in line
     q.run_queue(f, runs, threads=1, follow=None, python=sys.executable)  # nothing left to train
     assert (runs / "p.log").read_text().count("=== ") == 1
+
+
+def test_status_says_running_only_while_a_process_holds_the_run(tmp_path):
+    """A run trained by hand or left behind by a reordered queue: the run folder's lock, not how
+    recently it was written, tells running from paused."""
+    q = queue_module()
+    runs = tmp_path / "runs"
+    run = runs / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig(model="smallcovid-net", data="d"))))
+    (run / "fold_1").mkdir()
+    (run / "fold_1" / "history.csv").write_text("epoch,val_dice_best\n1,0.5\n")  # written just now
+    assert " paused " in q.status_line("r", [], runs, {}, running=None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom smallcovid.training.runlock import hold_run\n"
+         f"with hold_run({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert " running " in q.status_line("r", [], runs, {}, running=None)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert " paused " in q.status_line("r", [], runs, {}, running=None)
+    assert " running " in q.status_line("r", [], runs, {}, running="r")  # the runner's current run

@@ -71,3 +71,26 @@ def hold_run(out: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def run_is_held(out: str | Path) -> bool | None:
+    """Whether a live process holds ``out``'s training lock right now.
+
+    Returns None where this cannot be told (no ``fcntl``). Probing takes a shared lock for an
+    instant and gives it back, so a trainer starting at that moment waits a moment at most.
+    """
+    if fcntl is None:
+        return None
+    path = Path(out) / LOCK_FILE
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
