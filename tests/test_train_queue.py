@@ -199,7 +199,7 @@ def test_status_says_running_only_while_a_process_holds_the_run(tmp_path):
     (run / "fold_1" / "history.csv").write_text("epoch,val_dice_best\n1,0.5\n")  # written just now
     assert " paused " in q.status_line("r", [], runs, {}, running=None)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom smallcovid.training.runlock import hold_run\n"
+        [sys.executable, "-c", "import time\nfrom smallcovid.training.runlock import hold_run\n"
          f"with hold_run({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     try:
