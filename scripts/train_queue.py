@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from smallcovid.training.config import TrainConfig  # noqa: E402
 from smallcovid.training.queuefile import (  # noqa: E402,F401  (parse_queue ... are this script's API too)
     finished, next_cap, only_folds, parse_queue, partial_done, pending_extension, split_plateau_max)
+from smallcovid.training.plateau import snapshot_dir  # noqa: E402
 from smallcovid.training.runfolder import fold_caps  # noqa: E402
 from smallcovid.training.runlock import run_is_held  # noqa: E402
 
@@ -174,14 +175,24 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
         rows = "; ".join(f"fold {r['fold']} best val Dice {r['best']:.3f} at epoch {r['best_epoch']}/{r['epochs_run']}, "
                          f"plateau {'ok' if r['ok'] else 'NOT reached'}" for r in part["plateau"])
         return f"{run_id:28s} done     {rows}"
-    if (folder / "summary.json").is_file():
-        s = json.loads((folder / "summary.json").read_text())
+    summary = folder / "summary.json"
+    train_flags, plateau_max = split_plateau_max(flags)
+    if plateau_max is None and "--epochs" in train_flags:
+        # A line that stops at its cap, listed again later with --plateau-max: once the later
+        # line extends the run, this line's result is the one kept at its cap.
+        kept = snapshot_dir(folder, int(train_flags[train_flags.index("--epochs") + 1])) / "summary.json"
+        if kept.is_file():
+            summary = kept
+    if summary.is_file():
+        s = json.loads(summary.read_text())
         d = s["tuned"]["dice"]
         pl = s.get("plateau")
         plateau = "" if pl is None else ("  plateau ok" if pl["ok"] else "  plateau NOT reached: best epochs "
                                          + ",".join(str(f["best_epoch"]) + "/" + str(f["epochs_run"]) for f in pl["per_fold"]))
-        cap = next_cap(folder, split_plateau_max(flags)[1])
-        more = f"  -> extends to {cap} epochs next" if cap else ""
+        cap = next_cap(folder, plateau_max) if summary.parent == folder else None
+        more = (f"  -> extends to {cap} epochs next" if cap else "") + kept_caps(folder)
+        if summary.parent != folder:
+            more = f"  (kept in {summary.parent.name})"
         return f"{run_id:28s} done     CV Dice {d['mean']:.3f} ± {d['std']:.3f}  {_hms(s['elapsed_s'])}{plateau}{more}"
     failed = state.get(run_id)
     if failed and failed.get("line") == _line_key(flags):

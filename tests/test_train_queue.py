@@ -110,6 +110,11 @@ def test_a_run_short_of_its_plateau_is_extended_up_to_plateau_max(tiny_data, tmp
     d = kept["tuned"]["dice"]
     assert q.kept_caps(runs / "r") == f"; cap 3 kept in r.cap3 (CV Dice {d['mean']:.3f} ± {d['std']:.3f})"
     assert q.kept_caps(runs / "r.cap3") == ""
+    # Listed twice (first to its cap, then on to the plateau), the first line reads the kept run.
+    f.write_text(line + "\n" + line + " --plateau-max 7\n")
+    first, second = q.status(f, runs)[1:]
+    assert first.startswith("r ") and "done" in first and "(kept in r.cap3)" in first
+    assert f"CV Dice {d['mean']:.3f}" in first and "kept in r.cap3 (CV Dice" in second
 
 
 def test_status_counts_the_final_model_and_weighs_pretraining_passes(tmp_path):
