@@ -16,7 +16,7 @@ from smallcovid.cli.benchreport import format_bench
 from smallcovid.models import list_models
 
 KEYS = {"params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "epoch_s", "peak_mem_mb",
-        "train_sps_fp32", "train_sps_bf16"}
+        "train_sps_fp32", "train_sps_bf16", "train_sps_fp32_nchw"}
 VOLUME_KEYS = {"volume_s", "volume_peak_mb"}
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def test_measure_model_reports_every_key(tmp_path, monkeypatch, tiny_data):
     assert m["params"] > 1000 and m["flops"] > m["params"]
     assert m["latency_ms"] > 0 and m["throughput_per_s"] > 0 and m["epoch_s"] > 0 and m["peak_mem_mb"] > 10
     assert m["trained_weights"] is False
-    assert m["train_sps_fp32"] > 0 and m["train_sps_bf16"] > 0
+    assert m["train_sps_fp32"] > 0 and m["train_sps_bf16"] > 0 and m["train_sps_fp32_nchw"] > 0
     assert m["ensemble_latency_ms"] is None and m["ensemble_size"] is None  # no fold models shipped
 
 
@@ -143,15 +143,16 @@ def test_table_shows_volume_figures():
     text = format_bench(doc)
     assert "12.35" in next(l for l in text.splitlines() if l.startswith("unet")) and "1400" in text
     assert "300x512x512" in text and "volume s" in text
-    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).count("—") == 6  # no volume or training-throughput figures
+    assert next(l for l in text.splitlines() if l.startswith("smallcovid-net")).count("—") == 8  # no volume or training-throughput figures
 
 
 def test_table_shows_bf16_speedup():
     row = {"params": 100, "flops": 10**9, "weights_mb": 1.0, "latency_ms": 10.0, "throughput_per_s": 5.0,
-           "epoch_s": 2.0, "peak_mem_mb": 300.0, "train_sps_fp32": 10.0, "train_sps_bf16": 17.5}
+           "epoch_s": 2.0, "peak_mem_mb": 300.0, "train_sps_fp32": 10.0, "train_sps_bf16": 17.5, "train_sps_fp32_nchw": 8.0}
     text = format_bench({"device": "cpu", "models": {"unet": row}})
     line = next(l for l in text.splitlines() if l.startswith("unet"))
-    assert "10.0" in line and "17.5" in line and line.split("|")[-1].strip() == "1.75"
+    assert "10.0" in line and "17.5" in line and "8.0" in line
+    assert [c.strip() for c in line.split("|")[-2:]] == ["1.75", "1.25"]
     assert "training samples per second" in text and "fold ensemble" not in text
     doc = {"device": "cpu", "models": {"unet": {**row, "latency_ms": 44.0},
                                        "smallcovid-net": {**row, "ensemble_latency_ms": 33.3, "ensemble_size": 5}}}

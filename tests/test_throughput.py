@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smallcovid.models import list_models
+from smallcovid.models import build_model, list_models
+from smallcovid.training.precision import channels_last_training
 from smallcovid.training.throughput import PRECISIONS, _synthetic_batch, train_samples_per_s
 
 
@@ -28,6 +29,29 @@ def test_every_timed_and_warmup_step_is_an_optimiser_step(one_thread):
         mp.setattr(torch.optim.AdamW, "step", counting_step)
         train_samples_per_s("smallcovid-net", precision="fp32", image_size=33, batch_size=2, steps=3, warmup=1)
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_dense_models_train_channels_last_on_cpu_and_nchw_is_measurable(name, one_thread, monkeypatch):
+    """Training's memory format (channels-last for dense models on CPU, in fp32 as in bf16), and
+    ``nchw=True`` keeps the NCHW reference that the bench compares it with."""
+    seen = []
+    orig = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        if x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:  # a one-channel map is both formats at once
+            seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return orig(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
+    model = build_model(name, **({"image_size": 64} if name == "mask-rcnn" else {}))
+    dense = channels_last_training(model, torch.device("cpu"))
+    assert dense == (name != "mask-rcnn") and not channels_last_training(model, torch.device("meta"))
+    train_samples_per_s(name, precision="fp32", image_size=64, batch_size=2, steps=1, warmup=0)
+    assert seen and all(s == dense for s in seen)
+    seen.clear()
+    train_samples_per_s(name, precision="fp32", image_size=64, batch_size=2, steps=1, warmup=0, nchw=True)
+    assert seen and not any(seen)
 
 
 def test_synthetic_batch_has_a_lesion_per_slice():

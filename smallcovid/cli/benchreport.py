@@ -8,10 +8,11 @@ def _num(value: float | None, fmt: str, width: int) -> str:
     return f"{'—':>{width}}" if value is None else f"{value:>{width}{fmt}}"
 
 
-def _speedup(m: dict) -> float | None:
-    """bf16 over fp32 training throughput, or None when either was not measured."""
-    fp32, bf16 = m.get("train_sps_fp32"), m.get("train_sps_bf16")
-    return bf16 / fp32 if fp32 and bf16 else None
+def _speedup(m: dict, fast: str = "train_sps_bf16", base: str = "train_sps_fp32") -> float | None:
+    """Training throughput ``fast`` over ``base`` (bf16 over fp32 by default), or None when either
+    was not measured."""
+    a, b = m.get(fast), m.get(base)
+    return a / b if a and b else None
 
 
 def format_bench(doc: dict) -> str:
@@ -21,7 +22,7 @@ def format_bench(doc: dict) -> str:
     ref = models.get("unet")
     head = (f"{'model':<15}{'params':>11}{'GFLOPs':>8}{'MB':>7}{'latency ms':>11}{'img/s':>7}"
             f"{'epoch s':>9}{'peak MB':>9}{'volume s':>10}{'vol MB':>8}{'vol +MB':>8}{'train/s':>8}{'bf16/s':>8}"
-            " | vs U-Net: params latency epoch | bf16 speed-up")
+            f"{'NCHW/s':>8} | vs U-Net: params latency epoch | bf16 speed-up | channels-last speed-up")
     lines = [f"device: {doc['device']}", head, "-" * len(head)]
     for name, m in models.items():
         ratio = ""
@@ -34,7 +35,9 @@ def format_bench(doc: dict) -> str:
                      f"{m['peak_mem_mb']:>9.0f}{_num(m.get('volume_s'), '.2f', 10)}"
                      f"{_num(m.get('volume_peak_mb'), '.0f', 8)}{_num(m.get('volume_model_mb'), '.0f', 8)}"
                      f"{_num(m.get('train_sps_fp32'), '.1f', 8)}"
-                     f"{_num(m.get('train_sps_bf16'), '.1f', 8)} | {ratio} | {_num(_speedup(m), '.2f', 5)}")
+                     f"{_num(m.get('train_sps_bf16'), '.1f', 8)}{_num(m.get('train_sps_fp32_nchw'), '.1f', 8)}"
+                     f" | {ratio} | {_num(_speedup(m), '.2f', 5)}"
+                     f" | {_num(_speedup(m, 'train_sps_fp32', 'train_sps_fp32_nchw'), '.2f', 5)}")
     for name, m in models.items():
         if m.get("ensemble_latency_ms"):
             vs = f" (one U-Net: {ref['latency_ms']:.1f} ms)" if ref and name != "unet" else ""
@@ -55,6 +58,7 @@ def format_bench(doc: dict) -> str:
                  + ("epoch: one pass over the labeled set, batch 4, at each model's input size"
                     if all(m.get("epoch_s") is not None for m in models.values())
                     else "epoch: skipped (no data folder: pass --data DIR or set SMALLCOVID_DATA_DIR)")
-                 + "; train/s, bf16/s: training samples per second (160x160, batch 4, synthetic) in fp32 and bf16"
+                 + "; train/s, bf16/s: training samples per second (160x160, batch 4, synthetic) in fp32 and bf16, "
+                   "in the memory format training uses (channels-last for dense models on CPU); NCHW/s: fp32 in NCHW"
                  + "; untrained weights where none are shipped")
     return "\n".join(lines)

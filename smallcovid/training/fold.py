@@ -32,7 +32,7 @@ from smallcovid.models import SegmentationModel, build_model
 from smallcovid.models.checkpoint import load_weights, save_weights
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.context import FoldContext
-from smallcovid.training.precision import MixedPrecision
+from smallcovid.training.precision import MixedPrecision, channels_last_training
 from smallcovid.training.progress import TrainingCancelled
 from smallcovid.training.pseudo import STRONG_AUGMENT
 from smallcovid.training.runfolder import write_history
@@ -101,7 +101,7 @@ def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSe
         start, _ = load_weights(init)
         model.load_state_dict(start.state_dict())
     model = model.to(device)
-    if _channels_last(cfg, model, device):
+    if channels_last_training(model, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
     train_t = to_tensors(train_set, cfg.image_size) if train_tensors is None else train_tensors
@@ -114,11 +114,6 @@ def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSe
     meta = load_state(ctx.dir / "resume", model, optimizer) or {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": []}
     ctx.run.clock.skip(meta["epoch"])  # epochs finished before an interruption
     return FoldState(model, optimizer, MixedPrecision(device, cfg.precision), train_t, val_t, steps, meta)
-
-
-def _channels_last(cfg: TrainConfig, model: SegmentationModel, device: torch.device) -> bool:
-    """bf16 training on CPU runs dense models channels-last (oneDNN's fast path); Mask R-CNN stays NCHW."""
-    return cfg.precision == "bf16" and device.type == "cpu" and model.channels_last_inference
 
 
 def _stopped_early(ctx: FoldContext, state: FoldState) -> bool:
@@ -181,7 +176,7 @@ def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, 
                             schedule=ctx.schedule)
     x, m, t = batch
     x = x.to(device)
-    if _channels_last(cfg, state.model, device):
+    if channels_last_training(state.model, device):
         x = x.contiguous(memory_format=torch.channels_last)
     with state.amp.autocast():
         loss = state.model.loss(x, m.to(device), t.to(device))

@@ -1,9 +1,10 @@
 """Training throughput: samples per second of real optimiser steps, per precision.
 
 Used by ``python -m smallcovid bench`` to report how fast each model trains on this
-machine in fp32 and in bf16 (autocast + channels-last on CPU, the ``--precision bf16``
-path of :mod:`smallcovid.training.fold`), measured in one process so the ratio is
-not skewed by a change in machine load between two runs.
+machine in fp32 and in bf16 (autocast, the ``--precision bf16`` path of
+:mod:`smallcovid.training.fold`), channels-last on CPU as training runs, and in fp32 NCHW
+for what channels-last gains; measured in one process so the ratios are not skewed by a
+change in machine load between two runs.
 """
 
 from __future__ import annotations
@@ -14,20 +15,22 @@ import torch
 
 from smallcovid.data.augment import AugmentConfig, augment_batch
 from smallcovid.models import build_model
-from smallcovid.training.precision import MixedPrecision
+from smallcovid.training.precision import MixedPrecision, channels_last_training
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def train_samples_per_s(name: str, *, precision: str, image_size: int = 160, batch_size: int = 4,
                         steps: int = 4, warmup: int = 2, device: str | torch.device = "cpu",
-                        seed: int = 0) -> float:
+                        seed: int = 0, nchw: bool = False) -> float:
     """Samples per second of ``steps`` timed training steps (after ``warmup`` untimed ones).
 
     Each step augments a batch of ``batch_size`` synthetic ``image_size``² slices
     (blob-shaped lesions, so detection models get real targets), runs the forward pass
     and loss under ``precision``'s autocast, backpropagates and takes an AdamW step —
-    the same calls a training fold makes.
+    the same calls a training fold makes, in its memory format
+    (:func:`~smallcovid.training.precision.channels_last_training`; ``nchw=True`` forces NCHW,
+    to measure what channels-last gains).
 
     Raises:
         ValueError: ``precision`` is not one of :data:`PRECISIONS`, or a count is < 1.
@@ -42,7 +45,7 @@ def train_samples_per_s(name: str, *, precision: str, image_size: int = 160, bat
     kw = {"image_size": image_size} if name == "mask-rcnn" else {}
     model = build_model(name, **kw).to(dev).train()
     amp = MixedPrecision(dev, "bf16" if precision == "bf16" else "auto")
-    channels_last = precision == "bf16" and dev.type == "cpu" and model.channels_last_inference
+    channels_last = channels_last_training(model, dev) and not nchw
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
