@@ -233,7 +233,8 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
         recent = max((f.stat().st_mtime for f in folder.glob("*/**/history.csv")), default=0.0)
         held = time.time() - recent < 600
     what = "running" if running == run_id or held else "paused "
-    more = pending_extension(folder, cfg, split_plateau_max(flags)[1]) + kept_caps(folder)
+    pace = spent / work_done if work_done else None
+    more = pending_extension(folder, cfg, split_plateau_max(flags)[1], pace) + kept_caps(folder)
     return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {_hms(spent)} spent, {eta}  {best}{more}"
 
 

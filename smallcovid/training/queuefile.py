@@ -68,9 +68,10 @@ def next_cycle_end(cfg: dict, plateau_max: int) -> int | None:
     return end if end <= plateau_max else None
 
 
-def pending_extension(folder: Path, cfg: dict, plateau_max: int | None) -> str:
+def pending_extension(folder: Path, cfg: dict, plateau_max: int | None, s_per_epoch: float | None = None) -> str:
     """For a run still training: the folds that already ran into the cap short of their plateau
-    and the cap the queue will extend them to afterwards ("" when none or not asked for)."""
+    and the cap the queue will extend them to afterwards ("" when none or not asked for), with
+    the extra epochs and, given the run's pace ``s_per_epoch``, about how long they take."""
     if plateau_max is None or cfg.get("schedule") != "restarts":
         return ""
     short = folds_short_at_cap(folder, TrainConfig.from_dict(cfg))
@@ -78,7 +79,15 @@ def pending_extension(folder: Path, cfg: dict, plateau_max: int | None) -> str:
     if end is None:
         return ""
     which = ("fold " if len(short) == 1 else "folds ") + ", ".join(str(k) for k in short)
-    return f"; then {which} extend to {end} epochs (not in the ETA)"
+    extra = len(short) * (end - cfg["epochs"])
+    pace = f", about {_hm(extra * s_per_epoch)}" if s_per_epoch else ""
+    verb = "extends" if len(short) == 1 else "extend"
+    return f"; then {which} {verb} to {end} epochs (+{extra} epochs{pace}, not in the ETA)"
+
+
+def _hm(seconds: float) -> str:
+    m = round(seconds / 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m"
 
 
 def only_folds(flags: list[str]) -> list[int] | None:
