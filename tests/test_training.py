@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.models.checkpoint import load_weights
@@ -536,7 +537,8 @@ def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path, monkeypatch):
     assert extend_run(tmp_path / "run", 7) == [k for k in (1, 2) if json.loads(
         (tmp_path / "run" / f"fold_{k}" / "resume" / "resume.json").read_text())["meta"]["epoch"] >= 3]
     monkeypatch.undo()
-    assert not (tmp_path / "run" / "summary.json").exists() and not (tmp_path / "run" / "final").exists()
+    assert not (tmp_path / "run" / "summary.json").exists()
+    final_at_cap = json.loads((tmp_path / "run" / "final" / "resume" / "resume.json").read_text())["meta"]["epoch"]
     # What the old cap gave stays a finished run folder beside it, without the training lock.
     snap = tmp_path / "run.cap3"
     assert plateau.snapshot_dir(tmp_path / "run", 3) == snap
@@ -544,11 +546,22 @@ def test_extend_a_restarts_run_past_its_cap(tiny_cfg, tmp_path, monkeypatch):
     assert TrainConfig.from_dict(json.loads((snap / "config.json").read_text())).epochs == 3
     assert list((snap / "final").glob("*.safetensors")) and not (snap / ".train.lock").exists()
     cfg = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    # The folds' median best epoch moving to a later cycle (so the final model must train on):
+    monkeypatch.setattr(plateau, "plateau_epochs", lambda c, bests: c.epochs)
     extended = train(cfg, tmp_path / "run")
     straight = train(tiny_cfg(schedule="restarts", cycle_epochs=1, epochs=7, lr=1e-3, final=True), tmp_path / "long")
+    monkeypatch.undo()
     for a, b in zip(extended["plateau"]["per_fold"], straight["plateau"]["per_fold"]):
         assert a["epochs_run"] == b["epochs_run"] and a["best_epoch"] == b["best_epoch"]
         assert a["curve"] == pytest.approx(b["curve"], abs=1e-6)
+    # The final model went on from where it stood at the old cap, to the same weights as straight.
+    assert extended["plateau"]["final_epochs"] == straight["plateau"]["final_epochs"] == 7 > final_at_cap
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "run" / "final" / "history.csv"))]
+    assert epochs == list(range(1, 8))  # continued, not trained again
+    ext_model, _ = load_weights(next((tmp_path / "run" / "final").glob("*.safetensors")))
+    straight_model, _ = load_weights(next((tmp_path / "long" / "final").glob("*.safetensors")))
+    for (name, a), b in zip(ext_model.state_dict().items(), straight_model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
     with pytest.raises(SmallCovidError, match="above"):
         extend_run(tmp_path / "run", 7)
     with pytest.raises(SmallCovidError, match="restarts"):

@@ -78,8 +78,11 @@ def extend_run(out: Path, epochs: int) -> list[int]:
     higher from the start. Only folds that reached the old cap *and* fail the plateau check
     (best epoch past :data:`PLATEAU_SHARE` of the epochs trained) reopen: they lose their
     ``metrics.json`` and train on when the run is resumed. Folds that pass the check, at the
-    cap or before it, are kept as they are. The summary and the final model are removed,
-    since both depend on every fold. The extension is recorded in ``extensions.json``, so
+    cap or before it, are kept as they are. The summary is removed, since it depends on every
+    fold. The final model is kept: it trains to the end of the cycle holding the folds' median
+    best epoch, which an extension can only move later, so the resumed run continues it from
+    its last epoch to the new count (exact, for the same reason as the folds) or, when the
+    count did not change, keeps it as it is instead of training it again. The extension is recorded in ``extensions.json``, so
     the run's command (summary, card) reproduces it.
 
     A finished run is first copied whole to :func:`snapshot_dir` (``<run>.cap<old cap>``),
@@ -123,5 +126,4 @@ def extend_run(out: Path, epochs: int) -> list[int]:
         atomic_write_text(Path(out) / EXTENSIONS_FILE, json.dumps(record, indent=1))
         atomic_write_text(cfg_path, dataclasses.replace(cfg, epochs=epochs).to_json())
         (Path(out) / "summary.json").unlink(missing_ok=True)
-        shutil.rmtree(fold_dir(out, 0), ignore_errors=True)  # the final model: retrained from the folds
     return reopen
