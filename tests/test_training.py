@@ -392,6 +392,8 @@ def test_device_resolution_and_description():
     with pytest.raises(SmallCovidError, match="tpu"):
         resolve_device("tpu")
     text = describe_device(torch.device("cpu"))
+    from smallcovid.core.devices import cpu_model
+    assert cpu_model() in text and "x86_64" not in cpu_model()
     n = torch.get_num_threads()
     assert text.startswith("cpu (") and text.endswith(f"{n} thread{'' if n == 1 else 's'})")
     before = torch.get_num_threads()
@@ -626,3 +628,14 @@ def test_only_folds_trains_those_folds_as_a_whole_run_does_then_resume_finishes(
     assert (run / "fold_2" / f"{MODEL}.safetensors").read_bytes() == whole.read_bytes()
     resumed = train(tiny_cfg(final=True), run)  # the rest of the run: fold 1, the summary, the final model
     assert_close_tree(comparable_summary(resumed), comparable_summary(tiny_run[1]))
+
+
+def test_cpu_model_is_read_from_cpuinfo(tmp_path):
+    from smallcovid.core.devices import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD  EPYC 9B14\nflags\t\t: fpu\n")
+    assert cpu_model(str(info)) == "AMD EPYC 9B14"
+    info.write_text("processor\t: 0\n")
+    assert cpu_model(str(info)) == ""
+    assert cpu_model(str(tmp_path / "missing")) == ""

@@ -29,12 +29,29 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def describe_device(device: torch.device) -> str:
-    """A one-line human description, e.g. ``"cpu (x86_64, 2 threads)"`` or ``"cuda (NVIDIA H200)"``.
+    """A one-line human description, e.g. ``"cpu (AMD EPYC, x86_64, 2 threads)"`` or
+    ``"cuda (NVIDIA H200)"``.
 
-    The CPU line names the thread count torch uses *now*, because that, not the
-    number of cores, is what timings recorded next to it depend on.
+    The CPU line names the processor model where the system tells it (Linux), since runs
+    on two CPUs differ in their last digits, and the thread count torch uses *now*,
+    because that, not the number of cores, is what timings recorded next to it depend on.
     """
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     n = torch.get_num_threads()
-    return f"cpu ({platform.processor() or platform.machine()}, {n} thread{'' if n == 1 else 's'})"
+    model = cpu_model()
+    arch = platform.processor() or platform.machine()
+    return f"cpu ({model + ', ' if model else ''}{arch}, {n} thread{'' if n == 1 else 's'})"
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name from ``cpuinfo`` (e.g. ``"AMD EPYC"``), or "" where there is none."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name":
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    return ""
