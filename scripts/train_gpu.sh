@@ -27,7 +27,7 @@ run() {  # name, then train.py flags
 # (--epochs is a cap), so every model is trained to its plateau (summary.json -> plateau).
 run smallcovid-net --schedule restarts --cycle-epochs 25 --epochs 3175 --copy-paste 0.5 --lr 2e-3 --model-option decoder_convs=1 &
 run unet --schedule restarts --cycle-epochs 20 --epochs 1260 --copy-paste 0.5 --lr 1e-3 &
-run segnet --schedule restarts --cycle-epochs 20 --epochs 2540 --copy-paste 0.5 --lr 2e-3 &
+run segnet --schedule restarts --cycle-epochs 20 --epochs 2540 --lr 2e-3 &
 run mask-rcnn --schedule restarts --cycle-epochs 10 --epochs 310 --copy-paste 0.5 --lr 2e-3 &
 wait
 for name in smallcovid-net unet segnet mask-rcnn; do
