@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from smallcovid.training.config import TrainConfig  # noqa: E402
 from smallcovid.training.queuefile import (  # noqa: E402,F401  (parse_queue ... are this script's API too)
-    finished, next_cap, only_folds, parse_queue, partial_done, pending_extension, split_plateau_max)
+    finished, hms, next_cap, only_folds, parse_queue, partial_done, pending_extension, split_plateau_max)
 from smallcovid.training.plateau import snapshot_dir  # noqa: E402
 from smallcovid.training.runfolder import fold_caps  # noqa: E402
 from smallcovid.training.runlock import run_is_held  # noqa: E402
@@ -163,11 +163,6 @@ def _pass_weight(folder: Path, cfg: dict) -> float:
     return max(n_pool / max(n_train, 1), 1.0)
 
 
-def _hms(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running: str | None) -> str:
     """One human line for a queued run."""
     folder = runs / run_id
@@ -189,11 +184,12 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
         pl = s.get("plateau")
         plateau = "" if pl is None else ("  plateau ok" if pl["ok"] else "  plateau NOT reached: best epochs "
                                          + ",".join(str(f["best_epoch"]) + "/" + str(f["epochs_run"]) for f in pl["per_fold"]))
-        cap = next_cap(folder, plateau_max) if summary.parent == folder else None
-        more = (f"  -> extends to {cap} epochs next" if cap else "") + kept_caps(folder)
         if summary.parent != folder:
             more = f"  (kept in {summary.parent.name})"
-        return f"{run_id:28s} done     CV Dice {d['mean']:.3f} ± {d['std']:.3f}  {_hms(s['elapsed_s'])}{plateau}{more}"
+        else:
+            cap = next_cap(folder, plateau_max)
+            more = (f"  -> extends to {cap} epochs next" if cap else "") + kept_caps(folder)
+        return f"{run_id:28s} done     CV Dice {d['mean']:.3f} ± {d['std']:.3f}  {hms(s['elapsed_s'])}{plateau}{more}"
     failed = state.get(run_id)
     if failed and failed.get("line") == _line_key(flags):
         return f"{run_id:28s} FAILED   exit {failed['rc']} at {failed['at']} (see {run_id}.log)"
@@ -223,7 +219,7 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
         work_done += w * p_done
         work_planned += w * p_planned
         passes = f", pretraining {p_done}/{p_planned} passes"
-    eta = f"ETA ≤ {_hms(spent / work_done * (work_planned - work_done))}" if work_done else "ETA -"
+    eta = f"ETA ≤ {hms(spent / work_done * (work_planned - work_done))}" if work_done else "ETA -"
     best = f"best val Dice {sum(bests) / len(bests):.3f} ({len(bests)} folds)" if bests else "no validation yet"
     # Running: the runner's current run (the first unfinished line), or any run whose folder a live
     # process holds (the queue file may have been reordered since the runner started it, or a run
@@ -235,7 +231,7 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
     what = "running" if running == run_id or held else "paused "
     pace = spent / work_done if work_done else None
     more = pending_extension(folder, cfg, split_plateau_max(flags)[1], pace) + kept_caps(folder)
-    return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {_hms(spent)} spent, {eta}  {best}{more}"
+    return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {hms(spent)} spent, {eta}  {best}{more}"
 
 
 def kept_caps(folder: Path) -> str:

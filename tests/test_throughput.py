@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from smallcovid.models import build_model, list_models
-from smallcovid.training.precision import channels_last_training
+from smallcovid.models.fuse import uses_channels_last
 from smallcovid.training.throughput import PRECISIONS, _synthetic_batch, train_samples_per_s
 
 
@@ -45,8 +45,8 @@ def test_dense_models_train_channels_last_on_cpu_and_nchw_is_measurable(name, on
 
     monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
     model = build_model(name, **({"image_size": 64} if name == "mask-rcnn" else {}))
-    dense = channels_last_training(model, torch.device("cpu"))
-    assert dense == (name != "mask-rcnn") and not channels_last_training(model, torch.device("meta"))
+    dense = uses_channels_last(model, torch.device("cpu"))
+    assert dense == (name != "mask-rcnn") and not uses_channels_last(model, torch.device("meta"))
     train_samples_per_s(name, precision="fp32", image_size=64, batch_size=2, steps=1, warmup=0)
     assert seen and all(s == dense for s in seen)
     seen.clear()

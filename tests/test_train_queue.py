@@ -171,7 +171,7 @@ def test_status_names_the_folds_a_running_run_will_extend(tmp_path):
     meta(2, 2, 1)  # still training
     line = q.status_line("r", ["--plateau-max", "7"], runs, {}, running="r")
     # 5 epochs in 60 s: fold 1's 4 more epochs take about 48 s
-    assert line.endswith("; then fold 1 extends to 7 epochs (+4 epochs, about 1m, not in the ETA)"), line
+    assert line.endswith("; then fold 1 extends to 7 epochs (+4 epochs, about 0m48s, not in the ETA)"), line
     assert "extend" not in q.status_line("r", ["--plateau-max", "5"], runs, {}, running="r")
     assert "extend" not in q.status_line("r", [], runs, {}, running="r")
     meta(1, 3, 1)  # at the cap, plateau reached

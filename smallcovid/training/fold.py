@@ -32,7 +32,8 @@ from smallcovid.models import SegmentationModel, build_model
 from smallcovid.models.checkpoint import load_weights, save_weights
 from smallcovid.training.config import TrainConfig
 from smallcovid.training.context import FoldContext
-from smallcovid.training.precision import MixedPrecision, channels_last_training
+from smallcovid.models.fuse import uses_channels_last
+from smallcovid.training.precision import MixedPrecision
 from smallcovid.training.progress import TrainingCancelled
 from smallcovid.training.pseudo import STRONG_AUGMENT
 from smallcovid.training.runfolder import write_history
@@ -101,7 +102,7 @@ def _resume_or_start(ctx: FoldContext, train_set: LabeledSet, val_set: LabeledSe
         start, _ = load_weights(init)
         model.load_state_dict(start.state_dict())
     model = model.to(device)
-    if channels_last_training(model, device):
+    if uses_channels_last(model, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
     train_t = to_tensors(train_set, cfg.image_size) if train_tensors is None else train_tensors
@@ -176,7 +177,7 @@ def _train_step(ctx: FoldContext, state: FoldState, batch: Tensors, epoch: int, 
                             schedule=ctx.schedule)
     x, m, t = batch
     x = x.to(device)
-    if channels_last_training(state.model, device):
+    if uses_channels_last(state.model, device):
         x = x.contiguous(memory_format=torch.channels_last)
     with state.amp.autocast():
         loss = state.model.loss(x, m.to(device), t.to(device))

@@ -82,8 +82,8 @@ def extend_run(out: Path, epochs: int) -> list[int]:
     fold. The final model is kept: it trains to the end of the cycle holding the folds' median
     best epoch, which an extension can only move later, so the resumed run continues it from
     its last epoch to the new count (exact, for the same reason as the folds) or, when the
-    count did not change, keeps it as it is instead of training it again. The extension is recorded in ``extensions.json``, so
-    the run's command (summary, card) reproduces it.
+    count did not change, keeps it as it is instead of training it again. The extension is
+    recorded in ``extensions.json``, so the run's command (summary, card) reproduces it.
 
     A finished run is first copied whole to :func:`snapshot_dir` (``<run>.cap<old cap>``),
     itself a finished run folder: what the old cap gave (summary, final model, curves) can

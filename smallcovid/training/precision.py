@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from smallcovid.models.base import SegmentationModel
-from smallcovid.models.fuse import uses_channels_last
-
-
-def channels_last_training(model: torch.nn.Module, device: torch.device) -> bool:
-    """Whether ``model`` trains channels-last on ``device``: dense models on CPU do, in fp32 and
-    bf16 alike (oneDNN's fast path: 17-27 % less time per fp32 step than NCHW on an AMD EPYC,
-    one thread; ``python -m smallcovid bench`` measures it). Mask R-CNN stays NCHW (RoIAlign
-    copies channels-last features back), and CUDA keeps NCHW."""
-    # The same rule as inference's (smallcovid.models.fuse), so training and the app agree.
-    return isinstance(model, SegmentationModel) and uses_channels_last(model, device)
-
 
 class MixedPrecision:
     """The run's arithmetic: ``precision="auto"`` is fp16 autocast + loss scaling on CUDA

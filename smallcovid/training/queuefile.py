@@ -80,14 +80,15 @@ def pending_extension(folder: Path, cfg: dict, plateau_max: int | None, s_per_ep
         return ""
     which = ("fold " if len(short) == 1 else "folds ") + ", ".join(str(k) for k in short)
     extra = len(short) * (end - cfg["epochs"])
-    pace = f", about {_hm(extra * s_per_epoch)}" if s_per_epoch else ""
+    pace = f", about {hms(extra * s_per_epoch)}" if s_per_epoch else ""
     verb = "extends" if len(short) == 1 else "extend"
     return f"; then {which} {verb} to {end} epochs (+{extra} epochs{pace}, not in the ETA)"
 
 
-def _hm(seconds: float) -> str:
-    m = round(seconds / 60)
-    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m"
+def hms(seconds: float) -> str:
+    """``"1h02m"`` from an hour on, else ``"4m05s"``: the queue's durations."""
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def only_folds(flags: list[str]) -> list[int] | None:

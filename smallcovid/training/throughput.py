@@ -15,7 +15,8 @@ import torch
 
 from smallcovid.data.augment import AugmentConfig, augment_batch
 from smallcovid.models import build_model
-from smallcovid.training.precision import MixedPrecision, channels_last_training
+from smallcovid.models.fuse import uses_channels_last
+from smallcovid.training.precision import MixedPrecision
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -29,7 +30,7 @@ def train_samples_per_s(name: str, *, precision: str, image_size: int = 160, bat
     (blob-shaped lesions, so detection models get real targets), runs the forward pass
     and loss under ``precision``'s autocast, backpropagates and takes an AdamW step —
     the same calls a training fold makes, in its memory format
-    (:func:`~smallcovid.training.precision.channels_last_training`; ``nchw=True`` forces NCHW,
+    (:func:`~smallcovid.models.fuse.uses_channels_last`; ``nchw=True`` forces NCHW,
     to measure what channels-last gains).
 
     Raises:
@@ -45,7 +46,7 @@ def train_samples_per_s(name: str, *, precision: str, image_size: int = 160, bat
     kw = {"image_size": image_size} if name == "mask-rcnn" else {}
     model = build_model(name, **kw).to(dev).train()
     amp = MixedPrecision(dev, "bf16" if precision == "bf16" else "auto")
-    channels_last = channels_last_training(model, dev) and not nchw
+    channels_last = uses_channels_last(model, dev) and not nchw
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
