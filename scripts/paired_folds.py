@@ -1,10 +1,16 @@
 """Two runs on the same folds, compared fold by fold (the what-was-tried table's "paired" figures).
 
-    python scripts/paired_folds.py A B [--metric dice]
+    python scripts/paired_folds.py A B [--by-epoch N]
 
 A and B are each a finished run folder (``summary.json``), a ``summary.json`` itself, or a
 model card (``weights/<name>.json``). The folds must be the same (same data, same seed): the
 script checks the fold count and, for run folders, that ``splits.json`` matches.
+
+``--by-epoch N`` compares two run folders as they stood at epoch N instead, e.g. a cap-150 run
+under warm restarts against a cap-N run, whose first N epochs follow the same schedule: per fold,
+the best validation Dice (``val_dice_best``: the best over thresholds, the checkpoint's selection
+figure) of ``fold_<k>/history.csv`` within epochs 1..N. Runs may be unfinished, but every fold
+must have reached epoch N.
 
 Prints, for Dice (at each fold's threshold chosen on the other folds, the card's CV figure) and
 for the two lesion types: B − A per fold, the mean ± sample standard deviation of those
@@ -14,6 +20,7 @@ differences, t = mean / (sd / √k), and in how many folds B is better.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -35,6 +42,24 @@ def load_folds(source: Path) -> tuple[list[dict], Path | None]:
         raise ValueError(f"{path}: no per-fold results (per_fold or cv.per_fold)")
     splits = path.parent / "splits.json"
     return sorted(rows, key=lambda r: r["fold"]), (splits if splits.is_file() else None)
+
+
+def load_history_folds(run: Path, epochs: int) -> tuple[list[dict], Path]:
+    """Per-fold rows like :func:`load_folds`'s, each fold's best ``val_dice_best`` in epochs 1..N."""
+    splits = Path(run) / "splits.json"
+    if not splits.is_file():
+        raise ValueError(f"{run}: not a run folder (no splits.json)")
+    rows = []
+    for k in range(1, len(json.loads(splits.read_text())["folds"]) + 1):
+        path = Path(run) / f"fold_{k}" / "history.csv"
+        if not path.is_file():
+            raise ValueError(f"{path}: missing (fold {k} has not started)")
+        with path.open(newline="") as fh:
+            hist = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= epochs]
+        if len(hist) < epochs:
+            raise ValueError(f"{path}: fold {k} has {len(hist)} of the {epochs} epochs")
+        rows.append({"fold": k, "tuned": {"dice": max(float(r["val_dice_best"]) for r in hist)}})
+    return rows, splits
 
 
 def paired(a: list[dict], b: list[dict], metric: str) -> dict:
@@ -60,9 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
+    p.add_argument("--by-epoch", type=int, metavar="N",
+                   help="compare the runs' best validation Dice within their first N epochs")
     args = p.parse_args(argv)
     try:
-        (a, sa), (b, sb) = load_folds(args.a), load_folds(args.b)
+        if args.by_epoch is not None:
+            if args.by_epoch < 1:
+                raise ValueError(f"--by-epoch must be >= 1, got {args.by_epoch}")
+            (a, sa), (b, sb) = (load_history_folds(r, args.by_epoch) for r in (args.a, args.b))
+        else:
+            (a, sa), (b, sb) = load_folds(args.a), load_folds(args.b)
         if sa and sb and json.loads(sa.read_text())["folds"] != json.loads(sb.read_text())["folds"]:
             raise ValueError("the two runs' splits.json differ: not the same folds")
         results = [paired(a, b, m) for m in METRICS]

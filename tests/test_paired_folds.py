@@ -64,3 +64,32 @@ def test_worst_slices_scores_each_slice_out_of_fold_and_draws_a_sheet(tiny_run, 
     dice = [float(r[1]) for r in rows]
     assert dice == sorted(dice)  # worst first
     assert Image.open(out).size == (256 * 3, 274 * 2)
+
+
+def _history_run(path, curves, splits):
+    path.mkdir()
+    (path / "splits.json").write_text(json.dumps({"seed": 0, "folds": splits}))
+    for k, curve in enumerate(curves, start=1):
+        (path / f"fold_{k}").mkdir()
+        lines = ["epoch,train_loss,val_loss,val_dice,val_dice_best,lr"]
+        lines += [f"{e},1,1,0,{d},0.001" for e, d in enumerate(curve, start=1)]
+        (path / f"fold_{k}" / "history.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_by_epoch_pairs_the_best_validation_dice_within_the_first_n_epochs(tmp_path, capsys):
+    script = load_script("scripts/paired_folds.py")
+    splits = [{"val": ["x"]}, {"val": ["y"]}]
+    # a runs on past epoch 3 (a cap-150 run); b stopped at 3 (the cap-70 arm)
+    a = _history_run(tmp_path / "a", [[0.2, 0.5, 0.4, 0.9], [0.1, 0.3, 0.6, 0.9]], splits)
+    b = _history_run(tmp_path / "b", [[0.3, 0.6, 0.5], [0.2, 0.2, 0.5]], splits)
+    rows, _ = script.load_history_folds(a, 3)
+    assert [r["tuned"]["dice"] for r in rows] == [0.5, 0.6]  # epoch 4's 0.9 is past N
+    assert script.main([str(a), str(b), "--by-epoch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "dice: A 0.5500, B 0.5500; B − A +0.0000" in out and "B better in 1 of 2 folds: +0.100, -0.100" in out
+    # a fold short of epoch N, and another run's folds, are refused
+    assert script.main([str(a), str(b), "--by-epoch", "4"]) == 2
+    assert "fold 1 has 3 of the 4 epochs" in capsys.readouterr().err
+    c = _history_run(tmp_path / "c", [[0.3, 0.6, 0.5], [0.2, 0.2, 0.5]], [{"val": ["y"]}, {"val": ["x"]}])
+    assert script.main([str(a), str(c), "--by-epoch", "3"]) == 2 and "splits.json differ" in capsys.readouterr().err
