@@ -1,13 +1,14 @@
 """Score a finished run again under other inference-only model options, without training.
 
-    python scripts/rescore_run.py RUN --model-option merge=mask [--out NEW_RUN]
+    python scripts/rescore_run.py RUN --model-option tta=d4 [--out NEW_RUN]
 
-Mask R-CNN's ``merge`` and ``merge_min_score`` change only how its instances become the
-lesion probability map, not its weights. A copy of RUN (default ``RUN-<option>-<value>``)
-gets the options in ``config.json`` and in the card of every fold's and the final model's
-weights; resuming the copy then trains nothing (every fold is at its cap or its plateau,
-the final model at its last epoch) and computes the out-of-fold figures, the threshold,
-the calibration, the summary and the final card under the new options. The summary records
+Test-time augmentation (``tta=flip`` or ``tta=d4``, any model) and Mask R-CNN's ``merge`` and
+``merge_min_score`` change only how a model's probability maps are made, not its weights. A
+copy of RUN (default ``RUN-<option>-<value>``) gets the options in ``config.json`` and in the
+card of every fold's and the final model's weights; its fold models are then scored out of
+fold as at the end of training (the figures, the threshold, the calibration, the summary)
+and the final model gets the card of those, all under the new options, without training
+anything. The summary records
 ``rescored``: the source run and the options. The best epochs stay those chosen during
 training, on validation Dice under the source run's options.
 """
@@ -28,13 +29,15 @@ from smallcovid.core.fsutil import atomic_write_text  # noqa: E402
 from smallcovid.training.config import TrainConfig  # noqa: E402
 from smallcovid.training.runfolder import fold_dir  # noqa: E402
 
-#: Model options that do not change what a model learns, per architecture.
-INFERENCE_ONLY = {"mask-rcnn": ("merge", "merge_min_score")}
+#: Model options that do not change what a model learns: every architecture's test-time
+#: augmentation, and Mask R-CNN's instance merge.
+INFERENCE_ONLY = {"mask-rcnn": ("merge", "merge_min_score", "tta")}
+SHARED = ("tta",)
 
 
 def parse_options(items: list[str], model: str) -> dict:
     """``["merge=mask"]`` -> ``{"merge": "mask"}``; raises SystemExit for an option that is not inference-only."""
-    allowed = INFERENCE_ONLY.get(model, ())
+    allowed = INFERENCE_ONLY.get(model, SHARED)
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -49,13 +52,26 @@ def parse_options(items: list[str], model: str) -> dict:
 
 
 def rescore(run: Path, options: dict, out: Path) -> dict:
-    """Copy ``run`` to ``out`` with ``options`` and recompute its summary there; returns the summary."""
-    from smallcovid.training.loop import train
+    """Copy ``run`` to ``out`` with ``options`` and recompute its summary there; returns the summary.
+
+    Nothing trains, so a run whose resume checkpoints were deleted to save space rescores
+    too: the fold models are scored out of fold as at the end of training (threshold,
+    calibration, plateau check), and the final model's weights are saved again with the new
+    card. The training facts (device, time, command) stay the source run's.
+    """
+    from smallcovid.core.devices import resolve_device
+    from smallcovid.data.dataset import load_dataset, load_splits
+    from smallcovid.models.base import num_parameters
+    from smallcovid.models.checkpoint import load_weights, save_weights
+    from smallcovid.training.context import RunContext
+    from smallcovid.training.cvsummary import final_card, set_operating_point, summarise_folds
+    from smallcovid.training.progress import Clock
 
     if not (run / "summary.json").is_file():
         raise SystemExit(f"{run}: not a finished run (no summary.json)")
     if out.exists():
         raise SystemExit(f"{out}: exists; choose another --out")
+    source = json.loads((run / "summary.json").read_text())
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     shutil.copytree(run, out, ignore=shutil.ignore_patterns(".train.lock"))
     new_cfg = dataclasses.replace(cfg, model_config={**cfg.model_config, **options})
@@ -66,13 +82,21 @@ def rescore(run: Path, options: dict, out: Path) -> dict:
         card = json.loads(card_path.read_text())
         card["config"] = {**card["config"], **options}
         atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
-        (fold_dir(out, k) / "metrics.json").unlink(missing_ok=True)
     (out / "summary.json").unlink()
-    before = {k: len((fold_dir(out, k) / "history.csv").read_text().splitlines()) for k in models}
-    summary = train(new_cfg, out)
-    after = {k: len((fold_dir(out, k) / "history.csv").read_text().splitlines()) for k in before}
-    if after != before:  # the copy must only be scored, never trained
-        raise SystemExit(f"{out}: rescoring trained further epochs ({before} -> {after}); not a finished run?")
+    data = load_dataset(cfg.data)
+    splits = load_splits(out / "splits.json", data.stems)
+    ctx = RunContext(new_cfg, out, resolve_device(cfg.device), Clock(0), folds=len(splits))
+    summary = summarise_folds(ctx, data, splits, source.get("executor"))
+    for key in ("device", "elapsed_s", "command"):  # how the weights were trained: the source run's
+        if key in source:
+            summary[key] = source[key]
+    if cfg.final:
+        path = fold_dir(out, 0) / f"{cfg.model}.safetensors"
+        model, old = load_weights(path)
+        card = set_operating_point(final_card(ctx, data, summary), summary, input_size=cfg.image_size,
+                                   params=num_parameters(model),
+                                   training_time_s=old.get("training_time_s", source.get("elapsed_s", 0.0)))
+        summary["final"] = {"weights": str(path), "sha256": save_weights(model, path, card=card).get("sha256")}
     summary["rescored"] = {"from": run.name, "model_options": options,
                            "note": "scored under these options; the best epochs were chosen during training "
                                    "under the source run's options"}

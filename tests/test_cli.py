@@ -697,3 +697,25 @@ def test_run_folder_weights_choice(copy_run):
     pred = load_predictor(weights=copy_run, device="cpu")
     assert pred.card["fold"] == 1
     assert "training_time_s" in load_predictor("smallcovid-net", weights=copy_run / "final", device="cpu").card
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_predict_and_evaluate_tta_flag(tiny_run, inputs, tiny_data, tmp_path):
+    """--tta overrides the card's test-time augmentation: recorded in the report, other maps."""
+    probs = {}
+    for mode in ("card", "d4"):
+        out = tmp_path / mode
+        p = smallcovid("predict", "--weights", str(tiny_run[0]), str(inputs["IMG"]), "--out", str(out),
+                       "--device", "cpu", "--tta", mode)
+        assert p.returncode == 0, p.stderr
+        assert json.loads((out / "IMG_report.json").read_text())["tta"] == ("none" if mode == "card" else "d4")
+        probs[mode] = np.asarray(Image.open(out / "IMG_prob.png")).astype(int)
+    assert probs["card"].shape == probs["d4"].shape and (probs["card"] != probs["d4"]).any()
+    out_json = tmp_path / "ev.json"
+    p = smallcovid("evaluate", "--model", "smallcovid-net", "--weights", str(tiny_run[0]), "--data",
+                   str(tiny_data), "--json", str(out_json), "--device", "cpu", "--tta", "flip")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out_json.read_text())["models"]["smallcovid-net"]["n_images"] == 6
+    p = smallcovid("predict", "--weights", str(tiny_run[0]), str(inputs["IMG"]), "--out", str(tmp_path / "x"),
+                   "--tta", "d8")
+    assert p.returncode == 2 and "--tta" in p.stderr and "d4" in p.stderr

@@ -27,6 +27,12 @@ ENSEMBLES = ("none", "folds")
 __all__ = ["EXIT_BAD_INPUT", "OneLineParser", "build_parser", "console", "main", "threshold_arg"]
 
 
+# The modes of smallcovid.models.tta (not imported here: it needs torch), plus the card's own.
+TTA_CHOICES = ("card", "none", "flip", "d4")
+TTA_HELP = ("test-time augmentation: card (default: as the model card says), none (one pass), flip (the slice "
+            "and its mirror, 2 passes) or d4 (all 8 flips and quarter turns, 8 passes)")
+
+
 def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     from smallcovid.cli import train as train_cli
     from smallcovid.models import list_models  # the names only: no model module, no torch
@@ -44,6 +50,7 @@ def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     pr.add_argument("--ensemble", choices=ENSEMBLES, default="none",
                     help="folds: average the architecture's fold models (shipped, or the run folder's)")
+    pr.add_argument("--tta", choices=TTA_CHOICES, default="card", help=TTA_HELP)
     pr.add_argument("--executor", choices=["local", "ray"], default="local",
                     help="ray: spread the inputs over a Ray cluster's workers (model loaded once per worker)")
     pr.add_argument("--ray-address", metavar="ADDRESS",
@@ -58,6 +65,7 @@ def build_parser(prog: str = "python -m smallcovid") -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--ensemble", choices=ENSEMBLES, default="none",
                     help="folds: average the architecture's fold models (shipped, or the run folder's)")
+    ev.add_argument("--tta", choices=TTA_CHOICES, default="card", help=TTA_HELP)
     ev.add_argument("--out-of-fold", action="store_true",
                     help="with --ensemble folds: score each slice with the fold models that did not train on it")
     be = sub.add_parser("bench", help="parameters, latency and training throughput of every model")
@@ -154,6 +162,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     results, in_sample = {}, {}
     for name in names:
         pred = load_model(name, weights=args.weights, device=args.device, ensemble=args.ensemble)
+        if args.tta != "card":
+            pred = pred.with_tta(args.tta)
         if args.out_of_fold:
             maps, in_sample[name] = predict_out_of_fold(pred, data)
             results[name] = evaluate_maps(maps, data.samples, pred.threshold if args.threshold is None

@@ -18,7 +18,8 @@ shape; a DICOM series' affine from :mod:`smallcovid.io.series`), thresholded at 
 precision exactly like the app's NIfTI download
 (:func:`smallcovid.inference.volume.threshold_volume`), and ``<stem>_report.json``
 (:func:`~smallcovid.inference.quantify.volume_report`). Reports add ``input``,
-``weights_sha256`` (a list for a fold ensemble), ``date`` (UTC) and ``framing``.
+``weights_sha256`` (a list for a fold ensemble), ``date`` (UTC), ``framing`` and ``tta`` (the
+test-time augmentation used, ``--tta``).
 
 All outputs of one scan are written or none: they are staged under hidden names and
 renamed at the end. A bad input prints one ``error: ...`` line and the command exits 2
@@ -83,6 +84,8 @@ def run_predict(args: argparse.Namespace) -> int:
             from smallcovid.inference.ensemble import load_model
 
             predictor = load_model(args.model, weights=args.weights, device=args.device, ensemble=args.ensemble)
+            if getattr(args, "tta", "card") != "card":
+                predictor = predictor.with_tta(args.tta)
             if first is not None:
                 # While the input is still being read: torch's one-time costs of a first forward
                 # pass (lazy imports, thread pool, kernels; ~0.4 s) on a tiny image.
@@ -186,7 +189,8 @@ def _provenance(predictor, scan, extra: dict) -> dict:
 
     return {"input": getattr(scan, "source", None), "weights_sha256": sha,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "lesion_zone": f"lesions only inside the lung mask grown by {LESION_MARGIN_MM:g} mm", **extra}
+            "lesion_zone": f"lesions only inside the lung mask grown by {LESION_MARGIN_MM:g} mm",
+            "tta": getattr(predictor, "tta", "none"), **extra}
 
 
 def predict_one(predictor, scan, window, threshold: float, out: Path, stem: str, *,

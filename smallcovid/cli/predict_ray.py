@@ -88,6 +88,14 @@ def _predict_job(predictor: Any, job: Any, taken: set[str], threshold: float, ou
     return done, None
 
 
+def _load_model(name, weights, device: str, ensemble: str, tta: str):
+    """The predictor of ``predict``'s flags, in a worker (module level: Ray pickles it by name)."""
+    from smallcovid.inference.ensemble import load_model
+
+    pred = load_model(name, weights=weights, device=device, ensemble=ensemble)
+    return pred if tta == "card" else pred.with_tta(tta)
+
+
 def run_on_ray(args: argparse.Namespace, jobs: list, taken: set[str], threshold: float,
                predict_one: Callable[..., list[str]],
                after: Callable[[str, list[str]], None] | None = None) -> int:
@@ -100,9 +108,8 @@ def run_on_ray(args: argparse.Namespace, jobs: list, taken: set[str], threshold:
     Returns the exit code.
     """
     import_ray()  # a clear error before anything else when Ray is missing
-    from smallcovid.inference.ensemble import load_model
-
-    load = functools.partial(load_model, args.model, weights=args.weights, device=args.device, ensemble=args.ensemble)
+    load = functools.partial(_load_model, args.model, args.weights, args.device, args.ensemble,
+                             getattr(args, "tta", "card"))
     results = map_on_ray(load, _predict_job, jobs, (taken, threshold, Path(args.out), predict_one),
                          address=getattr(args, "ray_address", None), device=args.device)
     failures = 0

@@ -93,6 +93,15 @@ class EnsemblePredictor:
         sub._pool = self._pool  # two threads at most, however many subsets run
         return sub
 
+    @property
+    def tta(self) -> str:
+        """The members' test-time augmentation (the first member's, as all share one card's recipe)."""
+        return self.members[0].tta
+
+    def with_tta(self, mode: str | None) -> "EnsemblePredictor":
+        """This ensemble with every member's test-time augmentation set to ``mode`` (None: the cards')."""
+        return self.with_members([m.with_tta(mode) for m in self.members])
+
     # One resize in and one resize back for the whole ensemble: the single model's code
     # running on the averaged maps (a fold ensemble costs members x the forward pass only).
     predict_images = Predictor.predict_images

@@ -8,6 +8,7 @@ precision on CUDA) and resizes the probabilities back to (H, W).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import threading
@@ -122,6 +123,27 @@ class Predictor:
         # The square input is padded up to this multiple (pad_to_multiple); outputs are cropped back.
         self._multiple = model.size_multiple()
         self._lock = threading.Lock()  # one forward pass at a time when serialize_inference()
+        self._tta: str | None = None  # None: the model config's test-time augmentation
+
+    @property
+    def tta(self) -> str:
+        """The test-time augmentation this predictor runs (:mod:`smallcovid.models.tta`)."""
+        return self._tta or getattr(self.model.config, "tta", "none")
+
+    def with_tta(self, mode: str | None) -> "Predictor":
+        """This predictor with test-time augmentation ``mode`` (None: the card's), sharing the model.
+
+        A shallow copy, so a cached, shared predictor is never changed: e.g. one user of the app
+        turns eight views on while another runs the same model in one pass.
+
+        Raises:
+            SmallCovidError: ``mode`` is not one of :data:`smallcovid.models.tta.TTA_MODES`.
+        """
+        from smallcovid.models.tta import check_tta
+
+        other = copy.copy(self)
+        other._tta = None if mode is None else check_tta(mode)
+        return other
 
     def _resize_in(self, chunk: Sequence[np.ndarray]) -> torch.Tensor:
         """(N, 1, s, s) model input: each image resized bilinearly with antialiasing (as in training)."""
@@ -143,7 +165,7 @@ class Predictor:
         with self._lock if serialize_inference() else _NO_LOCK:
             with torch.autocast("cuda", enabled=self.device.type == "cuda"):
                 for i in range(0, len(x), step):
-                    pred = self.model.predict(x[i:i + step])
+                    pred = self.model.predict(x[i:i + step], tta=self._tta)
                     lesion = self.calibration.apply_torch(pred.lesion_prob.float())
                     parts.append(torch.cat([lesion, pred.type_prob.float()], dim=1)[:, :, crop[0], crop[1]].cpu())
         return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -67,8 +67,21 @@ class SegmentationModel(nn.Module):
         return dense_loss(lesion_logits, type_logits, lesion_mask, lesion_types)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """Probabilities for a batch, computed in eval mode (the caller's mode is restored)."""
+    def predict(self, images: torch.Tensor, *, tta: str | None = None) -> Prediction:
+        """Probabilities for a batch, computed in eval mode (the caller's mode is restored).
+
+        Args:
+            images: (N, 1, H, W) in [0, 1].
+            tta: test-time augmentation (:data:`smallcovid.models.tta.TTA_MODES`); None: the
+                config's ``tta``. The probabilities are averaged over that many passes.
+        """
+        from smallcovid.models.tta import predict_views
+
+        mode = getattr(self.config, "tta", "none") if tta is None else tta
+        return predict_views(self._predict_once, images, mode)
+
+    def _predict_once(self, images: torch.Tensor) -> Prediction:
+        """One forward pass of :meth:`predict` (no test-time augmentation)."""
         # Eval mode so BatchNorm uses running statistics even if the caller is
         # mid-training; restoring the mode keeps a training loop unaffected.
         was_training = self.training

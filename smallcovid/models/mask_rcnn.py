@@ -34,6 +34,7 @@ from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import NUM_TYPES
 from smallcovid.models.base import Prediction, SegmentationModel
 from smallcovid.models.instances import lesion_instances
+from smallcovid.models.tta import InferenceOptions
 
 _BACKBONES = ("resnet18", "resnet34", "resnet50")
 
@@ -42,7 +43,7 @@ MERGES = ("score_x_mask", "mask")
 
 
 @dataclass(frozen=True)
-class MaskRCNNConfig:
+class MaskRCNNConfig(InferenceOptions):
     """Architecture and post-processing of the Mask R-CNN (JSON-serialisable).
 
     Attributes:
@@ -65,6 +66,7 @@ class MaskRCNNConfig:
             rather than how likely an instance exists). Inference only: the same weights
             serve either; ``scripts/compare_mask_rcnn_merge.py`` measures both on a run's folds.
         merge_min_score: instances below this score are left out by ``merge="mask"``.
+        tta: test-time augmentation (:mod:`smallcovid.models.tta`), inference only; "none" by default.
     """
 
     backbone: str = "resnet18"
@@ -81,6 +83,7 @@ class MaskRCNNConfig:
     merge_min_score: float = 0.3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.merge not in MERGES:
             raise SmallCovidError(f"mask-rcnn merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
         if not 0.0 <= self.merge_min_score <= 1.0:
@@ -227,8 +230,8 @@ class MaskRCNNModel(SegmentationModel):
         return sum(losses.values())
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Prediction:
-        """Merge detected instances into dense probability maps.
+    def _predict_once(self, images: torch.Tensor) -> Prediction:
+        """Merge detected instances into dense probability maps (one pass of ``predict``).
 
         For each type c (1 GGO, 2 consolidation), p_c = per-pixel max over the kept
         instances labelled c of score x mask probability, or of the mask probability

@@ -20,6 +20,7 @@ from torch import nn
 
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import NUM_TYPES
+from smallcovid.models.tta import InferenceOptions
 from smallcovid.models.base import SegmentationModel
 
 # (output channels at width 1.0, number of 3x3 convs) per VGG16 block.
@@ -27,16 +28,18 @@ _VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
 @dataclass(frozen=True)
-class SegNetConfig:
+class SegNetConfig(InferenceOptions):
     """Architecture of SegNet (JSON-serialisable via ``dataclasses.asdict``).
 
     Attributes:
         width: multiplier on VGG16's channel counts (1.0 = the original 64..512).
+        tta: test-time augmentation (:mod:`smallcovid.models.tta`), inference only; "none" by default.
     """
 
     width: float = 0.25
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.width, (int, float)) or not 0 < self.width <= 4:
             raise SmallCovidError(f"segnet width must be a number in (0, 4], got {self.width!r}")
 

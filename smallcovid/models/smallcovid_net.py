@@ -30,11 +30,12 @@ from torch import nn
 
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import NUM_TYPES
+from smallcovid.models.tta import InferenceOptions
 from smallcovid.models.base import SegmentationModel
 
 
 @dataclass(frozen=True)
-class SmallCovidNetConfig:
+class SmallCovidNetConfig(InferenceOptions):
     """Architecture of SmallCovid-Net (JSON-serialisable via ``dataclasses.asdict``).
 
     Attributes:
@@ -53,6 +54,7 @@ class SmallCovidNetConfig:
             reads the 2f-channel concatenation and already mixes skip and
             unpooled features; a second conv adds ~20% of the MACs
             (SmallCovid-Net at 192 px, fused, 2 CPU threads: 14.6 -> 11.0 ms).
+        tta: test-time augmentation (:mod:`smallcovid.models.tta`), inference only; "none" by default.
     """
 
     filters: int = 24
@@ -71,6 +73,7 @@ class SmallCovidNetConfig:
     type_dice: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.type_dice, bool) or not isinstance(self.type_dice, (int, float)) or \
                 not 0.0 <= float(self.type_dice) <= 10.0:
             raise SmallCovidError(f"smallcovid-net type_dice must be a number from 0 to 10, got {self.type_dice!r}")

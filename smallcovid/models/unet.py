@@ -15,23 +15,26 @@ import torch
 
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.vocab import NUM_TYPES
+from smallcovid.models.tta import InferenceOptions
 from smallcovid.models.base import SegmentationModel
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(InferenceOptions):
     """Architecture of the U-Net (JSON-serialisable via ``dataclasses.asdict``).
 
     Attributes:
         encoder: any segmentation_models_pytorch encoder name (e.g. "resnet18").
         decoder_channels: channels of the 5 decoder stages, deepest first; a
             list (as read back from JSON) is accepted and stored as a tuple.
+        tta: test-time augmentation (:mod:`smallcovid.models.tta`), inference only; "none" by default.
     """
 
     encoder: str = "resnet18"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         # Frozen dataclass: normalise via object.__setattr__ so JSON lists compare
         # equal to the tuples of a freshly built config.
         object.__setattr__(self, "decoder_channels", tuple(self.decoder_channels))

@@ -246,15 +246,12 @@ def _mean_std(per_fold: list[dict], key: str) -> dict:
     return out
 
 
-def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> tuple[dict, float]:
-    """Train the final model on all slices; its card carries the CV results and the threshold.
-
-    Returns ``({"weights", "sha256"}, training_time_s)``: the weights file and the run's whole
-    training time (the card's ``training_time_s``).
-    """
+def final_card(run: RunContext, data: LabeledSet, summary: dict) -> dict:
+    """The final model's card before training: the run's recipe, CV results and command
+    (:func:`set_operating_point` adds its threshold, calibration, size and time)."""
     cfg = run.cfg
-    threshold, raw = operating_threshold(summary)  # before the training: a bad summary fails fast
-    card = {
+    operating_threshold(summary)  # before any training: a bad summary fails fast
+    return {
         "model": cfg.model,
         "threshold_note": f"threshold chosen on out-of-fold predictions: {threshold_text(summary)}",
         "training": {"data": cfg.data, "n_slices": len(data), "protocol": cfg.protocol,
@@ -266,12 +263,31 @@ def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> tuple[dict
         # which slices the weights saw: the app flags a score on one of them as in-sample
         "training_slices": fingerprint_record(s.image for s in data.samples),
     }
+
+
+def set_operating_point(card: dict, summary: dict, *, input_size: int, params: int, training_time_s: float) -> dict:
+    """Add to ``card`` (in place; also returned) the threshold the model runs at, with the
+    calibration and the raw threshold when the summary has one, its input size, parameter
+    count and training time (s)."""
+    threshold, raw = operating_threshold(summary)
+    card.update(input_size=input_size, threshold=threshold, params=params, training_time_s=training_time_s)
+    if raw is not None:
+        card.update(calibration=summary["calibration"], threshold_uncalibrated=raw)
+    return card
+
+
+def _train_final(run: RunContext, data: LabeledSet, summary: dict) -> tuple[dict, float]:
+    """Train the final model on all slices; its card carries the CV results and the threshold.
+
+    Returns ``({"weights", "sha256"}, training_time_s)``: the weights file and the run's whole
+    training time (the card's ``training_time_s``).
+    """
+    card = final_card(run, data, summary)
     ctx = FoldContext(run, fold=0, card=card, epochs_override=summary.get("plateau", {}).get("final_epochs"))
     model = train_model(ctx, data, None, run.pool)
     # Saved again over the training checkpoint, which holds the config's threshold and no time yet.
     elapsed = run.clock.elapsed()
-    card.update(input_size=cfg.image_size, threshold=threshold, params=num_parameters(model), training_time_s=elapsed)
-    if raw is not None:
-        card.update(calibration=summary["calibration"], threshold_uncalibrated=raw)
-    final_card = save_weights(model, ctx.weights_path, card=card)
-    return {"weights": str(ctx.weights_path), "sha256": final_card.get("sha256")}, elapsed
+    set_operating_point(card, summary, input_size=run.cfg.image_size, params=num_parameters(model),
+                        training_time_s=elapsed)
+    final_card_saved = save_weights(model, ctx.weights_path, card=card)
+    return {"weights": str(ctx.weights_path), "sha256": final_card_saved.get("sha256")}, elapsed
