@@ -11,7 +11,7 @@ import os
 import streamlit as st
 
 from smallcovid.app import uploads
-from smallcovid.app.catalog import ModelEntry, available_models, ensemble_entries
+from smallcovid.app.catalog import TTA_LABELS, ModelEntry, available_models, ensemble_entries, with_tta
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.core.fsutil import SessionScratch
 from smallcovid.core.vocab import METRIC_TITLES
@@ -43,8 +43,11 @@ def predictor(entry: ModelEntry):
     """The cached predictor for a catalog entry: a :class:`smallcovid.inference.predictor.Predictor`,
     or an :class:`smallcovid.inference.ensemble.EnsemblePredictor` for a fold-ensemble entry."""
     if entry.source == "ensemble":
-        return _load_folds(entry.name, str(entry.weights), entry.mtime, device_name())
-    return _load(entry.name, str(entry.weights), entry.mtime, device_name())
+        shared = _load_folds(entry.name, str(entry.weights), entry.mtime, device_name())
+    else:
+        shared = _load(entry.name, str(entry.weights), entry.mtime, device_name())
+    # A per-call copy for another test-time augmentation: the cached predictor stays as loaded.
+    return shared if entry.tta is None else shared.with_tta(entry.tta)
 
 
 @st.cache_resource
@@ -196,7 +199,11 @@ def model_picker(key: str, label: str = "Models") -> list[ModelEntry]:
     # session (or was carried over by the toggle) makes Streamlit warn about two sources.
     default = None if key in st.session_state else list(by_label)
     chosen = st.multiselect(label, list(by_label), default=default, key=key)
-    return [by_label[c] for c in chosen]
+    mode = st.selectbox("Test-time augmentation", list(TTA_LABELS), format_func=TTA_LABELS.get, key=f"{key}_tta",
+                        help="Average each model's maps over mirrored and turned copies of the slice, the "
+                             "orientations it trained on. Slower: one forward pass per view. The Models page "
+                             "gives each card's cross-validated figures; by default each model runs as its card says.")
+    return [with_tta(by_label[c], mode) for c in chosen]
 
 
 def out_of_fold_choice(entries: list[ModelEntry], key: str) -> bool:

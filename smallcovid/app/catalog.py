@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from smallcovid.core.errors import SmallCovidError
@@ -31,6 +31,8 @@ class ModelEntry:
         weights: path of the ``.safetensors`` file (its card sits next to it).
         source: ``"shipped"``, ``"installed"`` or ``"ensemble"`` (the shipped fold models of
             ``name`` averaged; ``weights`` is their ``weights/<name>-folds/`` folder).
+        tta: test-time augmentation that overrides the card's (:mod:`smallcovid.models.tta`);
+            None runs the card's own (see :func:`with_tta`).
     """
 
     key: str
@@ -38,6 +40,7 @@ class ModelEntry:
     name: str
     weights: Path
     source: str
+    tta: str | None = None
 
     @property
     def mtime(self) -> float:
@@ -49,6 +52,27 @@ class ModelEntry:
             return self.weights.stat().st_mtime
         except OSError:
             return 0.0
+
+
+#: What the app calls each test-time augmentation mode (``None``: the card's own).
+TTA_LABELS = {None: "as each model card says", "none": "off (1 pass)", "flip": "2 views (mirror)",
+              "d4": "8 views (flips and quarter turns)"}
+_TTA_SUFFIX = {"none": "1 view", "flip": "2 views", "d4": "8 views"}
+
+
+def with_tta(entry: ModelEntry, mode: str | None) -> ModelEntry:
+    """``entry`` run with test-time augmentation ``mode`` instead of its card's (None: unchanged).
+
+    The key and label name the mode, so results computed one way are never shown as the other's.
+
+    Raises:
+        SmallCovidError: ``mode`` is not a test-time augmentation mode.
+    """
+    if mode is None:
+        return entry
+    if mode not in _TTA_SUFFIX:
+        raise SmallCovidError(f"tta must be one of {', '.join(_TTA_SUFFIX)}, got {mode!r}")
+    return replace(entry, key=f"{entry.key}@tta={mode}", label=f"{entry.label} · {_TTA_SUFFIX[mode]}", tta=mode)
 
 
 def read_card(path: str | Path) -> dict | None:
