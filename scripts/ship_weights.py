@@ -107,6 +107,8 @@ def main() -> int:
     if summary.get("calibration"):  # calibrated: the best out-of-fold threshold on calibrated maps
         card.update(calibration=summary["calibration"], threshold=summary["calibration"]["threshold"],
                     threshold_uncalibrated=summary["recommended_threshold"])
+    if summary.get("calibration_declined"):  # fitted, but it raised the held-out calibration error
+        card["calibration_declined"] = summary["calibration_declined"]
     if summary.get("rescored"):  # scored under other inference-only options (scripts/rescore_run.py)
         card["rescored"] = summary["rescored"]
     card["histories"] = card_histories(run)  # per-fold training curves for the Models page

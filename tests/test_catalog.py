@@ -60,6 +60,12 @@ def test_card_rows():
     assert cardview.card_facts(restarts)["protocol"].startswith(
         "paper: warm restarts (cycles of 25 epochs, doubling), cap 1575; folds trained 1575, 775, 1575 epochs, "
         "the final model 775, lr 0.0001")
+    assert facts["test-time augmentation"] == "none (one pass)" and "calibration" not in facts
+    tta = cardview.card_facts({**card, "config": {"tta": "d4"}, "calibration_declined": {
+        "method": "platt", "ece_before": 0.019, "ece_after": 0.034}})
+    assert tta["test-time augmentation"] == "8 views (every flip and quarter turn), averaged"
+    assert tta["calibration"].startswith("none: Platt scaling fitted on the other folds raised the calibration "
+                                         "error (0.019 -> 0.034)")
 
 
 def test_operating_rows_are_at_the_tuned_threshold_with_the_protocol_dice_beside():

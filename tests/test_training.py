@@ -639,3 +639,23 @@ def test_cpu_model_is_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\n")
     assert cpu_model(str(info)) == ""
     assert cpu_model(str(tmp_path / "missing")) == ""
+
+
+def test_a_calibration_that_raises_the_held_out_error_is_declined(tiny_cfg, tmp_path, monkeypatch):
+    """Raw probabilities stay when the nested fit would miscalibrate: the summary and card say why."""
+    import smallcovid.training.cvsummary as cvsummary
+
+    fitted = {"method": "platt", "a": 0.5, "b": -0.3, "threshold": 0.3, "ece_before": 0.019, "ece_after": 0.034}
+    monkeypatch.setattr(cvsummary, "calibrate_folds", lambda maps, samples: dict(fitted))
+    summary = train(tiny_cfg(final=True), tmp_path / "run")
+    assert summary["calibration"] is None
+    assert summary["calibration_declined"] == {**{k: fitted[k] for k in ("method", "a", "b", "ece_before",
+                                                                          "ece_after")},
+                                               "why": "the nested calibration error was not lower than the raw "
+                                                      "probabilities'"}
+    _, card = load_weights(Path(summary["final"]["weights"]))
+    assert card["threshold"] == summary["recommended_threshold"] and "calibration" not in card
+    assert card["calibration_declined"]["ece_after"] == 0.034
+    fitted["ece_after"] = 0.01  # lower: kept
+    summary = train(tiny_cfg(final=True), tmp_path / "run2")
+    assert summary["calibration"]["ece_after"] == 0.01 and "calibration_declined" not in summary

@@ -93,6 +93,10 @@ def paper_vs_ours(name: str, card: dict | None, paper: dict) -> list[dict]:
     return rows
 
 
+_TTA_FACT = {"none": "none (one pass)", "flip": "2 views (the slice and its mirror), averaged",
+             "d4": "8 views (every flip and quarter turn), averaged"}
+
+
 def card_facts(card: dict) -> dict[str, str]:
     """Short label -> text facts of a card: architecture, parameters, input size, threshold, training."""
     training = card.get("training", {}) if isinstance(card.get("training"), dict) else {}
@@ -109,6 +113,13 @@ def card_facts(card: dict) -> dict[str, str]:
                              f"lr {cfg.get('lr', '?')}, {cfg.get('optimizer', '?')}, batch {cfg.get('batch_size', '?')}, "
                              f"{_cv(card).get('folds', cfg.get('folds', '?'))}-fold CV")
         facts["device"] = str(training.get("device", "?"))
+    config = card.get("config") if isinstance(card.get("config"), dict) else {}
+    facts["test-time augmentation"] = _TTA_FACT.get(config.get("tta", "none"), str(config.get("tta")))
+    declined = card.get("calibration_declined")
+    if isinstance(declined, dict) and "calibration" not in card:
+        facts["calibration"] = (f"none: {str(declined.get('method', 'platt')).capitalize()} scaling fitted on the other "
+                                f"folds raised the calibration error ({declined.get('ece_before', float('nan')):.3f} "
+                                f"-> {declined.get('ece_after', float('nan')):.3f}), so the raw probabilities stay")
     if isinstance(card.get("training_time_s"), (int, float)):
         facts["training time"] = f"{card['training_time_s'] / 60:.1f} min"
     if card.get("command"):

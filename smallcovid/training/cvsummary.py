@@ -182,7 +182,7 @@ def summarise_folds(run: RunContext, data: LabeledSet, splits: list[dict[str, li
         atomic_write_text(fold_dir(out, k) / "metrics.json", json.dumps(metrics, indent=1))
         per_fold.append(metrics)
     phase(steps - 1, "calibration")
-    calibration = _calibration(fold_maps, fold_sets)
+    calibration, declined = _calibration(fold_maps, fold_sets)
     summary = {
         "model": cfg.model,
         "folds": len(splits),
@@ -194,6 +194,7 @@ def summarise_folds(run: RunContext, data: LabeledSet, splits: list[dict[str, li
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
         "calibration": calibration,
+        **({"calibration_declined": declined} if declined else {}),
         "semi_supervised": _semi_record(cfg),
         "elapsed_s": run.clock.elapsed(),
         "device": describe_device(device),
@@ -214,13 +215,25 @@ def _semi_record(cfg: TrainConfig) -> dict | None:
     return None
 
 
-def _calibration(fold_maps, fold_sets) -> dict | None:
-    """Nested out-of-fold calibration (see :mod:`smallcovid.training.calibrate`), or None when it cannot be fitted."""
+def _calibration(fold_maps, fold_sets) -> tuple[dict | None, dict | None]:
+    """``(calibration, declined)``: the nested out-of-fold calibration (see
+    :mod:`smallcovid.training.calibrate`), or None when it cannot be fitted or would not
+    lower the calibration error; ``declined`` records such a fit's figures."""
     try:
-        return calibrate_folds(fold_maps, [vs.samples for vs in fold_sets])
+        cal = calibrate_folds(fold_maps, [vs.samples for vs in fold_sets])
     except ValueError as exc:  # e.g. a run whose validation slices hold no lesion at all
         log.warning("no calibration fitted: %s", exc)
-        return None
+        return None, None
+    # A two-parameter map can fit the pooled pixels and still miscalibrate held-out folds (e.g.
+    # maps averaged over test-time views are no longer a sigmoid of one logit): keep the raw
+    # probabilities then, which are the better calibrated of the two.
+    if cal["ece_after"] >= cal["ece_before"]:
+        log.warning("no calibration: fitted on the other folds it raises the calibration error (%.4f -> %.4f)",
+                    cal["ece_before"], cal["ece_after"])
+        keep = ("method", "a", "b", "ece_before", "ece_after")
+        return None, {**{k: cal[k] for k in keep if k in cal},
+                      "why": "the nested calibration error was not lower than the raw probabilities'"}
+    return cal, None
 
 
 def _row(m: dict) -> dict:
@@ -273,6 +286,8 @@ def set_operating_point(card: dict, summary: dict, *, input_size: int, params: i
     card.update(input_size=input_size, threshold=threshold, params=params, training_time_s=training_time_s)
     if raw is not None:
         card.update(calibration=summary["calibration"], threshold_uncalibrated=raw)
+    if summary.get("calibration_declined"):
+        card["calibration_declined"] = summary["calibration_declined"]
     return card
 
 
