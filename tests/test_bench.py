@@ -30,6 +30,7 @@ def test_measure_model_reports_every_key(tmp_path, monkeypatch, tiny_data):
     assert m["trained_weights"] is False
     assert m["train_sps_fp32"] > 0 and m["train_sps_bf16"] > 0 and m["train_sps_fp32_nchw"] > 0
     assert m["ensemble_latency_ms"] is None and m["ensemble_size"] is None  # no fold models shipped
+    assert m["tta"] == "none" and m["latency_one_pass_ms"] is None
 
 
 def test_measure_model_times_the_shipped_fold_ensemble(tmp_path, monkeypatch):
@@ -157,3 +158,23 @@ def test_table_shows_bf16_speedup():
     doc = {"device": "cpu", "models": {"unet": {**row, "latency_ms": 44.0},
                                        "smallcovid-net": {**row, "ensemble_latency_ms": 33.3, "ensemble_size": 5}}}
     assert "fold ensemble of smallcovid-net (5 models): 33.3 ms per 512x512 slice (one U-Net: 44.0 ms)" in format_bench(doc)
+
+
+def test_a_card_with_test_time_views_is_timed_as_shipped_and_in_one_pass(tmp_path, monkeypatch, one_thread):
+    import json
+
+    from apphelpers import make_tiny_weights
+
+    weights = make_tiny_weights(tmp_path / "w", names=["smallcovid-net"], with_cv=())
+    card_path = weights / "smallcovid-net.json"
+    card = json.loads(card_path.read_text())
+    card["config"]["tta"] = "d4"
+    card_path.write_text(json.dumps(card))
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
+    m = measure_model("smallcovid-net", "cpu", None, quick=True)
+    assert m["tta"] == "d4" and 0 < m["latency_one_pass_ms"] < m["latency_ms"]
+    row = {k: m[k] for k in ("params", "flops", "weights_mb", "latency_ms", "throughput_per_s", "peak_mem_mb")}
+    text = format_bench({"device": "cpu", "models": {"smallcovid-net": {**row, "epoch_s": None, "tta": "d4",
+                                                                        "latency_one_pass_ms": 1.5}}})
+    assert f"smallcovid-net averages its card's test-time views (d4): {m['latency_ms']:.1f} ms per 512x512 slice, " \
+           "1.5 ms in one pass" in text

@@ -5,7 +5,8 @@ parameters, FLOPs per 256x256 slice, weights file size, end-to-end latency for o
 512x512 slice (resize in, forward, resize back; median after warm-up), throughput
 at the best batch size, seconds per training epoch on a labeled set (``--data``
 or ``$SMALLCOVID_DATA_DIR``; skipped with a note when neither is set), and peak
-memory (CPU: max resident set size of the process; CUDA: max allocated), the
+memory (CPU: max resident set size of the process; CUDA: max allocated; latency runs the
+card's test-time augmentation, and a card with one also gets its one-pass latency), the
 latency of the shipped fold ensemble where one ships (``weights/<name>-folds/``), and
 training samples per second in fp32 and in bf16 (autocast + channels-last on CPU),
 both measured in the model's own process on synthetic 160x160 batches of 4 so
@@ -78,6 +79,10 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
         _sync(dev)
 
     latency = _median_time(one, reps)
+    one_pass = None
+    if pred.tta != "none":  # the card averages views: also time the single pass the views multiply
+        single = pred.with_tta("none")
+        one_pass = _median_time(lambda: (single.predict_images([img512]), _sync(dev)), reps) * 1000
     ens_latency, ens_size = _ensemble_latency(name, dev, img512, reps)
     best_tp, best_bs = 0.0, 1
     for bs in (1, 4, 8) if not quick else (1, 4):
@@ -99,7 +104,8 @@ def measure_model(name: str, device: str, data: str | None, quick: bool) -> dict
             "trained_weights": trained, "input_size": pred.image_size, "latency_ms": latency * 1000,
             "throughput_per_s": best_tp, "best_batch": best_bs, "epoch_s": epoch_s, "peak_mem_mb": peak,
             "train_sps_fp32": train_sps["fp32"], "train_sps_bf16": train_sps["bf16"], "train_sps_fp32_nchw": nchw,
-            "ensemble_latency_ms": ens_latency, "ensemble_size": ens_size}
+            "ensemble_latency_ms": ens_latency, "ensemble_size": ens_size,
+            "tta": pred.tta, "latency_one_pass_ms": one_pass}
 
 
 def _ensemble_latency(name: str, dev: torch.device, img: np.ndarray, reps: int) -> tuple[float | None, int | None]:

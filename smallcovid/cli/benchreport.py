@@ -43,6 +43,10 @@ def format_bench(doc: dict) -> str:
             vs = f" (one U-Net: {ref['latency_ms']:.1f} ms)" if ref and name != "unet" else ""
             lines.append(f"fold ensemble of {name} ({m['ensemble_size']} models): "
                          f"{m['ensemble_latency_ms']:.1f} ms per 512x512 slice{vs}")
+    for name, m in models.items():
+        if m.get("tta", "none") != "none" and m.get("latency_one_pass_ms"):
+            lines.append(f"{name} averages its card's test-time views ({m['tta']}): {m['latency_ms']:.1f} ms per "
+                         f"512x512 slice, {m['latency_one_pass_ms']:.1f} ms in one pass")
     p = doc.get("pipeline")
     if p:
         lines.append(f"all {len(p['models'])} models on one 512x512 upload (decode, preprocess, forward, overlays): "
