@@ -446,7 +446,7 @@ def test_a_models_inference_batch_bounds_memory_not_the_answer():
     assert model.infer_batch == 2
     seen = []
     predict = model.predict
-    model.predict = lambda x: (seen.append(len(x)), predict(x))[1]
+    model.predict = lambda x, **kw: (seen.append(len(x)), predict(x, **kw))[1]
     pred = Predictor(model, image_size=TINY_IMAGE_SIZE["mask-rcnn"], threshold=0.5)
     rng = np.random.default_rng(0)
     images = [rng.random((40, 52)).astype(np.float32) for _ in range(5)]

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smallcovid.models.tta import predict_views
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -75,8 +77,6 @@ class SegmentationModel(nn.Module):
             tta: test-time augmentation (:data:`smallcovid.models.tta.TTA_MODES`); None: the
                 config's ``tta``. The probabilities are averaged over that many passes.
         """
-        from smallcovid.models.tta import predict_views
-
         mode = getattr(self.config, "tta", "none") if tta is None else tta
         return predict_views(self._predict_once, images, mode)
 

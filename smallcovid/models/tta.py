@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -62,8 +63,7 @@ def _unview(x: torch.Tensor, mirror: bool, turns: int) -> torch.Tensor:
     return torch.flip(x, dims=(-1,)) if mirror else x
 
 
-def predict_views(predict_once: Callable[[torch.Tensor], "Prediction"], images: torch.Tensor,
-                  mode: str) -> "Prediction":
+def predict_views(predict_once: Callable[[torch.Tensor], Any], images: torch.Tensor, mode: str) -> Any:
     """``predict_once`` averaged over the views of ``mode``.
 
     Args:
@@ -74,17 +74,15 @@ def predict_views(predict_once: Callable[[torch.Tensor], "Prediction"], images: 
         mode: one of :data:`TTA_MODES`.
 
     Returns:
-        Prediction of the same shapes: the mean lesion probability and the mean type
-        probabilities (which still sum to 1 per pixel).
+        A Prediction (``predict_once``'s type) of the same shapes: the mean lesion probability
+        and the mean type probabilities (which still sum to 1 per pixel).
     """
-    from smallcovid.models.base import Prediction
-
     views = TTA_VIEWS[check_tta(mode)]
     if len(views) == 1:
         return predict_once(images)
-    lesion = types = None
+    lesion = types = pred = None
     for mirror, turns in views:  # one view at a time: memory of a single pass
         pred = predict_once(_view(images, mirror, turns).contiguous())
         pl, pt = _unview(pred.lesion_prob.float(), mirror, turns), _unview(pred.type_prob.float(), mirror, turns)
         lesion, types = (pl, pt) if lesion is None else (lesion + pl, types + pt)
-    return Prediction(lesion_prob=lesion / len(views), type_prob=types / len(views))
+    return type(pred)(lesion_prob=lesion / len(views), type_prob=types / len(views))
