@@ -64,6 +64,10 @@ def test_card_rows():
     tta = cardview.card_facts({**card, "config": {"tta": "d4"}, "calibration_declined": {
         "method": "platt", "ece_before": 0.019, "ece_after": 0.034}})
     assert tta["test-time augmentation"] == "8 views (every flip and quarter turn), averaged"
+    measured = cardview.card_facts({**card, "tta_cv": {"d4": {"dice": {"mean": 0.7826, "paired": {
+        "mean": 0.0096, "sd": 0.0084, "better_folds": 4, "folds": 5}}}}})
+    assert measured["test-time augmentation"] == ("none (one pass); measured on the same folds: 8 views: CV Dice "
+                                                  "0.783 (+0.010 ± 0.008 paired, better in 4 of 5 folds)")
     assert tta["calibration"].startswith("none: Platt scaling fitted on the other folds raised the calibration "
                                          "error (0.019 -> 0.034)")
 

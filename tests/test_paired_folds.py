@@ -93,3 +93,27 @@ def test_by_epoch_pairs_the_best_validation_dice_within_the_first_n_epochs(tmp_p
     assert "fold 1 has 3 of the 4 epochs" in capsys.readouterr().err
     c = _history_run(tmp_path / "c", [[0.3, 0.6, 0.5], [0.2, 0.2, 0.5]], [{"val": ["y"]}, {"val": ["x"]}])
     assert script.main([str(a), str(c), "--by-epoch", "3"]) == 2 and "splits.json differ" in capsys.readouterr().err
+
+
+def test_record_tta_writes_the_measured_modes_into_the_card(tmp_path, capsys):
+    script = load_script("scripts/record_tta.py")
+    splits = [{"val": ["x"]}, {"val": ["y"]}]
+    run = _summary(tmp_path / "run", [0.70, 0.80], ggo=[0.5, 0.6], splits=splits)
+    d4 = _summary(tmp_path / "run-tta-d4", [0.72, 0.79], ggo=[0.55, 0.6], splits=splits)
+    doc = json.loads((d4 / "summary.json").read_text())
+    doc["rescored"] = {"from": "run", "model_options": {"tta": "d4"}}
+    (d4 / "summary.json").write_text(json.dumps(doc))
+    card_path = tmp_path / "card.json"
+    card_path.write_text(json.dumps({"cv": {"per_fold": json.loads((run / "summary.json").read_text())["per_fold"]}}))
+    assert script.main([str(card_path), str(run), str(d4)]) == 0
+    rec = json.loads(card_path.read_text())["tta_cv"]["d4"]
+    assert rec["from"] == "run-tta-d4" and rec["dice"]["mean"] == 0.755
+    assert rec["dice"]["paired"] == {"mean": 0.005, "sd": 0.0212, "better_folds": 1, "folds": 2}
+    assert rec["dice_ground-glass"]["paired"]["mean"] == 0.025 and "dice_consolidation" not in rec
+    assert "d4: CV Dice 0.755 (+0.0050" in capsys.readouterr().out
+    # another run than the card's, or a summary that is not a rescored run, is refused
+    other = _summary(tmp_path / "other", [0.6, 0.8], splits=splits)
+    assert script.main([str(card_path), str(other), str(d4)]) == 2
+    assert "not the run the card came from" in capsys.readouterr().err
+    assert script.main([str(card_path), str(run), str(run)]) == 2
+    assert "not run rescored" in capsys.readouterr().err

@@ -97,6 +97,23 @@ _TTA_FACT = {"none": "none (one pass)", "flip": "2 views (the slice and its mirr
              "d4": "8 views (every flip and quarter turn), averaged"}
 
 
+def _tta_fact(card: dict, config: dict) -> str:
+    """The card's test-time augmentation, and what the others measured on its run (``tta_cv``)."""
+    text = _TTA_FACT.get(config.get("tta", "none"), str(config.get("tta")))
+    measured = card.get("tta_cv") if isinstance(card.get("tta_cv"), dict) else {}
+    parts = []
+    for mode, entry in measured.items():
+        d = entry.get("dice") if isinstance(entry, dict) else None
+        p = d.get("paired") if isinstance(d, dict) else None
+        if isinstance(p, dict) and isinstance(d.get("mean"), (int, float)):
+            parts.append(f"{_TTA_VIEWS.get(mode, mode)}: CV Dice {d['mean']:.3f} ({p['mean']:+.3f} ± {p['sd']:.3f} "
+                         f"paired, better in {p['better_folds']} of {p['folds']} folds)")
+    return text + (f"; measured on the same folds: {'; '.join(parts)}" if parts else "")
+
+
+_TTA_VIEWS = {"none": "one pass", "flip": "2 views", "d4": "8 views"}
+
+
 def card_facts(card: dict) -> dict[str, str]:
     """Short label -> text facts of a card: architecture, parameters, input size, threshold, training."""
     training = card.get("training", {}) if isinstance(card.get("training"), dict) else {}
@@ -114,7 +131,7 @@ def card_facts(card: dict) -> dict[str, str]:
                              f"{_cv(card).get('folds', cfg.get('folds', '?'))}-fold CV")
         facts["device"] = str(training.get("device", "?"))
     config = card.get("config") if isinstance(card.get("config"), dict) else {}
-    facts["test-time augmentation"] = _TTA_FACT.get(config.get("tta", "none"), str(config.get("tta")))
+    facts["test-time augmentation"] = _tta_fact(card, config)
     declined = card.get("calibration_declined")
     if isinstance(declined, dict) and "calibration" not in card:
         facts["calibration"] = (f"none: {str(declined.get('method', 'platt')).capitalize()} scaling fitted on the other "
