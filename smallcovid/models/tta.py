@@ -14,7 +14,7 @@ are computed under it; ``SegmentationModel.predict(images, tta=...)`` overrides 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,7 +45,8 @@ class InferenceOptions:
         tta: test-time augmentation, one of :data:`TTA_MODES` ("none": one pass).
     """
 
-    tta: str = "none"
+    # Keyword-only: a subclass's own fields keep their positions.
+    tta: str = field(default="none", kw_only=True)
 
     def __post_init__(self) -> None:
         check_tta(self.tta)
