@@ -31,10 +31,15 @@ run segnet --schedule restarts --cycle-epochs 20 --epochs 2540 --lr 2e-3 &
 run mask-rcnn --schedule restarts --cycle-epochs 10 --epochs 310 --copy-paste 0.5 --lr 2e-3 &
 wait
 for name in smallcovid-net unet segnet mask-rcnn; do
-  [ -f "$OUT/runs/$name-gpu/summary.json" ] || continue
-  fp16=(); [ "$name" = unet ] || [ "$name" = mask-rcnn ] && fp16=(--fp16)
+  run_dir="$OUT/runs/$name-gpu"
+  [ -f "$run_dir/summary.json" ] || continue
+  # SegNet's card averages 8 test-time views (inference only): its folds are scored under them.
+  if [ "$name" = segnet ]; then
+    $PY scripts/rescore_run.py "$run_dir" --model-option tta=d4 >> "$OUT/logs/ship.log" 2>&1 && run_dir="$run_dir-tta-d4"
+  fi
+  fp16=(); [ "$name" = smallcovid-net ] || fp16=(--fp16)
   # SmallCovid-Net's five fold models (under 1 MB in fp16) ship for the fold-ensemble option.
   [ "$name" = smallcovid-net ] && fp16+=(--folds --folds-fp16)
-  $PY scripts/ship_weights.py "$OUT/runs/$name-gpu" --out "$OUT/weights" "${fp16[@]}" >> "$OUT/logs/ship.log" 2>&1
+  $PY scripts/ship_weights.py "$run_dir" --out "$OUT/weights" "${fp16[@]}" >> "$OUT/logs/ship.log" 2>&1
 done
 cat "$OUT/logs/summary.txt"

@@ -4,6 +4,7 @@ typo fails here rather than hours into a queue or on a borrowed GPU."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -73,3 +74,15 @@ def test_gpu_script_uses_the_queues_recipe(name, monkeypatch, tmp_path):
     assert recipe.model == name
     for field in ("copy_paste", "lr", "cycle_epochs", "model_config", "schedule"):
         assert getattr(gpu, field) == getattr(recipe, field), f"{name}: {field}"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_gpu_script_scores_each_model_under_its_cards_test_time_augmentation(name):
+    """A shipped card that averages test-time views gets its GPU-trained successor scored under them."""
+    card = REPO / "weights" / f"{name}.json"
+    if not card.is_file():
+        pytest.skip(f"no shipped card for {name}")
+    mode = json.loads(card.read_text())["config"].get("tta", "none")
+    text = (REPO / "scripts" / "train_gpu.sh").read_text()
+    rescored = f'if [ "$name" = {name} ]; then\n    $PY scripts/rescore_run.py "$run_dir" --model-option tta={mode}'
+    assert (rescored in text) == (mode != "none"), (name, mode)
