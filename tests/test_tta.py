@@ -26,7 +26,7 @@ def _asymmetric_predict(images: torch.Tensor) -> Prediction:
 
 
 def test_views_are_the_eight_orientations_and_each_is_undone():
-    assert TTA_MODES == ("none", "flip", "d4") and len(set(TTA_VIEWS["d4"])) == 8
+    assert TTA_MODES == ("none", "flip", "d4") == tuple(TTA_VIEWS) and len(set(TTA_VIEWS["d4"])) == 8
     x = torch.rand(2, 1, 7, 11)  # odd, non-square: a quarter turn swaps the sides
     ident = Prediction(lesion_prob=x, type_prob=torch.cat([x, x, x], 1) / 3)
     for mode in TTA_MODES:  # an equivariant predictor is unchanged by any averaging

@@ -8,7 +8,7 @@ rows or None, never an error.
 
 from __future__ import annotations
 
-from smallcovid.core.vocab import TABLE_METRICS
+from smallcovid.core.vocab import TABLE_METRICS, TTA_TEXT, TTA_VIEWS_TEXT
 
 
 # ------------------------------------------------------------------ model cards -> rows
@@ -93,25 +93,18 @@ def paper_vs_ours(name: str, card: dict | None, paper: dict) -> list[dict]:
     return rows
 
 
-_TTA_FACT = {"none": "none (one pass)", "flip": "2 views (the slice and its mirror), averaged",
-             "d4": "8 views (every flip and quarter turn), averaged"}
-
-
 def _tta_fact(card: dict, config: dict) -> str:
     """The card's test-time augmentation, and what the others measured on its run (``tta_cv``)."""
-    text = _TTA_FACT.get(config.get("tta", "none"), str(config.get("tta")))
+    text = TTA_TEXT.get(config.get("tta", "none"), str(config.get("tta")))
     measured = card.get("tta_cv") if isinstance(card.get("tta_cv"), dict) else {}
     parts = []
     for mode, entry in measured.items():
         d = entry.get("dice") if isinstance(entry, dict) else None
         p = d.get("paired") if isinstance(d, dict) else None
         if isinstance(p, dict) and isinstance(d.get("mean"), (int, float)):
-            parts.append(f"{_TTA_VIEWS.get(mode, mode)}: CV Dice {d['mean']:.3f} ({p['mean']:+.3f} ± {p['sd']:.3f} "
+            parts.append(f"{TTA_VIEWS_TEXT.get(mode, mode)}: CV Dice {d['mean']:.3f} ({p['mean']:+.3f} ± {p['sd']:.3f} "
                          f"paired, better in {p['better_folds']} of {p['folds']} folds)")
     return text + (f"; measured on the same folds: {'; '.join(parts)}" if parts else "")
-
-
-_TTA_VIEWS = {"none": "one pass", "flip": "2 views", "d4": "8 views"}
 
 
 def card_facts(card: dict) -> dict[str, str]:

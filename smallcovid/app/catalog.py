@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.vocab import TTA_MODES, TTA_VIEWS_TEXT
 from smallcovid.inference.predictor import weights_dir
 from smallcovid.models import list_models
 
@@ -57,7 +58,6 @@ class ModelEntry:
 #: What the app calls each test-time augmentation mode (``None``: the card's own).
 TTA_LABELS = {None: "as each model card says", "none": "off (1 pass)", "flip": "2 views (mirror)",
               "d4": "8 views (flips and quarter turns)"}
-_TTA_SUFFIX = {"none": "1 view", "flip": "2 views", "d4": "8 views"}
 
 
 def with_tta(entry: ModelEntry, mode: str | None) -> ModelEntry:
@@ -70,9 +70,9 @@ def with_tta(entry: ModelEntry, mode: str | None) -> ModelEntry:
     """
     if mode is None:
         return entry
-    if mode not in _TTA_SUFFIX:
-        raise SmallCovidError(f"tta must be one of {', '.join(_TTA_SUFFIX)}, got {mode!r}")
-    return replace(entry, key=f"{entry.key}@tta={mode}", label=f"{entry.label} · {_TTA_SUFFIX[mode]}", tta=mode)
+    if mode not in TTA_MODES:
+        raise SmallCovidError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    return replace(entry, key=f"{entry.key}@tta={mode}", label=f"{entry.label} · {TTA_VIEWS_TEXT[mode]}", tta=mode)
 
 
 def read_card(path: str | Path) -> dict | None:

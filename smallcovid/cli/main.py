@@ -17,6 +17,7 @@ import numpy as np
 
 from smallcovid.cli.args import EXIT_BAD_INPUT, OneLineParser, threshold_arg
 from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.vocab import TTA_MODES
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,7 @@ ENSEMBLES = ("none", "folds")
 __all__ = ["EXIT_BAD_INPUT", "OneLineParser", "build_parser", "console", "main", "threshold_arg"]
 
 
-# The modes of smallcovid.models.tta (not imported here: it needs torch), plus the card's own.
-TTA_CHOICES = ("card", "none", "flip", "d4")
+TTA_CHOICES = ("card", *TTA_MODES)  # plus the card's own mode
 TTA_HELP = ("test-time augmentation: card (default: as the model card says), none (one pass), flip (the slice "
             "and its mirror, 2 passes) or d4 (all 8 flips and quarter turns, 8 passes)")
 

@@ -38,3 +38,10 @@ TABLE_METRICS: tuple[str, ...] = ("dice", "precision", "recall", "iou")
 METRIC_TITLES: dict[str, str] = {"dice": "Dice", "precision": "precision", "recall": "recall", "iou": "IoU",
                                  "specificity": "specificity"}
 """Metric name -> column title in tables."""
+
+#: Test-time augmentation modes (:mod:`smallcovid.models.tta` defines their views) and how the
+#: app, the CLI and the cards name them; torch-free, so argument parsing and pages can use them.
+TTA_MODES = ("none", "flip", "d4")
+TTA_VIEWS_TEXT = {"none": "one pass", "flip": "2 views", "d4": "8 views"}
+TTA_TEXT = {"none": "none (one pass)", "flip": "2 views (the slice and its mirror), averaged",
+            "d4": "8 views (every flip and quarter turn), averaged"}

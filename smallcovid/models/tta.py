@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from smallcovid.core.errors import SmallCovidError
+from smallcovid.core.vocab import TTA_MODES
 
 #: Test-time augmentation modes and the views each averages: (mirror left-right, quarter turns).
 TTA_VIEWS: dict[str, tuple[tuple[bool, int], ...]] = {
@@ -27,7 +28,6 @@ TTA_VIEWS: dict[str, tuple[tuple[bool, int], ...]] = {
     "flip": ((False, 0), (True, 0)),
     "d4": tuple((mirror, turns) for mirror in (False, True) for turns in range(4)),
 }
-TTA_MODES = tuple(TTA_VIEWS)
 
 
 def check_tta(mode: object) -> str:
