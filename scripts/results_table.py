@@ -54,6 +54,18 @@ def plateau_cell(card: dict) -> str:
     return f"not reached in {which} (best/trained epochs {epochs})"
 
 
+def gap_cells(v: float | None, target: float) -> tuple[str, str]:
+    """The CV Dice and gap cells of a target row; a miss that rounds to the target keeps
+    enough digits to show it ("0.69995, 0.00005 short", never "0.700, 0.000 short")."""
+    if v is None:
+        return "–", "–"
+    if v >= target:
+        return f"{v:.3f}", "met"
+    if round(v, 3) >= target:
+        return f"{v:.5f}", f"{target - v:.5f} short"
+    return f"{v:.3f}", f"{target - v:.3f} short"
+
+
 def targets_table() -> None:
     print("| model | measure | target | CV Dice | gap | plateau check |")
     print("|---|---|---:|---|---|---|")
@@ -62,8 +74,7 @@ def targets_table() -> None:
         card = json.loads(card_path.read_text()) if card_path.is_file() else None
         for i, (key, label, target) in enumerate(TARGETS.get(name, [])):
             v = ((card or {}).get("cv", {}).get("tuned", {}).get(key) or {}).get("mean")
-            got = "–" if v is None else f"{v:.3f}"
-            gap = "–" if v is None else ("met" if v >= target else f"{target - v:.3f} short")
+            got, gap = gap_cells(v, target)
             if name == "smallcovid-net" and key == "dice" and card:  # the target includes the size
                 small = card["params"] <= 100_000
                 gap = f"{gap if small else 'missed'}, {card['params']:,} parameters (≤ 100,000)"

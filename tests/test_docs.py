@@ -42,6 +42,13 @@ def test_targets_table_states_each_gap_and_the_plateau_check():
     assert all("reached" in r[5] or r[5].startswith("no record") for r in rows if r[0])
 
 
+@pytest.mark.parametrize("v, cells", [
+    (0.7612, ("0.761", "met")), (0.70, ("0.700", "met")), (0.6608, ("0.661", "0.039 short")),
+    (0.699954, ("0.69995", "0.00005 short")), (None, ("–", "–"))])
+def test_gap_cells_never_round_a_miss_into_the_target(v, cells):
+    assert load_script("scripts/results_table.py").gap_cells(v, 0.70) == cells
+
+
 def test_write_replaces_a_stale_table_in_place(tmp_path):
     mod = load_script("scripts/results_table.py")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
