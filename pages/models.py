@@ -1,6 +1,7 @@
 """Models page: one collapsible card per model (shipped, then trained here), beside the paper's numbers.
 
-Each card: description, facts, cross-validation per fold with mean ± std, per-fold training
+Above the cards, every training slice's out-of-fold Dice per model (cards with
+``cv.per_slice``), hardest slices first. Each card: description, facts, cross-validation per fold with mean ± std, per-fold training
 curves (from the card, or the run folder of a model trained here), the plateau check
 (cards with ``cv.plateau``), the calibration
 reliability plot with ECE before/after (cards with ``calibration.reliability``), and the
@@ -20,6 +21,7 @@ import pandas as pd
 from pages._shared import admin_unlocked, cv_table
 from smallcovid.app import plateauview
 from smallcovid.app import runview
+from smallcovid.app import sliceview
 from smallcovid.app import viz
 from smallcovid.app.cardview import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
                                      cv_operating_rows, installed_run_dir, paper_vs_ours)
@@ -127,6 +129,25 @@ def installed_section() -> None:
             calibration_section(card, e.key)
 
 
+def per_slice_section(cards: dict[str, dict | None]) -> None:
+    """Every training slice's out-of-fold Dice for each model with per-slice records, hardest first."""
+    records = {n: r for n, c in cards.items() if (r := sliceview.slice_records(c))}
+    if not records:
+        return
+    st.subheader("Where the models fail, slice by slice")
+    st.markdown("**Per slice, out of fold**: every training slice scored by the fold model that held it out, "
+                "at that fold's threshold (chosen on the other folds). Slices that every model gets wrong sit "
+                "on the left; a lone low dot is one model's failure. Hover a dot for its fold, precision and "
+                "recall.")
+    st.plotly_chart(sliceview.per_slice_figure(records), key="per-slice")
+    rows = pd.DataFrame(sliceview.hardest_rows(records)).set_index("slice")
+    st.dataframe(rows.style.format("{:.3f}", subset=[*records, "mean"], na_rep="—")
+                 .format("{:.1f}", subset=["lesion % of slice"], na_rep="—"), key="hardest-slices")
+    missing = [n for n in cards if n not in records]
+    if missing:
+        st.caption(", ".join(missing) + ": no per-slice record (the card predates it).")
+
+
 def citation() -> None:
     st.markdown("**References**")
     st.markdown("\n".join(f"- {c}" for c in (PAPER_CITATION, *DATA_CITATIONS)))
@@ -136,7 +157,9 @@ def main() -> None:
     st.title("Models")
     st.caption("The paper's numbers come from its own 10-slice test split; ours are k-fold cross-validation "
                "means on the training data, so compare them as context, not as a like-for-like result.")
-    for i, (name, card) in enumerate(shipped_cards().items()):
+    cards = shipped_cards()
+    per_slice_section(cards)
+    for i, (name, card) in enumerate(cards.items()):
         model_card(name, card, expanded=i == 0)
     installed_section()
     citation()

@@ -42,7 +42,7 @@ from smallcovid.core.fsutil import atomic_write_text, tree_sha256  # noqa: E402
 from smallcovid.data.dataset import load_dataset, load_splits  # noqa: E402
 from smallcovid.models.checkpoint import load_weights, save_weights  # noqa: E402
 from smallcovid.training.config import TrainConfig  # noqa: E402
-from smallcovid.training.cvsummary import reproduce_command, summarise_folds, threshold_text  # noqa: E402
+from smallcovid.training.cvsummary import CARD_CV_KEYS, reproduce_command, summarise_folds, threshold_text  # noqa: E402
 from smallcovid.training.context import RunContext  # noqa: E402
 from smallcovid.training.progress import Clock, spent_seconds  # noqa: E402
 from smallcovid.training.runfolder import EXTENSIONS_FILE, fold_dir, read_partial, write_history  # noqa: E402
@@ -137,8 +137,7 @@ def _write_final(card: dict, card_path: Path, out: Path, summary: dict) -> dict:
     name = card["model"]
     model, _ = load_weights(card_path.with_suffix(".safetensors"))
     new = {k: v for k, v in card.items() if k not in ("sha256", "weights_file", "weights_dtype", "histories")}
-    new["cv"] = {k: summary.get(k) for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds",
-                                             "plateau")}
+    new["cv"] = {k: summary.get(k) for k in CARD_CV_KEYS}
     # The folds' cap is now the partial run's; the final model's own epochs are in cv.plateau.
     new["training"] = {**card["training"], "config": {**card["training"]["config"],
                                                       "epochs": max(card["training"]["config"]["epochs"],

@@ -619,6 +619,24 @@ def test_models_page_curves_and_calibration_from_cards_and_installed_runs(app_en
     assert list(cv.index) == ["1", "2", "3", "mean", "std"]
 
 
+def test_models_page_draws_the_slices_of_cards_that_have_them(app_env, tiny_weights, tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    for name, dice in (("smallcovid-net", {"s1": 0.8, "s2": 0.3}), ("unet", {"s1": 0.7, "s2": 0.5})):
+        card = json.loads((weights / f"{name}.json").read_text())
+        card["cv"]["per_slice"] = [{"slice": s, "fold": 1, "dice": d, "precision": d, "recall": 1.0,
+                                     "lesion_share": 0.1} for s, d in dice.items()]
+        (weights / f"{name}.json").write_text(json.dumps(card))
+    monkeypatch.setenv("SMALLCOVID_WEIGHTS_DIR", str(weights))
+    at = new_app().switch_page("pages/models.py").run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value == "Where the models fail, slice by slice"
+    table = at.dataframe[0].value
+    assert list(table.index) == ["s2", "s1"] and list(table.columns[1:3]) == ["smallcovid-net", "unet"]
+    assert table.loc["s2", "mean"] == pytest.approx(0.4)
+    assert any(c.value.startswith("segnet, mask-rcnn: no per-slice record") for c in at.caption)
+
+
 def test_whole_volume_nifti_download_and_example_then_upload(app_env):
     ph = make_phantom(64, seed=2)
     affine = np.diag([0.7, 0.7, 2.5, 1.0])

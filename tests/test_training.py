@@ -17,6 +17,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,15 @@ def test_run_folder_layout(tiny_run, tiny_cfg):
     assert s["plateau"]["per_fold"] and {"best_epoch", "epochs_run", "ok", "curve"} <= set(s["plateau"]["per_fold"][0])
     assert card["cv"]["plateau"] == s["plateau"]
     assert card["cv"]["at_threshold"] == s["at_threshold"] and card["cv"]["folds"] == 2
+    # every slice once, scored by the fold that held it out; a fold's slices average to its Dice
+    rows = s["per_slice"]
+    assert sorted(r["slice"] for r in rows) == sorted(x for f in splits["folds"] for x in f["val"])
+    for k, fold in enumerate(splits["folds"], start=1):
+        mine = [r for r in rows if r["fold"] == k]
+        assert sorted(r["slice"] for r in mine) == sorted(fold["val"])
+        assert np.mean([r["dice"] for r in mine]) == pytest.approx(s["per_fold"][k - 1]["tuned"]["dice"], abs=1e-4)
+    assert all(0 <= r["lesion_share"] <= 1 and 0 <= r["recall"] <= 1 for r in rows)
+    assert card["cv"]["per_slice"] == rows
     assert card["input_size"] == 32 and card["params"] > 0 and card["training"]["n_slices"] == 6
     assert not list(run.rglob("*.tmp"))
 

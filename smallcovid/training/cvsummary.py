@@ -38,6 +38,8 @@ from smallcovid.training.pseudo import recipe
 from smallcovid.training.semi import train_model
 
 log = logging.getLogger(__name__)
+# The summary's cross-validation fields a card carries (``card["cv"]``).
+CARD_CV_KEYS = ("at_threshold", "tuned", "per_fold", "per_slice", "recommended_threshold", "folds", "plateau")
 REPORTED = METRIC_NAMES
 
 
@@ -166,7 +168,7 @@ def summarise_folds(run: RunContext, data: LabeledSet, splits: list[dict[str, li
     all_samples = [s for vs in fold_sets for s in vs.samples]
     sweep = threshold_sweep(all_maps, all_samples)
     chosen = best_threshold(sweep)
-    per_fold = []
+    per_fold, per_slice = [], []
     for k, (maps, val) in enumerate(zip(fold_maps, fold_sets), start=1):
         phase(1 + k, f"fold {k} metrics")
         others_maps = [m for j, ms in enumerate(fold_maps) if j != k - 1 for m in ms]
@@ -181,6 +183,7 @@ def summarise_folds(run: RunContext, data: LabeledSet, splits: list[dict[str, li
                    "tuned": {"threshold": thr_k, **tuned.to_dict()}}
         atomic_write_text(fold_dir(out, k) / "metrics.json", json.dumps(metrics, indent=1))
         per_fold.append(metrics)
+        per_slice += slice_rows(tuned, k)
     phase(steps - 1, "calibration")
     calibration, declined = _calibration(fold_maps, fold_sets)
     summary = {
@@ -193,6 +196,7 @@ def summarise_folds(run: RunContext, data: LabeledSet, splits: list[dict[str, li
         "tuned": _mean_std(per_fold, "tuned"),
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
                       "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
+        "per_slice": per_slice,
         "calibration": calibration,
         **({"calibration_declined": declined} if declined else {}),
         "semi_supervised": _semi_record(cfg),
@@ -236,6 +240,19 @@ def _calibration(fold_maps, fold_sets) -> tuple[dict | None, dict | None]:
     return cal, None
 
 
+def slice_rows(result, fold: int) -> list[dict]:
+    """One record per validation slice of ``fold``, scored by the fold model that held it out
+    at the fold's threshold (chosen on the other folds): ``{"slice", "fold", "dice",
+    "precision", "recall", "lesion_share"}`` (lesion_share: the ground truth's share of the
+    slice's pixels, 0-1). Dice of a slice with no lesion follows the metrics' empty-mask rule."""
+    c = result.counts
+    area = (c.tp + c.fn) / np.maximum(c.tp + c.fn + c.fp + c.tn, 1)
+    per = result.per_image
+    return [{"slice": stem, "fold": fold, "dice": round(float(per["dice"][i]), 4),
+             "precision": round(float(per["precision"][i]), 4), "recall": round(float(per["recall"][i]), 4),
+             "lesion_share": round(float(area[i]), 4)} for i, stem in enumerate(result.stems)]
+
+
 def _row(m: dict) -> dict:
     """Flatten one fold's metrics block (as in ``metrics.json``) into a table row of means."""
     row = {k: m["mean"][k] for k in REPORTED}
@@ -269,8 +286,7 @@ def final_card(run: RunContext, data: LabeledSet, summary: dict) -> dict:
         "threshold_note": f"threshold chosen on out-of-fold predictions: {threshold_text(summary)}",
         "training": {"data": cfg.data, "n_slices": len(data), "protocol": cfg.protocol,
                      "config": json.loads(cfg.to_json()), "device": summary["device"]},
-        "cv": {k: summary.get(k) for k in ("at_threshold", "tuned", "per_fold", "recommended_threshold", "folds",
-                                           "plateau")},
+        "cv": {k: summary.get(k) for k in CARD_CV_KEYS},
         "semi_supervised": summary.get("semi_supervised"),
         "command": summary["command"],
         # which slices the weights saw: the app flags a score on one of them as in-sample
