@@ -17,18 +17,16 @@ import json
 import logging
 import shlex
 
-import numpy as np
-
 from smallcovid.core.devices import describe_device
 from smallcovid.data.dataset import LabeledSet
 from smallcovid.data.fingerprint import fingerprint_record
 from smallcovid.inference.evaluation import best_threshold, evaluate_maps, threshold_sweep
 from smallcovid.core.fsutil import atomic_write_text
-from smallcovid.core.vocab import METRIC_NAMES
 from smallcovid.models import num_parameters
 from smallcovid.models.checkpoint import save_weights
 from smallcovid.training.calibrate import calibrate_folds
 from smallcovid.training.config import TrainConfig
+from smallcovid.training.cvrows import fold_row, mean_std, slice_rows
 from smallcovid.training.distill import distill_recipe
 from smallcovid.training.context import FoldContext, RunContext
 from smallcovid.training.runfolder import fold_dir, read_extensions
@@ -40,7 +38,6 @@ from smallcovid.training.semi import train_model
 log = logging.getLogger(__name__)
 # The summary's cross-validation fields a card carries (``card["cv"]``).
 CARD_CV_KEYS = ("at_threshold", "tuned", "per_fold", "per_slice", "recommended_threshold", "folds", "plateau")
-REPORTED = METRIC_NAMES
 
 
 def reproduce_command(cfg: TrainConfig, extensions: list[dict] | None = None, run_id: str | None = None) -> str:
@@ -192,10 +189,10 @@ def summarise_folds(run: RunContext, data: LabeledSet, splits: list[dict[str, li
         "n_slices": len(data),
         "threshold_sweep": sweep,
         "recommended_threshold": chosen,
-        "at_threshold": _mean_std(per_fold, "at_threshold"),
-        "tuned": _mean_std(per_fold, "tuned"),
+        "at_threshold": mean_std(per_fold, "at_threshold"),
+        "tuned": mean_std(per_fold, "tuned"),
         "per_fold": [{"fold": m["fold"], "best_epoch": m["best_epoch"],
-                      "at_threshold": _row(m["at_threshold"]), "tuned": _row(m["tuned"])} for m in per_fold],
+                      "at_threshold": fold_row(m["at_threshold"]), "tuned": fold_row(m["tuned"])} for m in per_fold],
         "per_slice": per_slice,
         "calibration": calibration,
         **({"calibration_declined": declined} if declined else {}),
@@ -238,42 +235,6 @@ def _calibration(fold_maps, fold_sets) -> tuple[dict | None, dict | None]:
         return None, {**{k: cal[k] for k in keep if k in cal},
                       "why": "the nested calibration error was not lower than the raw probabilities'"}
     return cal, None
-
-
-def slice_rows(result, fold: int) -> list[dict]:
-    """One record per validation slice of ``fold``, scored by the fold model that held it out
-    at the fold's threshold (chosen on the other folds): ``{"slice", "fold", "dice",
-    "precision", "recall", "lesion_share"}`` (lesion_share: the ground truth's share of the
-    slice's pixels, 0-1). Dice of a slice with no lesion follows the metrics' empty-mask rule."""
-    c = result.counts
-    area = (c.tp + c.fn) / np.maximum(c.tp + c.fn + c.fp + c.tn, 1)
-    per = result.per_image
-    return [{"slice": stem, "fold": fold, "dice": round(float(per["dice"][i]), 4),
-             "precision": round(float(per["precision"][i]), 4), "recall": round(float(per["recall"][i]), 4),
-             "lesion_share": round(float(area[i]), 4)} for i, stem in enumerate(result.stems)]
-
-
-def _row(m: dict) -> dict:
-    """Flatten one fold's metrics block (as in ``metrics.json``) into a table row of means."""
-    row = {k: m["mean"][k] for k in REPORTED}
-    row["pooled_dice"] = m["pooled"]["dice"]
-    row["threshold"] = m["threshold"]
-    for t, v in m.get("type_dice", {}).items():
-        row[f"dice_{t}"] = v["mean"]
-    return row
-
-
-def _mean_std(per_fold: list[dict], key: str) -> dict:
-    """Mean and std over folds of each :func:`_row` column; None where no fold has a value."""
-    rows = [_row(m[key]) for m in per_fold]
-    out = {}
-    for name in rows[0]:
-        vals = np.array([np.nan if r.get(name) is None else r[name] for r in rows], dtype=float)
-        if np.isnan(vals).all():
-            out[name] = {"mean": None, "std": None}
-        else:
-            out[name] = {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals))}
-    return out
 
 
 def final_card(run: RunContext, data: LabeledSet, summary: dict) -> dict:
