@@ -221,14 +221,15 @@ def status_line(run_id: str, flags: list[str], runs: Path, state: dict, running:
         passes = f", pretraining {p_done}/{p_planned} passes"
     eta = f"ETA ≤ {hms(spent / work_done * (work_planned - work_done))}" if work_done else "ETA -"
     best = f"best val Dice {sum(bests) / len(bests):.3f} ({len(bests)} folds)" if bests else "no validation yet"
-    # Running: the runner's current run (the first unfinished line), or any run whose folder a live
-    # process holds (the queue file may have been reordered since the runner started it, or a run
-    # was resumed by hand). Without file locks: any run written to in the last 10 minutes.
+    # Running: a run whose folder a live process holds (the queue file may have been edited since
+    # the runner started it, so its first unfinished line is not necessarily the one training).
+    # Without file locks: the runner's first unfinished line, or any run written to in the last
+    # 10 minutes.
     held = run_is_held(folder)
     if held is None:
         recent = max((f.stat().st_mtime for f in folder.glob("*/**/history.csv")), default=0.0)
-        held = time.time() - recent < 600
-    what = "running" if running == run_id or held else "paused "
+        held = running == run_id or time.time() - recent < 600
+    what = "running" if held else "paused "
     pace = spent / work_done if work_done else None
     more = pending_extension(folder, cfg, split_plateau_max(flags)[1], pace) + kept_caps(folder)
     return f"{run_id:28s} {what}  {done}/{planned} epochs{passes}  {hms(spent)} spent, {eta}  {best}{more}"
