@@ -28,13 +28,17 @@ run() {  # name, then train.py flags
 run smallcovid-net --schedule restarts --cycle-epochs 25 --epochs 3175 --copy-paste 0.5 --lr 2e-3 --model-option decoder_convs=1 &
 run unet --schedule restarts --cycle-epochs 20 --epochs 1260 --copy-paste 0.5 --lr 1e-3 &
 run segnet --schedule restarts --cycle-epochs 20 --epochs 2540 --lr 2e-3 &
-run mask-rcnn --schedule restarts --cycle-epochs 10 --epochs 310 --copy-paste 0.5 --lr 2e-3 &
+run mask-rcnn --schedule restarts --cycle-epochs 10 --epochs 310 --lr 2e-3 &
 wait
 for name in smallcovid-net unet segnet mask-rcnn; do
   run_dir="$OUT/runs/$name-gpu"
   [ -f "$run_dir/summary.json" ] || continue
-  # SegNet's card averages 8 test-time views (inference only): its folds are scored under them.
+  # SegNet's and Mask R-CNN's cards average 8 test-time views (inference only): their folds are
+  # scored under them.
   if [ "$name" = segnet ]; then
+    $PY scripts/rescore_run.py "$run_dir" --model-option tta=d4 >> "$OUT/logs/ship.log" 2>&1 && run_dir="$run_dir-tta-d4"
+  fi
+  if [ "$name" = mask-rcnn ]; then
     $PY scripts/rescore_run.py "$run_dir" --model-option tta=d4 >> "$OUT/logs/ship.log" 2>&1 && run_dir="$run_dir-tta-d4"
   fi
   fp16=(); [ "$name" = smallcovid-net ] || fp16=(--fp16)

@@ -56,7 +56,7 @@ def test_gpu_script_runs_valid_commands_for_every_model(tmp_path):
 
 # The queue line that holds each model's recipe (the shipped one, or the one training to ship).
 RECIPE_LINE = {"smallcovid-net": "smallcovid-net-r775-f5", "unet": "unet-r-cp", "segnet": "segnet-r",
-               "mask-rcnn": "mask-rcnn-r-cp70"}
+               "mask-rcnn": "mask-rcnn-r"}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPE_LINE))
