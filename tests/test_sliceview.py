@@ -44,3 +44,4 @@ def test_figure_has_one_series_per_model_on_the_hardest_first_axis():
     assert list(fig.layout.xaxis.categoryarray) == ["b", "c", "a"]
     assert list(fig.data[1].x) == ["b", "a"] and list(fig.data[1].y) == [0.4, 0.7]
     assert "fold" in fig.data[0].hovertemplate
+    assert fig.data[0].marker.color != fig.data[1].marker.color and fig.data[0].marker.symbol != fig.data[1].marker.symbol
