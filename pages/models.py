@@ -1,11 +1,12 @@
 """Models page: one collapsible card per model (shipped, then trained here), beside the paper's numbers.
 
 Above the cards, every training slice's out-of-fold Dice per model (cards with
-``cv.per_slice``), hardest slices first. Each card: description, facts, cross-validation per fold with mean ± std, per-fold training
-curves (from the card, or the run folder of a model trained here), the plateau check
-(cards with ``cv.plateau``), the calibration
-reliability plot with ECE before/after (cards with ``calibration.reliability``), and the
-paper's reported test results. The research-use disclaimer is in the sidebar of every page.
+``cv.per_slice``), hardest slices first. Each card: description, facts,
+cross-validation per fold with mean ± std, per-fold training curves (from the
+card, or the run folder of a model trained here), the plateau check (cards with
+``cv.plateau``), the calibration reliability plot with ECE before/after (cards
+with ``calibration.reliability``), and the paper's reported test results. The
+research-use disclaimer is in the sidebar of every page.
 """
 
 from __future__ import annotations
