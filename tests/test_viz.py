@@ -95,6 +95,10 @@ def test_figures_have_one_trace_per_series():
     assert list(sweep.data[0].x) == [0.1, 0.5] and list(sweep.data[0].y) == [0.2, 0.6]
     # The legend sits under the plot (it covered the curves at the right of a half-width column).
     assert sweep.layout.legend.orientation == "h" and sweep.layout.legend.y < 0
+    # The i-th model keeps one distinct colour on every figure (box, sweep, per-slice plot).
+    two = viz.sweep_figure({"a": {0.5: 0.6}, "b": {0.5: 0.7}})
+    assert two.data[0].line.color == box.data[0].marker.color == viz.series_style(0)["color"]
+    assert two.data[1].line.color == box.data[1].marker.color != two.data[0].line.color
 
 
 def test_training_curves_say_which_line_is_which():

@@ -13,7 +13,6 @@ import math
 from typing import Mapping
 
 _FIELDS = ("dice", "precision", "recall", "lesion_share")
-_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
 
 
 def slice_records(card: dict | None) -> dict[str, dict] | None:
@@ -66,15 +65,14 @@ def per_slice_figure(records: Mapping[str, Mapping[str, dict]]):
     """Dot plot: x = slices, hardest first; y = out-of-fold Dice, one marker series per model
     (hover: fold, Dice, precision, recall, lesion share)."""
     import plotly.graph_objects as go
-    from plotly.colors import qualitative
+
+    from smallcovid.app.palette import series_style
 
     order = hardest_first(records)
     fig = go.Figure()
     for i, (model, recs) in enumerate(records.items()):
         xs = [s for s in order if s in recs]
-        # Distinct hue and shape per model: the theme's default palette puts two blues side by side.
-        marker = dict(size=8, opacity=0.85, color=qualitative.Plotly[i % len(qualitative.Plotly)],
-                      symbol=_SYMBOLS[i % len(_SYMBOLS)])
+        marker = dict(size=8, opacity=0.85, **series_style(i))
         fig.add_trace(go.Scatter(
             x=xs, y=[recs[s]["dice"] for s in xs], mode="markers", name=model, marker=marker,
             customdata=[[recs[s]["fold"], _pct(recs[s]["precision"]), _pct(recs[s]["recall"]),

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from smallcovid.app.palette import series_style
 from smallcovid.core.errors import SmallCovidError
 
 LESION_RGB = (255, 64, 32)  # binary lesion
@@ -223,8 +224,9 @@ def dice_box_figure(per_image: Mapping[str, Sequence[float]], stems: Sequence[st
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for label, values in per_image.items():
+    for i, (label, values) in enumerate(per_image.items()):
         fig.add_trace(go.Box(y=list(map(float, values)), name=label, boxpoints="all", jitter=0.4,
+                             marker_color=series_style(i)["color"],
                              pointpos=0, text=list(stems) if stems is not None else None,
                              hovertemplate="%{text}: Dice %{y:.3f}<extra>" + label + "</extra>"))
     fig.update_layout(yaxis_title="Dice per image", yaxis_range=[0, 1.02], showlegend=False,
@@ -237,9 +239,11 @@ def sweep_figure(sweeps: Mapping[str, Mapping[float, float]], current: float | N
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for label, sweep in sweeps.items():
+    for i, (label, sweep) in enumerate(sweeps.items()):
         ts = sorted(sweep)
-        fig.add_trace(go.Scatter(x=ts, y=[sweep[t] for t in ts], mode="lines+markers", name=label))
+        style = series_style(i)
+        fig.add_trace(go.Scatter(x=ts, y=[sweep[t] for t in ts], mode="lines+markers", name=label,
+                                 line=dict(color=style["color"]), marker=dict(symbol=style["symbol"])))
     if current is not None:
         fig.add_vline(x=float(current), line_dash="dash", line_color="gray",
                       annotation_text=f"threshold {current:.2f}", annotation_position="top")
