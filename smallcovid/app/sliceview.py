@@ -1,7 +1,7 @@
 """Every training slice's out-of-fold score, across models: which slices all models fail on,
 and which fail one model only.
 
-Cards carry ``cv.per_slice`` (see :func:`smallcovid.training.cvsummary.slice_rows`): one record
+Cards carry ``cv.per_slice`` (see :func:`smallcovid.training.cvrows.slice_rows`): one record
 per slice, scored by the fold model that held it out, at that fold's threshold chosen on the
 other folds, ``{"slice", "fold", "dice", "precision", "recall", "lesion_share"}``. Cards older
 than the records have none; :func:`slice_records` returns None for them.
