@@ -16,7 +16,7 @@ from pages._shared import (DISCLAIMER, admin_gate, admin_unlocked, check_upload,
                            model_picker, out_of_fold_choice, policy, predictor, session_scratch, show_error,
                            upload_limit_mb)
 from smallcovid.app import analysis
-from smallcovid.app import viz
+from smallcovid.app import figures, viz
 from smallcovid.app.cardview import cv_mean_std, protocol_threshold
 from smallcovid.app.catalog import default_threshold, shipped_cards
 from smallcovid.app.insample import in_sample_text
@@ -176,13 +176,13 @@ def draw_results(cmp: dict, thr: float) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Dice per image**")
-        st.plotly_chart(viz.dice_box_figure(per_image, stems), key="cmp_box")
+        st.plotly_chart(figures.dice_box_figure(per_image, stems), key="cmp_box")
     with right:
         st.markdown("**Threshold sweep**")
         for label, maps in cmp["maps"].items():
             if label not in cmp["sweeps"]:
                 cmp["sweeps"][label] = threshold_sweep(maps, cmp["samples"])
-        st.plotly_chart(viz.sweep_figure(cmp["sweeps"], current=thr), key="cmp_sweep")
+        st.plotly_chart(figures.sweep_figure(cmp["sweeps"], current=thr), key="cmp_sweep")
     draw_gallery(cmp, results, thr)
 
 

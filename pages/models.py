@@ -20,10 +20,10 @@ ensure_app_shell()  # before the model code loads: a first request for /models g
 import pandas as pd
 
 from pages._shared import admin_unlocked, cv_table
+from smallcovid.app import figures
 from smallcovid.app import plateauview
 from smallcovid.app import runview
 from smallcovid.app import sliceview
-from smallcovid.app import viz
 from smallcovid.app.cardview import (DATA_CITATIONS, PAPER_CITATION, card_calibration, card_facts, card_histories,
                                      cv_operating_rows, installed_run_dir, paper_vs_ours)
 from smallcovid.app.catalog import ensemble_entries, installed_models, read_card, shipped_cards
@@ -60,7 +60,7 @@ def curves_section(card: dict, key: str, run_dir: str | None = None) -> None:
     thr = ((card.get("training") or {}).get("config") or {}).get("threshold", 0.8)
     st.markdown("**Training curves, per fold**" + (f" (run folder {run_dir})" if run_dir and
                                                    not card_histories(card) else ""))
-    st.plotly_chart(viz.training_curves_figure(histories, threshold=thr), key=f"curves-{key}")
+    st.plotly_chart(figures.training_curves_figure(histories, threshold=thr), key=f"curves-{key}")
 
 
 def plateau_section(card: dict, key: str) -> None:
@@ -81,7 +81,7 @@ def calibration_section(card: dict, key: str) -> None:
     eces = [f"{w} {cal[f'ece_{w}']:.3f}" for w in ("before", "after") if cal.get(f"ece_{w}") is not None]
     st.markdown("**Calibration** (" + cal["method"].capitalize() + " scaling fitted on out-of-fold predictions"
                 + (f"; expected calibration error {', '.join(eces)}" if eces else "") + ")")
-    st.plotly_chart(viz.reliability_figure(cal), key=f"reliability-{key}")
+    st.plotly_chart(figures.reliability_figure(cal), key=f"reliability-{key}")
     if cal.get("threshold") is not None:
         st.caption(f"Recommended threshold on calibrated probabilities: {cal['threshold']:g}. Marker area: the "
                    "share of pixels in each probability bin.")

@@ -19,8 +19,8 @@ ensure_app_shell()  # before the model code loads: a first request for /train ge
 
 from pages._shared import DISCLAIMER, admin_gate, cv_table, data_folder_input, show_error
 from pages._ray_parts import cluster_caption, run_on_picker
+from smallcovid.app import figures
 from smallcovid.app import runview
-from smallcovid.app import viz
 from smallcovid.app.cardview import cv_operating_rows
 from smallcovid.core.errors import SmallCovidError
 from smallcovid.data.dataset import detect_format
@@ -213,7 +213,7 @@ def draw_job(mgr: JobManager, job: Job) -> None:
     draw_outcome(job)
     histories = runview.read_histories(job.run_dir)
     if histories:
-        st.plotly_chart(viz.training_curves_figure(histories, threshold=cfg.get("threshold")), key=f"curves-{job.id}")
+        st.plotly_chart(figures.training_curves_figure(histories, threshold=cfg.get("threshold")), key=f"curves-{job.id}")
     draw_results(job)
     left, right, _ = st.columns([1, 1, 4])
     tail = runview.log_tail(job.log_path, 15)

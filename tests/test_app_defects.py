@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 import viewerhelpers as vh
 from apphelpers import blob_slice, fake_cv, finished_job, png_bytes
 from bad_inputs import bad_inputs
-from smallcovid.app import plateauview, runview, uploads, viz
+from smallcovid.app import figures, plateauview, runview, uploads, viz
 from smallcovid.app.cardview import PAPER_CITATION, cv_operating_rows
 from smallcovid.io import Slice, read_scan
 from smallcovid.io.validate import one_line
@@ -111,7 +111,7 @@ def test_train_page_failed_ray_job_caption(app_env, tmp_path):
 def test_epoch_axis_has_whole_number_ticks(epochs, dtick):
     h = {1: {"epoch": list(map(float, range(1, epochs + 1))), "train_loss": [1.0] * epochs,
              "val_loss": [1.0] * epochs, "val_dice": [0.5] * epochs}}
-    fig = viz.training_curves_figure(h, threshold=0.5)
+    fig = figures.training_curves_figure(h, threshold=0.5)
     for axis in (fig.layout.xaxis, fig.layout.xaxis2):
         assert axis.tickformat == "d" and axis.dtick == dtick
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from apphelpers import fake_cv
 from smallcovid.app import runview
-from smallcovid.app import viz
+from smallcovid.app import figures
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 CALIBRATION = {"a": 2.0, "b": -1.0, "method": "platt", "threshold": 0.1}
@@ -87,7 +87,7 @@ def _one_epoch_histories() -> dict:
 
 
 def test_one_epoch_curves_draw_every_point():
-    fig = viz.training_curves_figure(_one_epoch_histories(), threshold=0.5)
+    fig = figures.training_curves_figure(_one_epoch_histories(), threshold=0.5)
     assert fig.data
     for trace in fig.data:
         assert "markers" in trace.mode, (trace.name, trace.mode)
@@ -100,21 +100,21 @@ def test_one_epoch_curves_draw_every_point():
 def test_curves_with_two_epochs_keep_plain_dotted_lines():
     h = {1: {"epoch": [1.0, 2.0], "train_loss": [2.0, 1.5], "val_loss": [1.6, 1.2], "val_dice": [0.3, 0.5],
              "val_dice_best": [0.4, 0.6], "lr": [0.001, 0.001]}}
-    fig = viz.training_curves_figure(h, threshold=0.5)
+    fig = figures.training_curves_figure(h, threshold=0.5)
     assert [t.mode for t in fig.data if t.line.dash == "dot"] == ["lines", "lines"]
     # a value between missing ones would be invisible too
     h[1]["val_loss"] = [float("nan"), 1.2]
-    fig = viz.training_curves_figure(h, threshold=0.5)
+    fig = figures.training_curves_figure(h, threshold=0.5)
     assert next(t for t in fig.data if t.name == "fold 1 validation loss").mode == "lines+markers"
 
 
 def test_long_curves_are_lines_without_per_epoch_markers():
-    n = viz.MARKED_EPOCHS + 1
+    n = figures.MARKED_EPOCHS + 1
     h = {1: {"epoch": [float(e) for e in range(1, n + 1)], "train_loss": [1.0] * n, "val_loss": [1.0] * n,
              "val_dice": [0.5] * n, "val_dice_best": [0.6] * n, "lr": [0.001] * n}}
-    assert {t.mode for t in viz.training_curves_figure(h, threshold=0.5).data} == {"lines"}
-    short = {1: {k: v[:viz.MARKED_EPOCHS] for k, v in h[1].items()}}
-    assert "lines+markers" in {t.mode for t in viz.training_curves_figure(short, threshold=0.5).data}
+    assert {t.mode for t in figures.training_curves_figure(h, threshold=0.5).data} == {"lines"}
+    short = {1: {k: v[:figures.MARKED_EPOCHS] for k, v in h[1].items()}}
+    assert "lines+markers" in {t.mode for t in figures.training_curves_figure(short, threshold=0.5).data}
 
 
 # ------------------------------------------------------------------ the Train page

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smallcovid.app import viz
+from smallcovid.app import figures, viz
 from smallcovid.core.errors import SmallCovidError
 
 
@@ -85,19 +85,19 @@ def test_png_bytes_round_trip(image):
 def test_figures_have_one_trace_per_series():
     hist = {"epoch": [1, 2], "train_loss": [1.0, 0.8], "val_loss": [1.1, 0.9], "val_dice": [0.2, 0.4]}
     final = {"epoch": [1, 2], "train_loss": [1.0, 0.7], "val_loss": [float("nan")] * 2, "val_dice": [float("nan")] * 2}
-    fig = viz.training_curves_figure({1: hist, 2: hist, 0: final})
+    fig = figures.training_curves_figure({1: hist, 2: hist, 0: final})
     names = [t.name for t in fig.data]
     assert names[:3] == ["fold 1", "fold 1 validation loss", "fold 1 Dice at threshold 0.8"]
     assert names[-1] == "final"  # the all-data model last, and without validation curves
-    box = viz.dice_box_figure({"a": [0.1, 0.5], "b": [0.3, 0.9]}, ["x", "y"])
+    box = figures.dice_box_figure({"a": [0.1, 0.5], "b": [0.3, 0.9]}, ["x", "y"])
     assert [t.name for t in box.data] == ["a", "b"] and list(box.data[1].y) == [0.3, 0.9]
-    sweep = viz.sweep_figure({"a": {0.5: 0.6, 0.1: 0.2}}, current=0.8)
+    sweep = figures.sweep_figure({"a": {0.5: 0.6, 0.1: 0.2}}, current=0.8)
     assert list(sweep.data[0].x) == [0.1, 0.5] and list(sweep.data[0].y) == [0.2, 0.6]
     # The legend sits under the plot (it covered the curves at the right of a half-width column).
     assert sweep.layout.legend.orientation == "h" and sweep.layout.legend.y < 0
     # The i-th model keeps one distinct colour on every figure (box, sweep, per-slice plot).
-    two = viz.sweep_figure({"a": {0.5: 0.6}, "b": {0.5: 0.7}})
-    assert two.data[0].line.color == box.data[0].marker.color == viz.series_style(0)["color"]
+    two = figures.sweep_figure({"a": {0.5: 0.6}, "b": {0.5: 0.7}})
+    assert two.data[0].line.color == box.data[0].marker.color == figures.series_style(0)["color"]
     assert two.data[1].line.color == box.data[1].marker.color != two.data[0].line.color
 
 
@@ -106,7 +106,7 @@ def test_training_curves_say_which_line_is_which():
     best-threshold Dice; the legend lists folds by colour only, so no loss label names a Dice line."""
     hist = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.9],
             "val_dice": [0.0, 0.0, 0.0], "val_dice_best": [0.2, 0.29, 0.27]}
-    fig = viz.training_curves_figure({1: hist}, threshold=0.8)
+    fig = figures.training_curves_figure({1: hist}, threshold=0.8)
     by_name = {t.name: t for t in fig.data}
     solid, dotted = by_name["fold 1 Dice at threshold 0.8"], by_name["fold 1 best-threshold Dice"]
     assert list(solid.y) == hist["val_dice"] and solid.xaxis == "x2" and solid.line.dash in (None, "solid")
@@ -123,7 +123,7 @@ def test_training_curves_say_which_line_is_which():
 
 def test_reliability_figure():
     rel = {"confidence": [0.05, 0.5, 0.95], "lesion_fraction": [0.02, 0.4, 0.9], "share": [0.9, 0.05, 0.05]}
-    fig = viz.reliability_figure({"before": rel, "after": rel, "ece_before": 0.08, "ece_after": 0.01})
+    fig = figures.reliability_figure({"before": rel, "after": rel, "ece_before": 0.08, "ece_after": 0.01})
     names = [t.name for t in fig.data]
     assert names == ["perfectly calibrated", "before calibration (ECE 0.080)", "after calibration (ECE 0.010)"]
     assert list(fig.data[1].x) == rel["confidence"] and list(fig.data[1].y) == rel["lesion_fraction"]

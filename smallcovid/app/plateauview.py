@@ -83,7 +83,7 @@ def plateau_figure(plateau: dict):
     import plotly.graph_objects as go
     from plotly.colors import qualitative
 
-    from smallcovid.app.viz import epoch_ticks
+    from smallcovid.app.figures import epoch_ticks
 
     fig = go.Figure()
     longest = 0
