@@ -33,12 +33,8 @@ wait
 for name in smallcovid-net unet segnet mask-rcnn; do
   run_dir="$OUT/runs/$name-gpu"
   [ -f "$run_dir/summary.json" ] || continue
-  # SegNet's and Mask R-CNN's cards average 8 test-time views (inference only): their folds are
-  # scored under them.
+  # SegNet's card averages 8 test-time views (inference only): its folds are scored under them.
   if [ "$name" = segnet ]; then
-    $PY scripts/rescore_run.py "$run_dir" --model-option tta=d4 >> "$OUT/logs/ship.log" 2>&1 && run_dir="$run_dir-tta-d4"
-  fi
-  if [ "$name" = mask-rcnn ]; then
     $PY scripts/rescore_run.py "$run_dir" --model-option tta=d4 >> "$OUT/logs/ship.log" 2>&1 && run_dir="$run_dir-tta-d4"
   fi
   fp16=(); [ "$name" = smallcovid-net ] || fp16=(--fp16)
