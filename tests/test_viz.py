@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smallcovid.app import figures, viz
+from smallcovid.app import figures, palette, viz
 from smallcovid.core.errors import SmallCovidError
 
 
@@ -97,7 +97,7 @@ def test_figures_have_one_trace_per_series():
     assert sweep.layout.legend.orientation == "h" and sweep.layout.legend.y < 0
     # The i-th model keeps one distinct colour on every figure (box, sweep, per-slice plot).
     two = figures.sweep_figure({"a": {0.5: 0.6}, "b": {0.5: 0.7}})
-    assert two.data[0].line.color == box.data[0].marker.color == figures.series_style(0)["color"]
+    assert two.data[0].line.color == box.data[0].marker.color == palette.series_style(0)["color"]
     assert two.data[1].line.color == box.data[1].marker.color != two.data[0].line.color
 
 
